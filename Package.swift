@@ -1,0 +1,55 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "portcullis",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "portcullis", targets: ["portcullis"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // Pure logic: addresses, prefixes, durations, block files. No BPF, no root.
+        .target(name: "PortcullisCore"),
+
+        // libbpf and the layouts shared with the XDP program (bpf/portcullis.h).
+        .systemLibrary(
+            name: "CLibbpf",
+            pkgConfig: "libbpf",
+            providers: [.apt(["libbpf-dev"])]
+        ),
+
+        // Compiles bpf/*.bpf.c with clang -target bpf and embeds the object in the binary.
+        .plugin(name: "EmbedBPFObject", capability: .buildTool()),
+
+        // The thin Swift API over libbpf: load, pin, attach, block, list, sweep.
+        .target(
+            name: "PortcullisBPF",
+            dependencies: [
+                "CLibbpf",
+                "PortcullisCore",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            plugins: ["EmbedBPFObject"]
+        ),
+
+        .executableTarget(
+            name: "portcullis",
+            dependencies: [
+                "PortcullisCore",
+                "PortcullisBPF",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore"]),
+        // Needs root and bpffs (skips with a message otherwise): verdicts through BPF_PROG_TEST_RUN.
+        .testTarget(name: "PortcullisBPFTests", dependencies: ["PortcullisBPF", "PortcullisCore", "CLibbpf"]),
+        // Runs the built portcullis binary: usage errors without root, the netns lab with root.
+        .testTarget(name: "PortcullisCLITests", dependencies: ["portcullis", "PortcullisCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

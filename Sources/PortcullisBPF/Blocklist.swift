@@ -1,0 +1,435 @@
+import CLibbpf
+import Foundation
+import Glibc
+import PortcullisCore
+
+/// Who asked for a block; kept with the block and in the incident record.
+public enum BlockSource: String, Sendable, Codable, CaseIterable {
+    case cli, file, wazuh, detector, api
+
+    var raw: UInt32 {
+        switch self {
+        case .cli: UInt32(PORTCULLIS_SOURCE_CLI.rawValue)
+        case .file: UInt32(PORTCULLIS_SOURCE_FILE.rawValue)
+        case .wazuh: UInt32(PORTCULLIS_SOURCE_WAZUH.rawValue)
+        case .detector: UInt32(PORTCULLIS_SOURCE_DETECTOR.rawValue)
+        case .api: UInt32(PORTCULLIS_SOURCE_API.rawValue)
+        }
+    }
+
+    init?(raw: UInt32) {
+        guard let source = Self.allCases.first(where: { $0.raw == raw }) else { return nil }
+        self = source
+    }
+}
+
+public struct BlockRequest: Sendable {
+    /// Longer reasons are cut at a character boundary to fit the pinned record.
+    public static let maximumReasonBytes = Int(PORTCULLIS_REASON_MAX) - 1
+
+    public var target: BlockTarget
+    /// nil blocks until unblocked.
+    public var duration: Duration?
+    public var reason: String
+    public var source: BlockSource
+
+    public init(target: BlockTarget, duration: Duration?, reason: String = "", source: BlockSource = .cli) {
+        self.target = target
+        self.duration = duration
+        self.reason = reason
+        self.source = source
+    }
+}
+
+/// A block as the control plane reports it.
+public struct BlockEntry: Sendable {
+    public let target: BlockTarget
+    /// nil for a permanent block.
+    public let remaining: Duration?
+    public let expiresUnixMilliseconds: Int64?
+    public let isExpired: Bool
+    public let droppedPackets: UInt64
+    public let droppedBytes: UInt64
+    public let reason: String
+    public let source: BlockSource?
+    public let createdUnixMilliseconds: Int64?
+    public let refreshedUnixMilliseconds: Int64?
+    /// What was asked for the last time it was set; nil when permanent or unknown.
+    public let requestedDuration: Duration?
+
+    public var isPermanent: Bool { remaining == nil }
+}
+
+public enum BlockChange: String, Sendable {
+    /// The target was not blocked before.
+    case added
+    /// It was blocked; the expiry now follows the new request.
+    case refreshed
+    /// It was blocked for longer than the new request (or permanently); the longer expiry stays.
+    case keptLonger = "kept-longer"
+}
+
+public struct BlockOutcome: Sendable {
+    public let entry: BlockEntry
+    public let change: BlockChange
+}
+
+public struct BatchOutcome: Sendable {
+    public var added = 0
+    public var refreshed = 0
+    public var keptLonger = 0
+    public var total: Int { added + refreshed + keptLonger }
+
+    mutating func count(_ change: BlockChange) {
+        switch change {
+        case .added: added += 1
+        case .refreshed: refreshed += 1
+        case .keptLonger: keptLonger += 1
+        }
+    }
+}
+
+public struct SweepReport: Sendable {
+    /// The blocks removed, with what they dropped over their lifetime.
+    public let removed: [BlockEntry]
+    public let scanned: Int
+    public let elapsed: Duration
+}
+
+extension Datapath {
+    // MARK: - Blocking
+
+    /// Blocks one target, or refreshes its block. The allowlist and the loopback
+    /// rule win over every request; a refresh keeps the drop counters and never
+    /// shortens a longer block.
+    public func block(_ request: BlockRequest) throws(DatapathError) -> BlockOutcome {
+        try refuseUnblockable(request.target)
+        let lock = try pins.lockForWriting()
+        defer { withExtendedLifetime(lock) {} }
+        try refuseAllowlisted(request.target, allowlist: allowlist())
+        return try write(request, at: try now())
+    }
+
+    /// Blocks many targets at once under one lock, with batched map updates for
+    /// exact addresses; an already blocked target is refreshed as by ``block(_:)``.
+    /// Every request is checked before anything changes.
+    public func block(batch requests: [BlockRequest]) throws(DatapathError) -> BatchOutcome {
+        for request in requests { try refuseUnblockable(request.target) }
+        let lock = try pins.lockForWriting()
+        defer { withExtendedLifetime(lock) {} }
+        let allowed = try allowlist()
+        if !allowed.isEmpty {
+            for request in requests { try refuseAllowlisted(request.target, allowlist: allowed) }
+        }
+        let reading = try now()
+        var outcome = BatchOutcome()
+        var v4: [(UInt32, BlockRequest)] = []
+        var v6: [(portcullis_addr_v6, BlockRequest)] = []
+        for request in requests {
+            switch BlockSlot(request.target) {
+            case .exactV4(let key): v4.append((key, request))
+            case .exactV6(let key): v6.append((key, request))
+            case .prefixV4, .prefixV6: outcome.count(try write(request, at: reading).change)
+            }
+        }
+        try batchInsert(v4, into: blocksV4, at: reading, outcome: &outcome) { target(fromExactV4: $0) }
+        try batchInsert(v6, into: blocksV6, at: reading, outcome: &outcome) { target(fromExactV6: $0) }
+        return outcome
+    }
+
+    /// Writes new blocks a chunk at a time with one bpf(BPF_MAP_UPDATE_BATCH)
+    /// each. The kernel's batch update cannot be told to skip existing keys, so
+    /// targets with a live block are found first (one batched read of the map)
+    /// and refreshed the careful way, keeping their counters.
+    private func batchInsert<Key: BitwiseCopyable>(
+        _ items: [(Key, BlockRequest)], into map: BPFMap, at reading: ClockReading, outcome: inout BatchOutcome,
+        target: (Key) -> BlockTarget?
+    ) throws(DatapathError) {
+        guard !items.isEmpty else { return }
+        var live = Set<BlockTarget>()
+        for (key, value) in try map.entries(as: Key.self, portcullis_block.self) where !reading.isExpired(value.expires_jiffies) {
+            if let target = target(key) { live.insert(target) }
+        }
+        var fresh: [(Key, BlockRequest)] = []
+        var seen = Set<BlockTarget>()
+        for item in items {
+            // A target already blocked, or listed twice, goes through the careful path.
+            if live.contains(item.1.target) || !seen.insert(item.1.target).inserted {
+                outcome.count(try write(item.1, at: reading).change)
+            } else {
+                fresh.append(item)
+            }
+        }
+        let chunkSize = 16_384
+        var start = 0
+        while start < fresh.count {
+            let chunk = fresh[start..<min(start + chunkSize, fresh.count)]
+            let keys = chunk.map(\.0)
+            let values = chunk.map { newBlock(for: $0.1, at: reading) }
+            let written = try keys.withUnsafeBufferPointer { keys throws(DatapathError) in
+                try values.withUnsafeBufferPointer { values throws(DatapathError) in
+                    try map.updateBatch(keys: keys, values: values)
+                }
+            }
+            outcome.added += written
+            start += chunk.count
+        }
+    }
+
+    /// Sets one block under the writer lock. A live block is refreshed: its
+    /// counters and start time carry on, and a longer expiry than the new one stays.
+    private func write(_ request: BlockRequest, at reading: ClockReading) throws(DatapathError) -> BlockOutcome {
+        var value = newBlock(for: request, at: reading)
+        var change = BlockChange.added
+        // An expired block that no sweep removed yet counts as absent: a new incident, counted afresh.
+        if let previous = try lookup(request.target), !reading.isExpired(previous.expires_jiffies) {
+            value.dropped_packets = previous.dropped_packets
+            value.dropped_bytes = previous.dropped_bytes
+            value.created_unix_ms = previous.created_unix_ms
+            if request.reason.isEmpty { value.reason = previous.reason }
+            if outlasts(previous.expires_jiffies, value.expires_jiffies) {
+                value.expires_jiffies = previous.expires_jiffies
+                value.requested_seconds = previous.requested_seconds
+                change = .keptLonger
+            } else {
+                change = .refreshed
+            }
+        }
+        try store(value, in: BlockSlot(request.target))
+        return BlockOutcome(entry: entry(request.target, value, reading), change: change)
+    }
+
+    /// Whether an expiry `a` lasts at least as long as `b` (0 is forever).
+    private func outlasts(_ a: UInt64, _ b: UInt64) -> Bool {
+        if a == PORTCULLIS_PERMANENT { return true }
+        if b == PORTCULLIS_PERMANENT { return false }
+        return a >= b
+    }
+
+    private func newBlock(for request: BlockRequest, at reading: ClockReading) -> portcullis_block {
+        var value = portcullis_block()
+        value.expires_jiffies = request.duration.map(reading.expiry(after:)) ?? PORTCULLIS_PERMANENT
+        value.created_unix_ms = reading.unixMilliseconds
+        value.refreshed_unix_ms = reading.unixMilliseconds
+        value.requested_seconds = request.duration.map { UInt64(max($0.components.seconds, 0)) } ?? 0
+        value.source = request.source.raw
+        value.prefixlen = UInt8(request.target.asPrefix.length)
+        setCString(request.reason, into: &value.reason)
+        return value
+    }
+
+    private func refuseUnblockable(_ target: BlockTarget) throws(DatapathError) {
+        do {
+            try target.validateBlockable()
+        } catch {
+            throw DatapathError(.refused, error.description)
+        }
+    }
+
+    private func refuseAllowlisted(_ target: BlockTarget, allowlist: [BlockTarget]) throws(DatapathError) {
+        for allowed in allowlist where covers(allowed, target) {
+            throw DatapathError(.refused, "refusing to block \(target): it is allowlisted by \(allowed) (see `portcullis allow --list`; `portcullis disallow \(allowed)` removes it)")
+        }
+    }
+
+    /// Whether every address of `inner` is inside `outer`.
+    func covers(_ outer: BlockTarget, _ inner: BlockTarget) -> Bool {
+        switch (outer, inner) {
+        case (.address(let a), .address(let b)): return a == b
+        case (.address, .prefix): return false
+        case (.prefix(let p), .address(let a)): return p.contains(a)
+        case (.prefix(let p), .prefix(let q)): return p.contains(q)
+        }
+    }
+
+    // MARK: - Map access by slot
+
+    private func lookup(_ target: BlockTarget) throws(DatapathError) -> portcullis_block? {
+        switch BlockSlot(target) {
+        case .exactV4(let key): return try blocksV4.lookup(key)
+        case .exactV6(let key): return try blocksV6.lookup(key)
+        case .prefixV4(let key): return try exactly(key.prefixlen, try prefixesV4.lookup(key))
+        case .prefixV6(let key): return try exactly(key.prefixlen, try prefixesV6.lookup(key))
+        }
+    }
+
+    /// An LPM lookup answers with the longest prefix holding the key, which may
+    /// be a shorter block around it; each value records its own prefix length.
+    private func exactly(_ length: UInt32, _ value: portcullis_block?) throws(DatapathError) -> portcullis_block? {
+        guard let value, UInt32(value.prefixlen) == length else { return nil }
+        return value
+    }
+
+    private func store(_ value: portcullis_block, in slot: BlockSlot) throws(DatapathError) {
+        switch slot {
+        case .exactV4(let key): try blocksV4.update(key, value)
+        case .exactV6(let key): try blocksV6.update(key, value)
+        case .prefixV4(let key): try prefixesV4.update(key, value)
+        case .prefixV6(let key): try prefixesV6.update(key, value)
+        }
+    }
+
+    private func remove(_ slot: BlockSlot) throws(DatapathError) -> Bool {
+        switch slot {
+        case .exactV4(let key): try blocksV4.delete(key)
+        case .exactV6(let key): try blocksV6.delete(key)
+        case .prefixV4(let key): try prefixesV4.delete(key)
+        case .prefixV6(let key): try prefixesV6.delete(key)
+        }
+    }
+
+    // MARK: - Unblocking
+
+    /// Removes a block; returns it as it was (with its final counters), or nil
+    /// when the target was not blocked, which is not an error.
+    public func unblock(_ target: BlockTarget) throws(DatapathError) -> BlockEntry? {
+        let lock = try pins.lockForWriting()
+        defer { withExtendedLifetime(lock) {} }
+        let reading = try now()
+        guard let value = try lookup(target), try remove(BlockSlot(target)) else { return nil }
+        return entry(target, value, reading)
+    }
+
+    // MARK: - Listing
+
+    /// Every block in the maps, expired ones included until a sweep removes them.
+    public func list() throws(DatapathError) -> [BlockEntry] {
+        let reading = try now()
+        var entries: [BlockEntry] = []
+        for (key, value) in try blocksV4.entries(as: UInt32.self, portcullis_block.self) {
+            entries.append(entry(target(fromExactV4: key), value, reading))
+        }
+        for (key, value) in try blocksV6.entries(as: portcullis_addr_v6.self, portcullis_block.self) {
+            guard let target = target(fromExactV6: key) else { continue }
+            entries.append(entry(target, value, reading))
+        }
+        for (target, value) in try prefixEntries() { entries.append(entry(target, value, reading)) }
+        return entries
+    }
+
+    /// The LPM tries have no batch operations: walk their keys and read each.
+    private func prefixEntries() throws(DatapathError) -> [(BlockTarget, portcullis_block)] {
+        var result: [(BlockTarget, portcullis_block)] = []
+        for key in try prefixesV4.keys(as: portcullis_lpm_v4.self) {
+            if let target = target(fromPrefixV4: key), let value = try prefixesV4.lookup(key, as: portcullis_block.self) {
+                result.append((target, value))
+            }
+        }
+        for key in try prefixesV6.keys(as: portcullis_lpm_v6.self) {
+            if let target = target(fromPrefixV6: key), let value = try prefixesV6.lookup(key, as: portcullis_block.self) {
+                result.append((target, value))
+            }
+        }
+        return result
+    }
+
+    /// One block, or nil.
+    public func entry(for target: BlockTarget) throws(DatapathError) -> BlockEntry? {
+        let reading = try now()
+        return try lookup(target).map { entry(target, $0, reading) }
+    }
+
+    private func entry(_ target: BlockTarget, _ value: portcullis_block, _ reading: ClockReading) -> BlockEntry {
+        let permanent = value.expires_jiffies == PORTCULLIS_PERMANENT
+        return BlockEntry(
+            target: target,
+            remaining: permanent ? nil : reading.remaining(until: value.expires_jiffies),
+            expiresUnixMilliseconds: permanent ? nil : reading.unixMilliseconds(at: value.expires_jiffies),
+            isExpired: reading.isExpired(value.expires_jiffies),
+            droppedPackets: value.dropped_packets,
+            droppedBytes: value.dropped_bytes,
+            reason: string(fromCString: value.reason),
+            source: BlockSource(raw: value.source),
+            createdUnixMilliseconds: value.created_unix_ms,
+            refreshedUnixMilliseconds: value.refreshed_unix_ms,
+            requestedDuration: value.requested_seconds > 0 ? .seconds(Int64(value.requested_seconds)) : nil)
+    }
+
+    // MARK: - Sweeping
+
+    /// Removes expired blocks. The data plane already lets their traffic pass;
+    /// this frees the memory and reports each removed block's outcome.
+    public func sweep() throws(DatapathError) -> SweepReport {
+        let started = ContinuousClock.now
+        let lock = try pins.lockForWriting()
+        defer { withExtendedLifetime(lock) {} }
+        let reading = try now()
+        var removed: [BlockEntry] = []
+
+        let exactV4 = try blocksV4.entries(as: UInt32.self, portcullis_block.self)
+        let expiredV4 = exactV4.filter { reading.isExpired($0.value.expires_jiffies) }
+        _ = try blocksV4.deleteBatch(expiredV4.map(\.key))
+        removed += expiredV4.map { entry(target(fromExactV4: $0.key), $0.value, reading) }
+
+        let exactV6 = try blocksV6.entries(as: portcullis_addr_v6.self, portcullis_block.self)
+        let expiredV6 = exactV6.filter { reading.isExpired($0.value.expires_jiffies) }
+        _ = try blocksV6.deleteBatch(expiredV6.map(\.key))
+        removed += expiredV6.compactMap { item in target(fromExactV6: item.key).map { entry($0, item.value, reading) } }
+
+        let prefixes = try prefixEntries()
+        for (target, value) in prefixes where reading.isExpired(value.expires_jiffies) {
+            guard try remove(BlockSlot(target)) else { continue }
+            removed.append(entry(target, value, reading))
+        }
+        return SweepReport(
+            removed: removed, scanned: exactV4.count + exactV6.count + prefixes.count,
+            elapsed: ContinuousClock.now - started)
+    }
+
+    // MARK: - Allowlist
+
+    /// Addresses and prefixes that are never dropped, whatever is blocked.
+    public func allowlist() throws(DatapathError) -> [BlockTarget] {
+        var targets: [BlockTarget] = []
+        for key in try allowV4.keys(as: portcullis_lpm_v4.self) {
+            if let target = target(fromPrefixV4: key) { targets.append(target) }
+        }
+        for key in try allowV6.keys(as: portcullis_lpm_v6.self) {
+            if let target = target(fromPrefixV6: key) { targets.append(target) }
+        }
+        return targets.sorted()
+    }
+
+    /// Adds to the allowlist; returns false when it was there already.
+    @discardableResult
+    public func allow(_ target: BlockTarget) throws(DatapathError) -> Bool {
+        let lock = try pins.lockForWriting()
+        defer { withExtendedLifetime(lock) {} }
+        var value = portcullis_allow()
+        value.added_unix_seconds = UInt64(time(nil))
+        switch allowKey(target) {
+        case .v4(let key): return try allowV4.update(key, value, mode: .onlyNew)
+        case .v6(let key): return try allowV6.update(key, value, mode: .onlyNew)
+        }
+    }
+
+    /// Removes from the allowlist; returns false when it was not there.
+    @discardableResult
+    public func disallow(_ target: BlockTarget) throws(DatapathError) -> Bool {
+        let lock = try pins.lockForWriting()
+        defer { withExtendedLifetime(lock) {} }
+        switch allowKey(target) {
+        case .v4(let key): return try allowV4.delete(key)
+        case .v6(let key): return try allowV6.delete(key)
+        }
+    }
+
+    private enum AllowKey { case v4(portcullis_lpm_v4), v6(portcullis_lpm_v6) }
+
+    private func allowKey(_ target: BlockTarget) -> AllowKey {
+        switch BlockSlot(target) {
+        case .exactV4(let address):
+            var key = portcullis_lpm_v4()
+            key.prefixlen = 32
+            withUnsafeMutableBytes(of: &key.addr) { $0.storeBytes(of: address, as: UInt32.self) }
+            return .v4(key)
+        case .exactV6(let address):
+            var key = portcullis_lpm_v6()
+            key.prefixlen = 128
+            key.addr = address.addr
+            return .v6(key)
+        case .prefixV4(let key): return .v4(key)
+        case .prefixV6(let key): return .v6(key)
+        }
+    }
+}

@@ -1,0 +1,171 @@
+import ArgumentParser
+import Glibc
+import PortcullisBPF
+import PortcullisCore
+
+struct Portcullis: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "portcullis",
+        abstract: "Drop traffic from blocked IP addresses at line rate with XDP.",
+        discussion: """
+            Portcullis keeps a blocklist of IPv4 and IPv6 addresses and prefixes, each with an \
+            optional expiry, in BPF maps pinned under a bpffs directory (default \
+            \(PinDirectory.defaultPath), or --pin-dir, or $\(PinDirectory.environmentVariable)). An \
+            XDP program attached to your interfaces drops packets from blocked sources before the \
+            kernel allocates a socket buffer for them. Blocks and attachments outlive every \
+            portcullis process: nothing is lost when a command exits or the daemon restarts.
+
+            An expired block stops dropping at once, whether or not `portcullis sweep` has removed \
+            it yet. Allowlisted addresses are never dropped, and loopback is never blocked.
+
+            Exit status: 0 on success, 1 when the operation failed, 2 on a usage error (in which \
+            case nothing was changed).
+
+            Examples:
+              portcullis attach eth0
+              portcullis block 203.0.113.9 --for 100s --reason "sshd: invalid user"
+              portcullis block 198.51.100.0/24
+              portcullis list
+              portcullis unblock 203.0.113.9
+            """,
+        version: "0.1.0",
+        subcommands: [
+            Attach.self, Detach.self, Block.self, Unblock.self, Allow.self, Disallow.self,
+            List.self, Stats.self, Sweep.self, Status.self, Purge.self,
+        ]
+    )
+}
+
+/// Options every command that touches the state takes.
+struct StateOptions: ParsableArguments {
+    @Option(
+        name: .customLong("pin-dir"),
+        help: ArgumentHelp(
+            "The bpffs directory holding Portcullis's maps, program and links.",
+            discussion: "Defaults to $\(PinDirectory.environmentVariable), then \(PinDirectory.defaultPath).",
+            valueName: "path"))
+    var pinDirectory: String?
+
+    var pins: PinDirectory { PinDirectory.resolve(option: pinDirectory) }
+
+    /// Opens the existing state, without creating any.
+    func open() throws(DatapathError) -> Datapath {
+        try Datapath.open(pins)
+    }
+
+    /// Opens the existing state, or nil when none was created yet (nothing blocked, nothing allowed).
+    func openIfPresent() throws(DatapathError) -> Datapath? {
+        do {
+            return try Datapath.open(pins)
+        } catch {
+            if error.kind == .notFound { return nil }
+            throw error
+        }
+    }
+}
+
+/// Options of the commands that create the state on first use.
+struct CreationOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "Exact addresses the blocklist holds per family, fixed when the state is first created.",
+        valueName: "count"))
+    var capacity: UInt32?
+
+    @Option(
+        name: .customLong("prefix-capacity"),
+        help: ArgumentHelp("Prefixes (and allowlist entries) per family, fixed at first creation.", valueName: "count"))
+    var prefixCapacity: UInt32?
+
+    func validate() throws {
+        if capacity == 0 || prefixCapacity == 0 { throw ValidationError("capacities must be at least 1") }
+    }
+
+    func open(_ state: StateOptions) throws(DatapathError) -> Datapath {
+        let requested = Capacity(
+            exact: capacity ?? Capacity.standard.exact, prefixes: prefixCapacity ?? Capacity.standard.prefixes)
+        return try Datapath.open(
+            state.pins, creatingWith: requested, capacityWasExplicit: capacity != nil || prefixCapacity != nil)
+    }
+}
+
+/// A user-typed address or prefix, parsed strictly by PortcullisCore.
+struct TargetArgument: ExpressibleByArgument, Sendable {
+    let parsed: ParsedTarget
+    var target: BlockTarget { parsed.target }
+
+    init?(argument: String) {
+        guard let parsed = try? BlockTarget.parse(argument) else { return nil }
+        self.parsed = parsed
+    }
+
+    /// The parse error for `text`, so the usage error names what is wrong with it.
+    static func transform(_ text: String) throws -> TargetArgument {
+        do {
+            let parsed = try BlockTarget.parse(text)
+            return TargetArgument(parsed)
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+
+    private init(_ parsed: ParsedTarget) { self.parsed = parsed }
+
+    func printNotes() {
+        for note in parsed.notes { printError("note: \(note)") }
+    }
+}
+
+func printError(_ line: String) {
+    var stderr = StandardError()
+    print(line, to: &stderr)
+}
+
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) {
+        var bytes = Array(string.utf8)[...]
+        while !bytes.isEmpty {
+            let written = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+            if written <= 0 { return }
+            bytes = bytes.dropFirst(written)
+        }
+    }
+}
+
+@main
+enum Entry {
+    static func main() {
+        do {
+            var command = try Portcullis.parseAsRoot()
+            try command.run()
+        } catch let error as DatapathError {
+            printError("portcullis: \(error.description)")
+            exit(1)
+        } catch let error as RuntimeFailure {
+            printError("portcullis: \(error.message)")
+            exit(1)
+        } catch {
+            let code = Portcullis.exitCode(for: error)
+            if code == .success {
+                // --help and --version
+                print(Portcullis.fullMessage(for: error))
+                exit(0)
+            }
+            if code == .failure || code.rawValue == 1 {
+                let message = Portcullis.message(for: error)
+                if !message.isEmpty { printError("portcullis: \(message)") }
+                exit(1)
+            }
+            let message = Portcullis.message(for: error).replacingOccurrences(of: "\n", with: " ")
+            let names = Set(Portcullis.configuration.subcommands.map { $0._commandName })
+            let command = CommandLine.arguments.dropFirst().first(where: names.contains).map { "portcullis \($0)" } ?? "portcullis"
+            printError("portcullis: \(message) (see `\(command) --help`)")
+            exit(2)
+        }
+    }
+}
+
+/// A failure found by the command itself after parsing (exit status 1).
+struct RuntimeFailure: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
+}

@@ -1,0 +1,100 @@
+import ArgumentParser
+import PortcullisBPF
+import PortcullisCore
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show where Portcullis is attached and how full its maps are.",
+        discussion: """
+            Lists every pinned attachment with its interface, network namespace, XDP mode and \
+            program id (an attachment whose interface disappeared shows as defunct), then each \
+            map's entries against its capacity and the kernel memory it holds.
+
+            Examples:
+              portcullis status
+              portcullis status --netns bastion
+              portcullis status --json
+            """)
+
+    @OptionGroup var state: StateOptions
+
+    @Option(help: ArgumentHelp("Only attachments in this named network namespace.", valueName: "name"))
+    var netns: String?
+
+    @Flag(help: "Print the status as JSON.")
+    var json = false
+
+    func run() throws {
+        let datapath = try state.open()
+        var attachments = try datapath.attachments()
+        if let netns { attachments = attachments.filter { $0.namespace == netns } }
+        let maps = try datapath.mapUsage()
+        if json {
+            print(Output.json(StatusJSON(
+                pinDirectory: datapath.pins.path, createdAt: Output.isoTime(unixMilliseconds: datapath.createdUnixMilliseconds),
+                jiffiesPerSecond: datapath.jiffiesPerSecond, capacityExact: datapath.capacity.exact,
+                capacityPrefixes: datapath.capacity.prefixes, attachments: attachments.map { AttachmentJSON($0) }, maps: maps)))
+            return
+        }
+        print("state:     \(datapath.pins.path) (created \(Output.localTime(unixMilliseconds: datapath.createdUnixMilliseconds)))")
+        print("capacity:  \(datapath.capacity)")
+        print("clock:     kernel jiffies at \(datapath.jiffiesPerSecond) Hz")
+        print("")
+        if attachments.isEmpty {
+            print("not attached to any interface\(netns.map { " in netns \($0)" } ?? "") (see `portcullis attach --help`)")
+        } else {
+            print(Output.table(
+                ["INTERFACE", "NETNS", "MODE", "PROGRAM", "LINK", "STATE"],
+                attachments.map {
+                    [$0.interface, $0.namespace ?? "-", $0.mode?.rawValue ?? "-", String($0.programID), String($0.linkID),
+                     $0.isActive ? "active" : "defunct (interface gone; `portcullis detach` removes it)"]
+                }))
+        }
+        print("")
+        print(Output.table(
+            ["MAP", "ENTRIES", "CAPACITY", "USED", "MEMORY"],
+            maps.map {
+                let used = $0.capacity == 0 ? 0 : Double($0.entries) / Double($0.capacity) * 100
+                return [$0.name, String($0.entries), String($0.capacity), String(format: "%.1f%%", used),
+                        $0.memoryBytes.map(Output.bytes) ?? "?"]
+            }))
+    }
+}
+
+struct StatusJSON: Encodable {
+    let pinDirectory: String
+    let createdAt: String
+    let jiffiesPerSecond: UInt32
+    let capacityExact: UInt32
+    let capacityPrefixes: UInt32
+    let attachments: [AttachmentJSON]
+    let maps: [MapUsage]
+}
+
+struct Purge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Detach everywhere and delete all Portcullis state.",
+        discussion: """
+            Detaches the XDP program from every interface it is attached to and removes the pin \
+            directory with every block and the allowlist. Use it to uninstall, or to start over \
+            with another capacity.
+
+            Example:
+              portcullis purge --yes
+            """)
+
+    @OptionGroup var state: StateOptions
+
+    @Flag(help: "Confirm: without it nothing is removed.")
+    var yes = false
+
+    func validate() throws {
+        if !yes { throw ValidationError("purge drops every block and detaches everywhere; add --yes to confirm") }
+    }
+
+    func run() throws {
+        let detached = try Datapath.purge(state.pins)
+        for interface in detached { print("detached from \(interface)") }
+        print("removed \(state.pins.path)")
+    }
+}

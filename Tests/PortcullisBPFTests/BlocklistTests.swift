@@ -1,0 +1,145 @@
+import CLibbpf
+import Foundation
+import PortcullisBPF
+import PortcullisCore
+import Testing
+
+/// The control plane's rules over real pinned maps.
+@Suite(.enabled(if: Privileges.canUseBPF, Privileges.reason))
+struct BlocklistTests {
+    @Test func refreshKeepsCountersAndNeverShortensABlock() throws {
+        let state = try ScratchState()
+        #expect(try state.block("198.51.100.9", for: .seconds(3600), reason: "first").change == .added)
+        _ = try state.verdict(Frame.ipv4(source: "198.51.100.9"))
+        let shorter = try state.block("198.51.100.9", for: .seconds(10), reason: "second")
+        #expect(shorter.change == .keptLonger)
+        let remaining = try #require(shorter.entry.remaining)
+        #expect(remaining > .seconds(3590))
+        #expect(shorter.entry.droppedPackets == 1)
+
+        let longer = try state.block("198.51.100.9", for: .seconds(7200))
+        #expect(longer.change == .refreshed)
+        #expect(longer.entry.droppedPackets == 1)
+        #expect(longer.entry.reason == "second")
+        #expect(try #require(longer.entry.remaining) > .seconds(7190))
+
+        let permanent = try state.block("198.51.100.9")
+        #expect(permanent.change == .refreshed)
+        #expect(permanent.entry.isPermanent)
+        #expect(try state.block("198.51.100.9", for: .seconds(5)).change == .keptLonger)
+        #expect(try #require(try state.entry("198.51.100.9")).isPermanent)
+    }
+
+    @Test func expiryIsAccurateToAFewJiffies() throws {
+        let state = try ScratchState()
+        let outcome = try state.block("2001:db8::42", for: .seconds(100))
+        let remaining = try #require(outcome.entry.remaining)
+        #expect(remaining > .milliseconds(99_900) && remaining <= .milliseconds(100_100))
+        let expires = try #require(outcome.entry.expiresUnixMilliseconds)
+        let expected = Int64(Date().timeIntervalSince1970 * 1000) + 100_000
+        #expect(abs(expires - expected) < 500)
+    }
+
+    @Test func clockRateMatchesTheKernelConfiguration() throws {
+        let state = try ScratchState()
+        let config = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "/proc/config.gz")), as: UTF8.self)
+        _ = config  // compressed; the rate is cross-checked against the jiffies the kernel reports instead
+        let first = try state.datapath.now()
+        Thread.sleep(forTimeInterval: 0.5)
+        let second = try state.datapath.now()
+        let measured = Double(second.jiffies - first.jiffies)
+            / (Double(second.unixNanoseconds - first.unixNanoseconds) / 1e9)
+        #expect(abs(measured - Double(state.datapath.jiffiesPerSecond)) / measured < 0.05)
+    }
+
+    @Test func prefixBlocksAreKeptApartFromTheirNeighbours() throws {
+        let state = try ScratchState()
+        _ = try state.block("203.0.113.0/24", reason: "wide")
+        #expect(try state.entry("203.0.113.0/25") == nil, "a lookup of a narrower prefix must not find the wider block")
+        #expect(try state.datapath.unblock(try BlockTarget.parse("203.0.113.0/25").target) == nil)
+        #expect(try state.block("203.0.113.0/25", for: .seconds(60)).change == .added)
+        #expect(try state.entry("203.0.113.0/24")?.reason == "wide")
+        #expect(try state.datapath.list().count == 2)
+        #expect(try state.datapath.unblock(try BlockTarget.parse("203.0.113.0/24").target) != nil)
+        #expect(try state.verdict(Frame.ipv4(source: "203.0.113.5")) == .drop)
+        #expect(try state.verdict(Frame.ipv4(source: "203.0.113.200")) == .pass)
+    }
+
+    @Test func aFullBlocklistIsAnErrorNotAnEviction() throws {
+        let state = try ScratchState(capacity: Capacity(exact: 8, prefixes: 4))
+        for host in 1...8 { _ = try state.block("192.0.2.\(host)", for: .seconds(600)) }
+        #expect {
+            try state.block("192.0.2.100", for: .seconds(600))
+        } throws: { error in
+            (error as? DatapathError)?.kind == .full
+        }
+        #expect(try state.datapath.list().count == 8)
+        for host in 1...8 { #expect(try state.verdict(Frame.ipv4(source: "192.0.2.\(host)")) == .drop) }
+        // A refresh of an existing block still works when full.
+        #expect(try state.block("192.0.2.1", for: .seconds(6000)).change == .refreshed)
+    }
+
+    @Test func batchBlockingAddsRefreshesAndCountsEachTarget() throws {
+        let state = try ScratchState(capacity: Capacity(exact: 50_000, prefixes: 64))
+        _ = try state.block("198.51.100.1", for: .seconds(10), reason: "earlier")
+        _ = try state.verdict(Frame.ipv4(source: "198.51.100.1"))
+        var requests: [BlockRequest] = []
+        for index in 0..<40_000 {
+            let address = IPv4Address(0xC633_6400 &+ UInt32(index))  // 198.51.100.0 upwards
+            requests.append(BlockRequest(target: .address(.v4(address)), duration: .seconds(300), source: .file))
+        }
+        requests.append(BlockRequest(target: try BlockTarget.parse("2001:db8::7").target, duration: nil, source: .file))
+        requests.append(BlockRequest(target: try BlockTarget.parse("203.0.113.0/24").target, duration: nil, source: .file))
+        let outcome = try state.datapath.block(batch: requests)
+        #expect(outcome.total == 40_002)
+        #expect(outcome.refreshed == 1)
+        #expect(outcome.added == 40_001)
+        #expect(try state.datapath.list().count == 40_002)
+        let refreshed = try #require(try state.entry("198.51.100.1"))
+        #expect(refreshed.droppedPackets == 1)
+        #expect(refreshed.reason == "earlier")
+        #expect(try state.verdict(Frame.ipv4(source: "198.51.255.255")) == .drop)  // the last of 40,000
+    }
+
+    @Test func batchWithABadTargetChangesNothing() throws {
+        let state = try ScratchState()
+        let requests = [
+            BlockRequest(target: try BlockTarget.parse("198.51.100.1").target, duration: nil),
+            BlockRequest(target: .address(.v4(IPv4Address(127, 0, 0, 1))), duration: nil),
+        ]
+        #expect(throws: DatapathError.self) { try state.datapath.block(batch: requests) }
+        #expect(try state.datapath.list().isEmpty)
+    }
+
+    @Test func stateIsSharedThroughThePins() throws {
+        let state = try ScratchState()
+        _ = try state.block("198.51.100.20", for: .seconds(60), reason: "persisted")
+        let reopened = try Datapath.open(state.pins)
+        let entries = try reopened.list()
+        #expect(entries.map(\.target.description) == ["198.51.100.20"])
+        #expect(entries.first?.reason == "persisted")
+        #expect(reopened.capacity == state.datapath.capacity)
+        #expect(throws: DatapathError.self) {
+            try Datapath.open(state.pins, creatingWith: Capacity(exact: 99, prefixes: 99), capacityWasExplicit: true)
+        }
+    }
+
+    @Test func missingStateIsReportedNotCreated() throws {
+        let pins = PinDirectory(path: "/sys/fs/bpf/portcullis-test-absent-\(UUID().uuidString.prefix(8).lowercased())")
+        #expect {
+            try Datapath.open(pins)
+        } throws: { error in
+            (error as? DatapathError)?.kind == .notFound
+        }
+        #expect(!FileManager.default.fileExists(atPath: pins.path))
+    }
+
+    @Test func pinDirectoryOutsideBPFFSIsRefused() throws {
+        let pins = PinDirectory(path: "/tmp/portcullis-not-bpffs")
+        #expect {
+            try Datapath.open(pins, creatingWith: .standard)
+        } throws: { error in
+            (error as? DatapathError)?.kind == .unsupported
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import CLibbpf
+import Foundation
+import PortcullisBPF
+import Testing
+
+/// The XDP object is compiled for the BPF target and the Swift control plane
+/// for the host, both from bpf/portcullis.h. The object's BTF records the
+/// layout the kernel program really uses; it must match what Swift imported.
+/// Needs no root: BTF is parsed from the embedded object.
+struct LayoutTests {
+    struct Member: Equatable, CustomStringConvertible {
+        let name: String
+        let byteOffset: Int
+        var description: String { "\(name)@\(byteOffset)" }
+    }
+
+    /// Size and members of a struct, as the BPF object's BTF describes it.
+    static func btfLayout(of structName: String) throws -> (size: Int, members: [Member]) {
+        let object = try #require(Datapath.embeddedObject)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-layout-\(UUID()).o").path
+        try Data(object).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let btf = try #require(btf__parse_elf(path, nil), "the embedded object has no BTF")
+        defer { btf__free(btf) }
+        let id = btf__find_by_name_kind(btf, structName, UInt32(BTF_KIND_STRUCT))
+        try #require(id > 0, "no struct \(structName) in the object's BTF")
+        let type = try #require(btf__type_by_id(btf, UInt32(id)))
+        let count = Int(type.pointee.info & 0xFFFF)
+        let size = Int(type.pointee.size)
+        // struct btf_member entries follow the struct's btf_type in memory.
+        let membersStart = UnsafeRawPointer(type).advanced(by: MemoryLayout<btf_type>.size)
+        var members: [Member] = []
+        for index in 0..<count {
+            let member = membersStart.advanced(by: index * MemoryLayout<btf_member>.size).load(as: btf_member.self)
+            let name = String(cString: btf__name_by_offset(btf, member.name_off))
+            let bitOffset = (type.pointee.info >> 31) != 0 ? Int(member.offset & 0xFFFFFF) : Int(member.offset)
+            members.append(Member(name: name, byteOffset: bitOffset / 8))
+        }
+        return (size, members)
+    }
+
+    @Test func blockValueMatchesTheKernelProgram() throws {
+        let (size, members) = try Self.btfLayout(of: "portcullis_block")
+        #expect(size == MemoryLayout<portcullis_block>.size)
+        let swift: [Member] = [
+            Member(name: "expires_jiffies", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.expires_jiffies)!),
+            Member(name: "dropped_packets", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.dropped_packets)!),
+            Member(name: "dropped_bytes", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.dropped_bytes)!),
+            Member(name: "created_unix_ms", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.created_unix_ms)!),
+            Member(name: "refreshed_unix_ms", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.refreshed_unix_ms)!),
+            Member(name: "requested_seconds", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.requested_seconds)!),
+            Member(name: "source", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.source)!),
+            Member(name: "prefixlen", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.prefixlen)!),
+            Member(name: "pad", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.pad)!),
+            Member(name: "reason", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.reason)!),
+        ]
+        #expect(members == swift)
+        // The data plane's fields share the first cache line.
+        #expect(MemoryLayout<portcullis_block>.offset(of: \.dropped_bytes)! + 8 <= 64)
+    }
+
+    @Test func keysAndCountersMatchTheKernelProgram() throws {
+        let cases: [(String, Int)] = [
+            ("portcullis_lpm_v4", MemoryLayout<portcullis_lpm_v4>.size),
+            ("portcullis_lpm_v6", MemoryLayout<portcullis_lpm_v6>.size),
+            ("portcullis_addr_v6", MemoryLayout<portcullis_addr_v6>.size),
+            ("portcullis_allow", MemoryLayout<portcullis_allow>.size),
+            ("portcullis_stats", MemoryLayout<portcullis_stats>.size),
+            ("portcullis_meta", MemoryLayout<portcullis_meta>.size),
+            ("portcullis_clock_sample", MemoryLayout<portcullis_clock_sample>.size),
+        ]
+        for (name, swiftSize) in cases {
+            let (size, _) = try Self.btfLayout(of: name)
+            #expect(size == swiftSize, "\(name): BPF \(size) bytes, Swift \(swiftSize)")
+        }
+        let (_, stats) = try Self.btfLayout(of: "portcullis_stats")
+        #expect(stats.map(\.name) == ["seen", "dropped", "dropped_bytes", "passed", "passed_allowed", "passed_expired", "not_ip", "parse_failed"])
+        #expect(stats.map(\.byteOffset) == Array(stride(from: 0, to: 64, by: 8)))
+    }
+}

@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Portcullis data plane: drop packets whose source address is blocked, before
+ * the kernel allocates a socket buffer for them.
+ *
+ * Verdict, in order: allowlisted source -> pass; a block on the exact address or
+ * on a prefix holding it that is permanent or not yet expired -> drop; anything
+ * else passes. An expired block passes whether or not a sweep has removed it yet,
+ * so expiry never waits for user space.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "portcullis.h"
+
+/* max_entries are placeholders: the control plane sets them before loading. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct portcullis_block);
+} blocks_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct portcullis_addr_v6);
+	__type(value, struct portcullis_block);
+} blocks_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct portcullis_lpm_v4);
+	__type(value, struct portcullis_block);
+} prefixes_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct portcullis_lpm_v6);
+	__type(value, struct portcullis_block);
+} prefixes_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct portcullis_lpm_v4);
+	__type(value, struct portcullis_allow);
+} allow_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct portcullis_lpm_v6);
+	__type(value, struct portcullis_allow);
+} allow_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct portcullis_stats);
+} stats SEC(".maps");
+
+/* Read and written by the control plane only; declared here so it is created and pinned with the rest. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct portcullis_meta);
+} meta SEC(".maps");
+
+extern const unsigned int CONFIG_HZ __kconfig __weak;
+
+#define VLAN_HLEN 4
+struct vlan_hdr {
+	__be16 tci;
+	__be16 encapsulated_proto;
+};
+
+/* Returns 1 to drop. Clock is read only here, once a block has matched. */
+static __always_inline int block_applies(struct portcullis_block *block, __u64 len,
+					 struct portcullis_stats *st)
+{
+	__u64 expires = block->expires_jiffies;
+
+	if (expires != PORTCULLIS_PERMANENT && bpf_jiffies64() >= expires) {
+		st->passed_expired++;
+		return 0;
+	}
+	__sync_fetch_and_add(&block->dropped_packets, 1);
+	__sync_fetch_and_add(&block->dropped_bytes, len);
+	st->dropped++;
+	st->dropped_bytes += len;
+	return 1;
+}
+
+static __always_inline int verdict_v4(__be32 saddr, __u64 len, struct portcullis_stats *st)
+{
+	struct portcullis_lpm_v4 lpm = { .prefixlen = 32 };
+	struct portcullis_block *block;
+
+	__builtin_memcpy(lpm.addr, &saddr, sizeof(saddr));
+	if (bpf_map_lookup_elem(&allow_v4, &lpm)) {
+		st->passed_allowed++;
+		return XDP_PASS;
+	}
+	block = bpf_map_lookup_elem(&blocks_v4, &saddr);
+	if (!block)
+		block = bpf_map_lookup_elem(&prefixes_v4, &lpm);
+	if (!block) {
+		st->passed++;
+		return XDP_PASS;
+	}
+	return block_applies(block, len, st) ? XDP_DROP : XDP_PASS;
+}
+
+static __always_inline int verdict_v6(const struct in6_addr *saddr, __u64 len,
+				      struct portcullis_stats *st)
+{
+	struct portcullis_lpm_v6 lpm = { .prefixlen = 128 };
+	struct portcullis_block *block;
+
+	__builtin_memcpy(lpm.addr, saddr, sizeof(lpm.addr));
+	if (bpf_map_lookup_elem(&allow_v6, &lpm)) {
+		st->passed_allowed++;
+		return XDP_PASS;
+	}
+	block = bpf_map_lookup_elem(&blocks_v6, lpm.addr);
+	if (!block)
+		block = bpf_map_lookup_elem(&prefixes_v6, &lpm);
+	if (!block) {
+		st->passed++;
+		return XDP_PASS;
+	}
+	return block_applies(block, len, st) ? XDP_DROP : XDP_PASS;
+}
+
+SEC("xdp")
+int portcullis_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 len = data_end - data;
+	struct ethhdr *eth = data;
+	struct portcullis_stats *st;
+	__u32 zero = 0;
+	__u16 proto;
+	void *cursor;
+	int i;
+
+	st = bpf_map_lookup_elem(&stats, &zero);
+	if (!st)
+		return XDP_PASS;
+	st->seen++;
+
+	if ((void *)(eth + 1) > data_end) {
+		st->parse_failed++;
+		return XDP_PASS;
+	}
+	proto = eth->h_proto;
+	cursor = eth + 1;
+
+#pragma unroll
+	for (i = 0; i < 2; i++) {
+		struct vlan_hdr *vlan = cursor;
+
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if ((void *)(vlan + 1) > data_end) {
+			st->parse_failed++;
+			return XDP_PASS;
+		}
+		proto = vlan->encapsulated_proto;
+		cursor = vlan + 1;
+	}
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = cursor;
+
+		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5) {
+			st->parse_failed++;
+			return XDP_PASS;
+		}
+		return verdict_v4(ip->saddr, len, st);
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = cursor;
+
+		if ((void *)(ip6 + 1) > data_end || ip6->version != 6) {
+			st->parse_failed++;
+			return XDP_PASS;
+		}
+		return verdict_v6(&ip6->saddr, len, st);
+	}
+	/* A third VLAN tag, or anything that is not IP, is none of our business. */
+	st->not_ip++;
+	return XDP_PASS;
+}
+
+/*
+ * A function of its own, not inlined, so that the sample's layout is described
+ * in the object's BTF, where the layout tests compare it with Swift's.
+ */
+static __noinline int fill_clock_sample(struct portcullis_clock_sample *sample)
+{
+	if (!sample)
+		return XDP_ABORTED;
+	sample->monotonic_ns = bpf_ktime_get_ns();
+	sample->jiffies = bpf_jiffies64();
+	sample->config_hz = CONFIG_HZ;
+	return XDP_PASS;
+}
+
+/*
+ * Never attached: the control plane runs it with BPF_PROG_TEST_RUN to read the
+ * kernel's jiffies and CLOCK_MONOTONIC at the same instant.
+ */
+SEC("xdp")
+int portcullis_clock(struct xdp_md *ctx)
+{
+	struct portcullis_clock_sample sample = {};
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	int verdict;
+
+	if (data + sizeof(sample) > data_end)
+		return XDP_ABORTED;
+	verdict = fill_clock_sample(&sample);
+	__builtin_memcpy(data, &sample, sizeof(sample));
+	return verdict;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one definition of every layout shared by the XDP program (portcullis.bpf.c)
+ * and the Swift control plane (Sources/CLibbpf). Change a layout here and bump
+ * PORTCULLIS_LAYOUT_VERSION: the control plane refuses to reuse pins made with
+ * another layout instead of misreading them.
+ */
+#ifndef PORTCULLIS_H
+#define PORTCULLIS_H
+
+#include <linux/types.h>
+
+#define PORTCULLIS_LAYOUT_VERSION 1
+#define PORTCULLIS_MAGIC 0x70637573u /* "pcus" */
+
+/*
+ * Expiry of a block, in the kernel's jiffies (bpf_jiffies64). Jiffies are the
+ * cheapest clock an XDP program can read, and the program reads one for every
+ * packet from a blocked source. The control plane converts to and from wall-clock
+ * time with the jiffies the clock probe program reads in the kernel and the tick
+ * rate stored in portcullis_meta.
+ */
+#define PORTCULLIS_PERMANENT 0ull
+
+#define PORTCULLIS_REASON_MAX 112
+
+enum portcullis_source {
+	PORTCULLIS_SOURCE_CLI = 1,
+	PORTCULLIS_SOURCE_FILE = 2,
+	PORTCULLIS_SOURCE_WAZUH = 3,
+	PORTCULLIS_SOURCE_DETECTOR = 4,
+	PORTCULLIS_SOURCE_API = 5,
+};
+
+/*
+ * Value of every block map, exact and prefix, IPv4 and IPv6. The XDP program
+ * reads expires_jiffies and adds to the two counters, all in the first cache
+ * line; the rest is the control plane's record of the block, kept here so it
+ * lives and dies with the block itself and outlives every process.
+ */
+struct portcullis_block {
+	__u64 expires_jiffies; /* PORTCULLIS_PERMANENT or the first jiffy it no longer applies */
+	__u64 dropped_packets; /* added to atomically by the XDP program */
+	__u64 dropped_bytes;
+	/* Control plane only below. */
+	__s64 created_unix_ms;   /* when this block began (a refresh keeps it) */
+	__s64 refreshed_unix_ms; /* the latest block or refresh */
+	__u64 requested_seconds; /* the duration last asked for; 0 = permanent */
+	__u32 source;            /* enum portcullis_source */
+	__u8 prefixlen;          /* the entry's own prefix length: an LPM lookup may answer for a shorter prefix */
+	__u8 pad[3];
+	char reason[PORTCULLIS_REASON_MAX];
+};
+
+/* Key of the IPv4 and IPv6 LPM tries (prefix blocks and allowlist). */
+struct portcullis_lpm_v4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct portcullis_lpm_v6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Key of the exact IPv6 block map; the exact IPv4 map is keyed by the address as __u32, network order. */
+struct portcullis_addr_v6 {
+	__u8 addr[16];
+};
+
+/* Value of the allowlist tries. */
+struct portcullis_allow {
+	__u64 added_unix_seconds;
+};
+
+/*
+ * Per-CPU packet counters, one slot. Every packet the program sees is counted
+ * in seen and in exactly one of the others.
+ */
+struct portcullis_stats {
+	__u64 seen;
+	__u64 dropped;
+	__u64 dropped_bytes;   /* not a packet class: the bytes of the dropped packets */
+	__u64 passed;          /* IP packets with no matching block */
+	__u64 passed_allowed;  /* allowlisted sources */
+	__u64 passed_expired;  /* a block matched but had expired, swept or not */
+	__u64 not_ip;          /* neither IPv4 nor IPv6 (ARP, LLDP, ...) */
+	__u64 parse_failed;    /* truncated or malformed headers */
+};
+
+/* One entry, index 0, of the "meta" array map: written once at first load. */
+struct portcullis_meta {
+	__u32 magic;
+	__u32 layout_version;
+	__u32 jiffies_per_second;   /* the kernel's HZ */
+	__u32 pad;
+	__u64 capacity_exact;       /* per family */
+	__u64 capacity_prefix;      /* per family, also the allowlist */
+	__s64 created_unix_ms;
+};
+
+/*
+ * The clock probe program writes this at the start of the frame it is given
+ * through BPF_PROG_TEST_RUN.
+ */
+struct portcullis_clock_sample {
+	__u64 jiffies;
+	__u64 monotonic_ns;
+	__u64 config_hz;            /* CONFIG_HZ from kconfig, 0 when libbpf could not read it */
+};
+
+/* Program names, so the loader and the program cannot disagree. */
+#define PORTCULLIS_PROG_XDP "portcullis_xdp"
+#define PORTCULLIS_PROG_CLOCK "portcullis_clock"
+
+#endif /* PORTCULLIS_H */
