@@ -35,6 +35,14 @@ public struct PinDirectory: Sendable, Equatable {
     /// Fails unless the directory (or the nearest existing parent) is on bpffs:
     /// pins anywhere else would silently not be pins.
     func requireBPFFilesystem() throws(DatapathError) {
+        // Without this, an unreadable directory would look like an empty blocklist.
+        let unreadable = access(path, F_OK) == 0 ? access(path, R_OK | X_OK) != 0 : errno == EACCES
+        if unreadable {
+            throw DatapathError(
+                .permission,
+                "cannot read \(path): permission denied; run as root (Portcullis needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)",
+                errno: .permissionDenied)
+        }
         var probe = path
         while access(probe, F_OK) != 0, let slash = probe.lastIndex(of: "/"), slash != probe.startIndex {
             probe = String(probe[..<slash])

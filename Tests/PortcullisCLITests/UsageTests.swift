@@ -1,0 +1,109 @@
+import Foundation
+import Testing
+
+/// Usage errors: exit status 2, one line on stderr naming the problem, nothing
+/// on stdout, and nothing changed (the pin directory is never even created).
+@Suite struct UsageTests {
+    static let badInvocations: [[String]] = [
+        ["block", "127.1"],
+        ["block", "010.0.0.1"],
+        ["block", "0x7f.0.0.1"],
+        ["block", "198.51.100.7/33"],
+        ["block", "fe80::1%eth0"],
+        ["block", "203.0.113.9", "--for", "10x"],
+        ["block", "203.0.113.9", "--for", "0s"],
+        ["block", "127.0.0.1"],
+        ["block", "::1", "--for", "1h"],
+        ["block", "0.0.0.0/0"],
+        ["block"],
+        ["block", "203.0.113.9", "--file", "/dev/null"],
+        ["block", "203.0.113.9", "--capacity", "0"],
+        ["block", "203.0.113.9", "--reason", String(repeating: "x", count: 200)],
+        ["unblock", "not-an-address"],
+        ["attach"],
+        ["attach", "eth0", "--mode", "turbo"],
+        ["allow"],
+        ["allow", "192.0.2.1", "--list"],
+        ["purge"],
+        ["frobnicate"],
+        ["list", "--bogus"],
+    ]
+
+    @Test(arguments: badInvocations)
+    func usageErrorsExitTwoWithOneLineAndChangeNothing(arguments: [String]) throws {
+        let pins = "/tmp/portcullis-usage-\(UUID().uuidString.prefix(8))"
+        let result = try Command.portcullis(arguments, pins: pins)
+        #expect(result.status == 2, "\(arguments): \(result)")
+        #expect(result.stderrLines.count == 1, "\(arguments): \(result)")
+        #expect(result.stderr.hasPrefix("portcullis: "), "\(arguments): \(result)")
+        #expect(result.stdout.isEmpty, "\(arguments): \(result)")
+        #expect(!FileManager.default.fileExists(atPath: pins))
+    }
+
+    @Test func addressErrorsNameTheInputAndTheRule() throws {
+        let result = try Command.portcullis(["block", "127.1"], pins: "/tmp/portcullis-usage-never")
+        #expect(result.stderr.contains("'127.1'"))
+        #expect(result.stderr.contains("four decimal octets"))
+        let loopback = try Command.portcullis(["block", "127.0.0.1"], pins: "/tmp/portcullis-usage-never")
+        #expect(loopback.stderr.contains("loopback"))
+    }
+
+    @Test func badLineInABlockFileIsNamedAndNothingIsBlocked() throws {
+        let pins = "/tmp/portcullis-usage-\(UUID().uuidString.prefix(8))"
+        let input = "203.0.113.1\n203.0.113.2 10m\n203.0.113.300\n"
+        let result = try Command.portcullis(["block", "--file", "-"], pins: pins, input: input)
+        #expect(result.status == 2, "\(result)")
+        #expect(result.stderr.contains("line 3"), "\(result)")
+        #expect(result.stderrLines.count == 1)
+        #expect(!FileManager.default.fileExists(atPath: pins))
+    }
+
+    static let commands = ["attach", "detach", "block", "unblock", "allow", "disallow", "list", "stats", "sweep", "status", "purge"]
+
+    @Test(arguments: commands)
+    func everyCommandHasHelpWithAnExample(command: String) throws {
+        let result = try Command.portcullis([command, "--help"], pins: "/tmp/portcullis-usage-never")
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stdout.contains("USAGE: portcullis \(command)"), "\(result)")
+        #expect(result.stdout.contains("Example"), "\(command) --help has no example")
+    }
+
+    @Test func topLevelHelpListsEveryCommand() throws {
+        let result = try Command.portcullis(["--help"], pins: "/tmp/portcullis-usage-never")
+        #expect(result.status == 0)
+        for command in Self.commands { #expect(result.stdout.contains("  \(command)"), "\(command) missing from help") }
+    }
+}
+
+/// Environments Portcullis cannot work in give one clear line and exit 1.
+@Suite struct EnvironmentErrorTests {
+    @Test(.enabled(if: Privileges.isRoot, "checks the bpffs test as root, where only the filesystem can be wrong"))
+    func pinDirectoryOutsideBPFFSIsAClearError() throws {
+        let pins = "/tmp/portcullis-not-bpffs-\(UUID().uuidString.prefix(8))"
+        let result = try Command.portcullis(["block", "192.0.2.1"], pins: pins)
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stderrLines.count == 1)
+        #expect(result.stderr.contains("not on a BPF filesystem"), "\(result)")
+        #expect(!FileManager.default.fileExists(atPath: pins))
+    }
+
+    @Test(.enabled(if: Privileges.canUseBPF && FileManager.default.isExecutableFile(atPath: "/usr/sbin/runuser"),
+                   "needs root to run the binary as an unprivileged user"))
+    func unprivilegedUserIsToldToRunAsRoot() throws {
+        let pins = "/sys/fs/bpf/portcullis-test-nobody-\(UUID().uuidString.prefix(6).lowercased())"
+        defer { _ = try? Command.portcullis(["purge", "--yes"], pins: pins) }
+        let created = try Command.portcullis(["block", "192.0.2.1", "--for", "1m"], pins: pins)
+        try #require(created.status == 0, "\(created)")
+        // runuser drops to nobody; the binary must be reachable by it, which .build under /work is.
+        for arguments in [["block", "192.0.2.2"], ["list"], ["unblock", "192.0.2.1"], ["status"]] {
+            let result = try Command.run(
+                "/usr/sbin/runuser", ["-u", "nobody", "--", Command.portcullis] + arguments,
+                environment: ["PORTCULLIS_PIN_DIR": pins])
+            #expect(result.status == 1, "\(arguments) as nobody must fail, not pass as an empty blocklist: \(result)")
+            #expect(result.stderrLines.count == 1, "\(result)")
+            #expect(result.stderr.contains("run as root"), "\(result)")
+        }
+        let list = try Command.portcullis(["list", "--json"], pins: pins)
+        #expect(list.stdout.contains("192.0.2.1") && !list.stdout.contains("192.0.2.2"), "\(list)")
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The README's two commands, on a fresh Debian 12 machine as root:
+#   tools/quickstart.sh demo   set up what is missing, build, and block an attacker in the netns lab
+#   tools/quickstart.sh test   set up what is missing, build, and run every test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tools/setup.sh
+
+case ${1:-} in
+    demo)
+        swift build -c release --product portcullis
+        exec tools/demo.sh "$(swift build -c release --show-bin-path)/portcullis"
+        ;;
+    test)
+        # Swift Testing only: there are no XCTest cases, whose empty run would close the output.
+        exec swift test --disable-xctest
+        ;;
+    *)
+        echo "usage: tools/quickstart.sh demo|test" >&2
+        exit 2
+        ;;
+esac

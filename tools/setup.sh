@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what Portcullis needs to build, test and run on Debian 12, and
+# checks what cannot be installed from here (the Swift toolchain, the kernel).
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+
+say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+[[ $(id -u) == 0 ]] || fail "run as root (it installs packages and mounts bpffs)"
+
+# Build: libbpf headers and library (libbpf-dev brings libelf and zlib).
+# Tests and demo: iproute2 for network namespaces, ping for traffic, runuser (util-linux) for the
+# unprivileged check, bpftool for perf/ and for looking inside the pins.
+packages=(libbpf-dev libelf-dev zlib1g-dev pkg-config iproute2 iputils-ping util-linux bpftool ca-certificates)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Swift toolchain also provides the clang that compiles the XDP program (-target bpf).
+if ! command -v swift >/dev/null; then
+    for candidate in /opt/swift/usr/bin /usr/share/swift/usr/bin; do
+        [[ -x $candidate/swift ]] && export PATH="$candidate:$PATH" && break
+    done
+fi
+command -v swift >/dev/null || fail "Swift 6.1 or later is not installed; install a toolchain from swift.org (it also provides the clang that builds the XDP program)"
+clang_bin=$(dirname "$(command -v swift)")/clang
+[[ -x $clang_bin ]] || clang_bin=$(command -v clang || true)
+[[ -n $clang_bin ]] && "$clang_bin" -print-targets 2>/dev/null | grep -q '\bbpf\b' \
+    || fail "no clang with the BPF target next to swift; install Swift's toolchain or clang (apt-get install clang)"
+
+# The kernel: BTF for CO-RE-free loading checks, and bpffs for the pins.
+[[ -e /sys/kernel/btf/vmlinux ]] || fail "this kernel has no BTF (/sys/kernel/btf/vmlinux); Portcullis needs CONFIG_DEBUG_INFO_BTF"
+if ! awk '$2 == "/sys/fs/bpf" && $3 == "bpf" { found = 1 } END { exit !found }' /proc/self/mounts; then
+    say "mounting bpffs at /sys/fs/bpf"
+    mkdir -p /sys/fs/bpf
+    mount -t bpf -o mode=700 bpf /sys/fs/bpf
+fi
+say "ready: $(swift --version 2>&1 | head -1), libbpf $(pkg-config --modversion libbpf), kernel $(uname -r)"
