@@ -8,8 +8,9 @@ source tools/setup.sh
 
 case ${1:-} in
     demo)
-        swift build -c release --product portcullis
-        exec tools/demo.sh "$(swift build -c release --show-bin-path)/portcullis"
+        # --static-swift-stdlib: the binary needs only libc, libbpf, libelf and zlib at run time.
+        swift build -c release --static-swift-stdlib --product portcullis
+        exec tools/demo.sh "$(swift build -c release --static-swift-stdlib --show-bin-path)/portcullis"
         ;;
     test)
         # Swift Testing only: there are no XCTest cases, whose empty run would close the output.

@@ -1,5 +1,4 @@
 import CLibbpf
-import Foundation
 import Glibc
 import PortcullisCore
 

@@ -1,5 +1,5 @@
 import CLibbpf
-import Foundation
+import FoundationEssentials
 import Glibc
 import Synchronization
 
@@ -239,7 +239,9 @@ public final class Datapath {
             meta.jiffies_per_second = hz
             meta.capacity_exact = UInt64(capacity.exact)
             meta.capacity_prefix = UInt64(capacity.prefixes)
-            meta.created_unix_ms = Int64(Date().timeIntervalSince1970 * 1000)
+            var now = timespec()
+            clock_gettime(CLOCK_REALTIME, &now)
+            meta.created_unix_ms = Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
             try BPFMap(fileDescriptor: bpf_map__fd(metaMap), name: "meta").update(UInt32(0), meta)
             // Pinned last: its presence is what marks the state complete.
             let status = bpf_map__pin(metaMap, pins.path(of: MapName.meta.rawValue))
@@ -281,7 +283,7 @@ enum LibbpfLog {
             _ = vsnprintf(&buffer, buffer.count, format, arguments)
             let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             if level != LIBBPF_DEBUG {
-                LibbpfLog.lines.withLock { $0.append(line.trimmingCharacters(in: .whitespacesAndNewlines)) }
+                LibbpfLog.lines.withLock { $0.append(String(line.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())) }
             }
             return 0
         }

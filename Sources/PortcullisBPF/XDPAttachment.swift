@@ -48,11 +48,11 @@ struct LinkPin {
     var displayName: String { namespace.map { "\(interface) in netns \($0)" } ?? interface }
 
     private static func escape(_ name: String) -> String {
-        name.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: ".", with: "%2E")
+        name.replacing("%", with: "%25").replacing(".", with: "%2E")
     }
 
     private static func unescape(_ name: String) -> String {
-        name.replacingOccurrences(of: "%2E", with: ".").replacingOccurrences(of: "%25", with: "%")
+        name.replacing("%2E", with: ".").replacing("%25", with: "%")
     }
 }
 

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import Glibc
 import PortcullisBPF
 import PortcullisCore
 
@@ -89,13 +89,7 @@ struct Block: ParsableCommand {
     }
 
     private func blockFile(_ path: String) throws {
-        let text: String
-        do {
-            let data = path == "-" ? FileHandle.standardInput.readDataToEndOfFile() : try Data(contentsOf: URL(fileURLWithPath: path))
-            text = String(decoding: data, as: UTF8.self)
-        } catch {
-            throw RuntimeFailure("cannot read \(path): \((error as NSError).localizedDescription)")
-        }
+        let text = try readWholeFile(path)
         let name = path == "-" ? "standard input" : path
         var requests: [BlockRequest] = []
         var lineNumber = 0
@@ -120,8 +114,27 @@ struct Block: ParsableCommand {
                 keptLonger: outcome.keptLonger, seconds: elapsed.seconds)))
             return
         }
-        print("blocked \(outcome.total) targets from \(name) in \(String(format: "%.2f", elapsed.seconds)) s: \(outcome.added) added, \(outcome.refreshed) refreshed, \(outcome.keptLonger) already blocked for longer")
+        print("blocked \(outcome.total) targets from \(name) in \(Output.fixed(elapsed.seconds, digits: 2)) s: \(outcome.added) added, \(outcome.refreshed) refreshed, \(outcome.keptLonger) already blocked for longer")
     }
+}
+
+/// Reads a file, or standard input for `-`, as UTF-8 text.
+func readWholeFile(_ path: String) throws -> String {
+    let fd = path == "-" ? 0 : open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw RuntimeFailure("cannot read \(path): \(String(cString: strerror(errno)))") }
+    defer { if fd != 0 { close(fd) } }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+        let count = read(fd, &chunk, chunk.count)
+        if count == 0 { break }
+        if count < 0 {
+            if errno == EINTR { continue }
+            throw RuntimeFailure("cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        bytes.append(contentsOf: chunk[0..<count])
+    }
+    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// A duration option, with the parser's own message as the usage error.

@@ -102,7 +102,7 @@ struct Sweep: ParsableCommand {
                 removed: report.removed.map(BlockJSON.init), scanned: report.scanned, seconds: report.elapsed.seconds)))
             return
         }
-        let milliseconds = String(format: "%.1f", report.elapsed.seconds * 1000)
+        let milliseconds = Output.fixed(report.elapsed.seconds * 1000, digits: 1)
         print("removed \(report.removed.count) expired of \(report.scanned) blocks in \(milliseconds) ms")
         for entry in report.removed {
             print("  \(entry.target): \(Output.remaining(entry)), dropped \(entry.droppedPackets) packets (\(Output.bytes(entry.droppedBytes)))")

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import PortcullisBPF
 import PortcullisCore
 
@@ -13,10 +14,35 @@ enum Output {
         return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// RFC 3339 in UTC with milliseconds, e.g. 2026-11-28T07:03:22.489Z.
     static func isoTime(unixMilliseconds: Int64) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: Date(timeIntervalSince1970: Double(unixMilliseconds) / 1000))
+        var seconds = time_t(unixMilliseconds.floorDivided(by: 1000))
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        var buffer = [CChar](repeating: 0, count: 32)
+        let length = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &parts)
+        let milliseconds = unixMilliseconds - Int64(seconds) * 1000
+        let text = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return text + "." + leftPadded(String(milliseconds), to: 3, with: "0") + "Z"
+    }
+
+    /// A number with a fixed count of decimals, rounded half away from zero.
+    static func fixed(_ value: Double, digits: Int) -> String {
+        var scale = 1.0
+        for _ in 0..<digits { scale *= 10 }
+        let scaled = Int64((abs(value) * scale).rounded())
+        let whole = String(scaled / Int64(scale))
+        let sign = value < 0 && scaled != 0 ? "-" : ""
+        guard digits > 0 else { return sign + whole }
+        return sign + whole + "." + leftPadded(String(scaled % Int64(scale)), to: digits, with: "0")
+    }
+
+    static func leftPadded(_ text: String, to width: Int, with pad: Character) -> String {
+        String(repeating: pad, count: max(0, width - text.count)) + text
+    }
+
+    static func rightPadded(_ text: String, to width: Int) -> String {
+        text + String(repeating: " ", count: max(0, width - text.count))
     }
 
     static func bytes(_ count: UInt64) -> String {
@@ -27,7 +53,7 @@ enum Output {
             value /= 1024
             unit += 1
         }
-        return unit == 0 ? "\(count) B" : String(format: "%.1f %@", value, units[unit])
+        return unit == 0 ? "\(count) B" : "\(fixed(value, digits: 1)) \(units[unit])"
     }
 
     /// "1m40s left", "permanent", "expired 3s ago".
@@ -49,7 +75,7 @@ enum Output {
         }
         func line(_ cells: [String]) -> String {
             cells.enumerated().map { index, cell in
-                index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+                index == cells.count - 1 ? cell : rightPadded(cell, to: widths[index])
             }.joined(separator: "  ")
         }
         return ([line(header)] + rows.map(line)).joined(separator: "\n")
@@ -100,5 +126,13 @@ struct BlockJSON: Encodable {
         createdAt = entry.createdUnixMilliseconds.map { Output.isoTime(unixMilliseconds: $0) }
         refreshedAt = entry.refreshedUnixMilliseconds.map { Output.isoTime(unixMilliseconds: $0) }
         requestedSeconds = entry.requestedDuration?.components.seconds
+    }
+}
+
+extension Int64 {
+    /// Division rounding toward negative infinity, so times before 1970 still format.
+    func floorDivided(by divisor: Int64) -> Int64 {
+        let quotient = self / divisor
+        return (self % divisor != 0 && (self < 0) != (divisor < 0)) ? quotient - 1 : quotient
     }
 }

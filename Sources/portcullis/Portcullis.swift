@@ -155,7 +155,7 @@ enum Entry {
                 if !message.isEmpty { printError("portcullis: \(message)") }
                 exit(1)
             }
-            let message = Portcullis.message(for: error).replacingOccurrences(of: "\n", with: " ")
+            let message = Portcullis.message(for: error).replacing("\n", with: " ")
             let names = Set(Portcullis.configuration.subcommands.map { $0._commandName })
             let command = CommandLine.arguments.dropFirst().first(where: names.contains).map { "portcullis \($0)" } ?? "portcullis"
             printError("portcullis: \(message) (see `\(command) --help`)")

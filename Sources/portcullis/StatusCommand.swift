@@ -55,7 +55,7 @@ struct Status: ParsableCommand {
             ["MAP", "ENTRIES", "CAPACITY", "USED", "MEMORY"],
             maps.map {
                 let used = $0.capacity == 0 ? 0 : Double($0.entries) / Double($0.capacity) * 100
-                return [$0.name, String($0.entries), String($0.capacity), String(format: "%.1f%%", used),
+                return [$0.name, String($0.entries), String($0.capacity), Output.fixed(used, digits: 1) + "%",
                         $0.memoryBytes.map(Output.bytes) ?? "?"]
             }))
     }
