@@ -15,6 +15,12 @@ let package = Package(
         // Pure logic: addresses, prefixes, durations, block files. No BPF, no root.
         .target(name: "PortcullisCore"),
 
+        // The incident record: JSON lines, locked and fsync'd. No BPF, no root.
+        .target(name: "PortcullisIncidents"),
+
+        // Wazuh's active-response protocol: message and reply codecs, log lines, paths. No BPF, no root.
+        .target(name: "PortcullisWazuh", dependencies: ["PortcullisCore"]),
+
         // libbpf and the layouts shared with the XDP program (bpf/portcullis.h).
         .systemLibrary(
             name: "CLibbpf",
@@ -41,11 +47,14 @@ let package = Package(
             dependencies: [
                 "PortcullisCore",
                 "PortcullisBPF",
+                "PortcullisWazuh",
+                "PortcullisIncidents",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore"]),
+        .testTarget(name: "PortcullisWazuhTests", dependencies: ["PortcullisWazuh", "PortcullisCore"]),
         // Needs root and bpffs (skips with a message otherwise): verdicts through BPF_PROG_TEST_RUN.
         .testTarget(name: "PortcullisBPFTests", dependencies: ["PortcullisBPF", "PortcullisCore", "CLibbpf"]),
         // Runs the built portcullis binary: usage errors without root, the netns lab with root.

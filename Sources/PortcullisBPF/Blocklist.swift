@@ -225,6 +225,12 @@ extension Datapath {
         }
     }
 
+    /// Throws the refusal ``block(_:)`` would give when the allowlist covers `target`,
+    /// so a caller can refuse before committing to anything.
+    public func refuseIfAllowlisted(_ target: BlockTarget) throws(DatapathError) {
+        try refuseAllowlisted(target, allowlist: allowlist())
+    }
+
     private func refuseAllowlisted(_ target: BlockTarget, allowlist: [BlockTarget]) throws(DatapathError) {
         for allowed in allowlist where covers(allowed, target) {
             throw DatapathError(.refused, "refusing to block \(target): it is allowlisted by \(allowed) (see `portcullis allow --list`; `portcullis disallow \(allowed)` removes it)")

@@ -72,7 +72,16 @@ struct Block: ParsableCommand {
         guard let target else { return }
         target.printNotes()
         let datapath = try creation.open(state)
-        let outcome = try datapath.block(BlockRequest(target: target.target, duration: duration, reason: reason, source: .cli))
+        let outcome: BlockOutcome
+        do {
+            outcome = try datapath.block(BlockRequest(target: target.target, duration: duration, reason: reason, source: .cli))
+        } catch {
+            if error.kind == .refused || error.kind == .full {
+                state.recorder.recordRefusal(target.target.description, source: "cli", error: error.description)
+            }
+            throw error
+        }
+        state.recorder.record(outcome, requested: duration)
         if json {
             print(Output.json(BlockOutcomeJSON(outcome)))
             return
@@ -108,6 +117,7 @@ struct Block: ParsableCommand {
         let datapath = try creation.open(state)
         let outcome = try datapath.block(batch: requests)
         let elapsed = ContinuousClock.now - started
+        state.recorder.recordBatch(outcome, from: name, reason: reason, requested: duration)
         if json {
             print(Output.json(BatchJSON(
                 total: outcome.total, added: outcome.added, refreshed: outcome.refreshed,
@@ -196,6 +206,7 @@ struct Unblock: ParsableCommand {
         target.printNotes()
         let datapath = try state.open()
         let removed = try datapath.unblock(target.target)
+        if let removed { state.recorder.recordUnblock(removed, source: "cli") }
         if json {
             print(Output.json(UnblockJSON(target: target.target.description, wasBlocked: removed != nil, block: removed.map(BlockJSON.init))))
             return

@@ -97,6 +97,7 @@ struct Sweep: ParsableCommand {
 
     func run() throws {
         let report = try state.open().sweep()
+        state.recorder.recordExpiries(report.removed)
         if json {
             print(Output.json(SweepJSON(
                 removed: report.removed.map(BlockJSON.init), scanned: report.scanned, seconds: report.elapsed.seconds)))

@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import PortcullisBPF
 import PortcullisCore
+import PortcullisIncidents
 
 struct Portcullis: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,7 +32,7 @@ struct Portcullis: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             Attach.self, Detach.self, Block.self, Unblock.self, Allow.self, Disallow.self,
-            List.self, Stats.self, Sweep.self, Status.self, Purge.self,
+            List.self, Stats.self, Sweep.self, Status.self, Purge.self, Wazuh.self,
         ]
     )
 }
@@ -46,7 +47,17 @@ struct StateOptions: ParsableArguments {
             valueName: "path"))
     var pinDirectory: String?
 
+    @Option(
+        name: .customLong("incident-log"),
+        help: ArgumentHelp(
+            "The JSON-lines file every block, refresh, unblock and expiry is recorded in.",
+            discussion: "Defaults to $\(IncidentLog.environmentVariable), then \(IncidentLog.defaultPath).",
+            valueName: "path"))
+    var incidentLog: String?
+
     var pins: PinDirectory { PinDirectory.resolve(option: pinDirectory) }
+
+    var recorder: IncidentRecorder { IncidentRecorder(log: IncidentLog.resolve(option: incidentLog)) }
 
     /// Opens the existing state, without creating any.
     func open() throws(DatapathError) -> Datapath {
@@ -134,6 +145,9 @@ struct StandardError: TextOutputStream {
 @main
 enum Entry {
     static func main() {
+        if WazuhActiveResponse.isInvocation(CommandLine.arguments) {
+            exit(WazuhActiveResponse.run(program: CommandLine.arguments[0]))
+        }
         do {
             var command = try Portcullis.parseAsRoot()
             try command.run()

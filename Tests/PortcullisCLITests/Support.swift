@@ -32,6 +32,7 @@ enum Command {
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "PORTCULLIS_PIN_DIR")
+        env.removeValue(forKey: "PORTCULLIS_INCIDENT_LOG")
         for (key, value) in environment { env[key] = value }
         process.environment = env
         let stdout = Pipe(), stderr = Pipe(), stdin = Pipe()
@@ -61,8 +62,17 @@ enum Command {
             stderr: String(decoding: err, as: UTF8.self))
     }
 
+    /// Runs portcullis on the given pins, recording incidents beside them in /tmp, never in /var/log.
     static func portcullis(_ arguments: [String], pins: String, input: String? = nil) throws -> Result {
-        try run(portcullis, arguments, environment: ["PORTCULLIS_PIN_DIR": pins], input: input)
+        try run(portcullis, arguments, environment: environment(pins: pins), input: input)
+    }
+
+    static func environment(pins: String) -> [String: String] {
+        ["PORTCULLIS_PIN_DIR": pins, "PORTCULLIS_INCIDENT_LOG": incidentLog(pins: pins)]
+    }
+
+    static func incidentLog(pins: String) -> String {
+        "/tmp/\(pins.split(separator: "/").last ?? "portcullis")-incidents.jsonl"
     }
 }
 
@@ -110,6 +120,7 @@ final class Lab {
     deinit {
         _ = try? Command.portcullis(["purge", "--yes"], pins: pins)
         _ = try? Command.run(Self.script, ["down", name], timeout: 30)
+        try? FileManager.default.removeItem(atPath: Command.incidentLog(pins: pins))
     }
 
     static var script: String { Command.repositoryRoot.appendingPathComponent("tools/lab.sh").path }

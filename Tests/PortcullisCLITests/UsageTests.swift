@@ -91,14 +91,17 @@ import Testing
                    "needs root to run the binary as an unprivileged user"))
     func unprivilegedUserIsToldToRunAsRoot() throws {
         let pins = "/sys/fs/bpf/portcullis-test-nobody-\(UUID().uuidString.prefix(6).lowercased())"
-        defer { _ = try? Command.portcullis(["purge", "--yes"], pins: pins) }
+        defer {
+            _ = try? Command.portcullis(["purge", "--yes"], pins: pins)
+            try? FileManager.default.removeItem(atPath: Command.incidentLog(pins: pins))
+        }
         let created = try Command.portcullis(["block", "192.0.2.1", "--for", "1m"], pins: pins)
         try #require(created.status == 0, "\(created)")
         // runuser drops to nobody; the binary must be reachable by it, which .build under /work is.
         for arguments in [["block", "192.0.2.2"], ["list"], ["unblock", "192.0.2.1"], ["status"]] {
             let result = try Command.run(
                 "/usr/sbin/runuser", ["-u", "nobody", "--", Command.portcullis] + arguments,
-                environment: ["PORTCULLIS_PIN_DIR": pins])
+                environment: Command.environment(pins: pins))
             #expect(result.status == 1, "\(arguments) as nobody must fail, not pass as an empty blocklist: \(result)")
             #expect(result.stderrLines.count == 1, "\(result)")
             #expect(result.stderr.contains("run as root"), "\(result)")

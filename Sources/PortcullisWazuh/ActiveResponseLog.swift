@@ -1,0 +1,77 @@
+import PortcullisCore
+
+/// Where Wazuh keeps its home and its active-response log, derived the way
+/// Wazuh's own active responses derive them.
+public enum WazuhPaths {
+    /// The Wazuh home from the real path of the running executable: the part
+    /// before `/active-response/bin/` (e.g. /var/ossec), or nil when the
+    /// executable is not installed under an active-response directory.
+    public static func home(fromExecutable path: String) -> String? {
+        guard let range = path.firstRange(of: "/active-response/bin/") else { return nil }
+        let home = String(path[..<range.lowerBound])
+        return home.isEmpty ? "/" : home
+    }
+
+    public static let logRelativePath = "logs/active-responses.log"
+}
+
+/// One line of `logs/active-responses.log`:
+/// `YYYY/MM/DD HH:MM:SS active-response/bin/NAME: MESSAGE`, local time.
+public struct ActiveResponseLogLine: Sendable {
+    public let year, month, day, hour, minute, second: Int
+    public let program: String
+    public let message: String
+
+    public init(year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int, program: String, message: String) {
+        (self.year, self.month, self.day, self.hour, self.minute, self.second) = (year, month, day, hour, minute, second)
+        self.program = program
+        self.message = message
+    }
+
+    public var text: String {
+        func two(_ value: Int) -> String { value < 10 ? "0\(value)" : String(value) }
+        // A message never spans lines: the manager reads this file line by line.
+        let flat = message.split(whereSeparator: \.isNewline).joined(separator: " ")
+        return "\(year)/\(two(month))/\(two(day)) \(two(hour)):\(two(minute)):\(two(second)) \(program): \(flat)\n"
+    }
+}
+
+/// Portcullis's own options, given through the `<extra_args>` of the `<command>`.
+public struct ExtraArguments: Sendable, Equatable {
+    /// `--for DURATION`: the block lifts by itself then, even if execd never sends delete.
+    public var duration: Duration?
+    /// `--pin-dir PATH`
+    public var pinDirectory: String?
+    /// Arguments not understood, to be logged and otherwise ignored.
+    public var ignored: [String] = []
+
+    public init(_ arguments: [String]) throws(ExtraArgumentsError) {
+        var index = 0
+        func value(for option: String) throws(ExtraArgumentsError) -> String {
+            index += 1
+            guard index < arguments.count else { throw ExtraArgumentsError("\(option) needs a value") }
+            return arguments[index]
+        }
+        while index < arguments.count {
+            let argument = arguments[index]
+            let (name, inline) = argument.firstIndex(of: "=").map {
+                (String(argument[..<$0]), Optional(String(argument[argument.index(after: $0)...])))
+            } ?? (argument, nil)
+            switch name {
+            case "--for":
+                let text = if let inline { inline } else { try value(for: name) }
+                do { duration = try DurationText.parse(text) } catch { throw ExtraArgumentsError(error.description) }
+            case "--pin-dir":
+                pinDirectory = if let inline { inline } else { try value(for: name) }
+            default:
+                ignored.append(argument)
+            }
+            index += 1
+        }
+    }
+}
+
+public struct ExtraArgumentsError: Error, Equatable, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = "Invalid extra argument: \(description)" }
+}

@@ -1,0 +1,79 @@
+import PortcullisBPF
+import PortcullisCore
+import PortcullisIncidents
+
+/// Turns what the blocklist did into incident records, and writes them.
+/// A record that cannot be written is a warning, never a reason to leave an
+/// attacker unblocked.
+struct IncidentRecorder {
+    let log: IncidentLog
+    var wazuh: Incident.Wazuh?
+    /// Where warnings go: stderr for the CLI, the active-response log for Wazuh.
+    var warn: (String) -> Void = { printError("portcullis: warning: \($0)") }
+
+    func record(_ outcome: BlockOutcome, requested: Duration?) {
+        let entry = outcome.entry
+        write([Incident(
+            timeUnixMs: entry.refreshedUnixMilliseconds ?? Incident.nowUnixMilliseconds(),
+            action: outcome.change == .added ? .block : .refresh,
+            target: entry.target.description, source: entry.source?.rawValue ?? "cli", reason: entry.reason,
+            requestedSeconds: requested?.components.seconds, expiresAtUnixMs: entry.expiresUnixMilliseconds,
+            wazuh: wazuh)])
+    }
+
+    func recordUnblock(_ entry: BlockEntry, source: String) {
+        write([ending(entry, action: .unblock, source: source, at: Incident.nowUnixMilliseconds())])
+    }
+
+    /// Expired blocks, each with its outcome. Blocks loaded from files are a
+    /// policy, not incidents: they are summed into one record.
+    func recordExpiries(_ removed: [BlockEntry]) {
+        var records: [Incident] = []
+        var fileBlocks = (count: 0, packets: UInt64(0), bytes: UInt64(0))
+        let now = Incident.nowUnixMilliseconds()
+        for entry in removed {
+            if entry.source == .file {
+                fileBlocks.count += 1
+                fileBlocks.packets += entry.droppedPackets
+                fileBlocks.bytes += entry.droppedBytes
+            } else {
+                records.append(ending(entry, action: .expire, source: entry.source?.rawValue ?? "cli",
+                                      at: entry.expiresUnixMilliseconds ?? now))
+            }
+        }
+        if fileBlocks.count > 0 {
+            records.append(Incident(
+                timeUnixMs: now, action: .expire, target: "\(fileBlocks.count) blocks loaded from files", source: "file",
+                outcome: .init(lastedSeconds: nil, droppedPackets: fileBlocks.packets, droppedBytes: fileBlocks.bytes)))
+        }
+        write(records)
+    }
+
+    func recordBatch(_ outcome: BatchOutcome, from name: String, reason: String, requested: Duration?) {
+        write([Incident(
+            timeUnixMs: Incident.nowUnixMilliseconds(), action: .block,
+            target: "\(outcome.total) targets from \(name)", source: "file", reason: reason,
+            requestedSeconds: requested?.components.seconds)])
+    }
+
+    func recordRefusal(_ target: String, source: String, error: String) {
+        write([Incident(timeUnixMs: Incident.nowUnixMilliseconds(), action: .refuse, target: target, source: source,
+                        wazuh: wazuh, error: error)])
+    }
+
+    private func ending(_ entry: BlockEntry, action: Incident.Action, source: String, at time: Int64) -> Incident {
+        let lasted = entry.createdUnixMilliseconds.map { Double(max(0, time - $0)) / 1000 }
+        return Incident(
+            timeUnixMs: time, action: action, target: entry.target.description, source: source, reason: entry.reason,
+            requestedSeconds: entry.requestedDuration?.components.seconds, wazuh: wazuh,
+            outcome: .init(lastedSeconds: lasted, droppedPackets: entry.droppedPackets, droppedBytes: entry.droppedBytes))
+    }
+
+    private func write(_ incidents: [Incident]) {
+        do {
+            try log.append(incidents)
+        } catch {
+            warn("the block took effect, but \(error.description)")
+        }
+    }
+}

@@ -1,0 +1,237 @@
+import Glibc
+import PortcullisBPF
+import PortcullisCore
+import PortcullisIncidents
+import PortcullisWazuh
+
+/// Portcullis as a Wazuh active-response executable.
+///
+/// execd runs it as `active-response/bin/NAME` with no arguments, from the
+/// Wazuh home, with stdin and stdout as pipes. It reads one JSON line; on add
+/// it asks execd with check_keys whether the same block is already active and
+/// blocks only on `continue`; on delete it unblocks. Every step is logged to
+/// `<home>/logs/active-responses.log` exactly as Wazuh's own responses log it.
+/// Nothing but the check_keys line is ever written to stdout.
+enum WazuhActiveResponse {
+    static let maximumMessageBytes = 65_536
+
+    /// execd passes no arguments and names the program by its path under active-response/bin.
+    static func isInvocation(_ arguments: [String]) -> Bool {
+        arguments.count == 1 && arguments[0].contains("active-response/bin/")
+    }
+
+    static func run(program: String) -> Int32 {
+        // execd may close its end early; a write must fail, not kill us half-way.
+        signal(SIGPIPE, SIG_IGN)
+        let name = program.split(separator: "/").last.map(String.init) ?? program
+        guard let home = wazuhHome() else { return 1 }
+        guard chdir(home) == 0 else { return 1 }
+        let log = ActiveResponseLogger(path: "\(home)/\(WazuhPaths.logRelativePath)", program: program)
+        log.write("Starting")
+
+        var input = LineReader(fileDescriptor: 0)
+        let first: [UInt8]
+        switch input.readLine(limit: maximumMessageBytes) {
+        case .line(let line): first = line
+        case .endOfFile:
+            log.write(ActiveResponseError.noInput.description)
+            return 255
+        case .tooLong:
+            log.write(ActiveResponseError.invalidFormat.description)
+            return 255
+        }
+        log.write(String(decoding: first, as: UTF8.self))
+
+        let message: ActiveResponseMessage
+        let extra: ExtraArguments
+        do {
+            message = try ActiveResponseMessage.parse(first)
+            extra = try ExtraArguments(message.extraArguments)
+        } catch let error as ActiveResponseError {
+            log.write(error.description)
+            return 255
+        } catch {
+            log.write("\(error)")
+            return 255
+        }
+        for argument in extra.ignored { log.write("Ignoring unknown extra argument '\(argument)'") }
+
+        let target = BlockTarget.address(message.address)
+        let alert = message.alert
+        let recorder = IncidentRecorder(
+            log: IncidentLog.resolve(option: nil),
+            wazuh: Incident.Wazuh(
+                ruleId: alert.ruleID, ruleLevel: alert.ruleLevel, ruleDescription: alert.ruleDescription,
+                agentId: alert.agentID, agentName: alert.agentName, alertId: alert.alertID, command: message.commandWord),
+            warn: { log.write("Warning: \($0)") })
+        let pins = PinDirectory.resolve(option: extra.pinDirectory)
+
+        switch message.command {
+        case .add:
+            // Refusals come before check_keys, so execd schedules no delete for them.
+            do {
+                try target.validateBlockable()
+            } catch {
+                log.write("Refusing to block: \(error.description)")
+                recorder.recordRefusal(target.description, source: "wazuh", error: error.description)
+                return 255
+            }
+            let datapath: Datapath
+            do {
+                datapath = try Datapath.open(pins, creatingWith: .standard)
+                try datapath.refuseIfAllowlisted(target)
+            } catch {
+                log.write("Cannot block \(target): \(error.description)")
+                if error.kind == .refused {
+                    recorder.recordRefusal(target.description, source: "wazuh", error: error.description)
+                }
+                return 255
+            }
+
+            let keys = CheckKeys.line(program: name, keys: [message.address.description])
+            guard writeLine(keys) else {
+                log.write("Cannot write check_keys to stdout")
+                return 255
+            }
+            log.write(keys)
+            let replyLine: [UInt8]
+            switch input.readLine(limit: maximumMessageBytes) {
+            case .line(let line): replyLine = line
+            case .endOfFile:
+                log.write(ActiveResponseError.noInput.description)
+                return 255
+            case .tooLong:
+                log.write(ActiveResponseError.invalidFormat.description)
+                return 255
+            }
+            log.write(String(decoding: replyLine, as: UTF8.self))
+            do {
+                if try ActiveResponseReply.parse(replyLine) == .abort {
+                    log.write("Aborted")
+                    return 0
+                }
+            } catch {
+                log.write(error.description)
+                return 255
+            }
+            do {
+                let outcome = try datapath.block(BlockRequest(
+                    target: target, duration: extra.duration, reason: alert.reason, source: .wazuh))
+                recorder.record(outcome, requested: extra.duration)
+            } catch {
+                log.write("Cannot block \(target): \(error.description)")
+                recorder.recordRefusal(target.description, source: "wazuh", error: error.description)
+                return 255
+            }
+
+        case .delete:
+            do {
+                // No state means nothing was ever blocked here: deleting succeeds.
+                if let datapath = try openIfPresent(pins), let removed = try datapath.unblock(target) {
+                    recorder.recordUnblock(removed, source: "wazuh")
+                }
+            } catch {
+                log.write("Cannot unblock \(target): \(error.description)")
+                return 255
+            }
+        }
+        log.write("Ended")
+        return 0
+    }
+
+    private static func openIfPresent(_ pins: PinDirectory) throws(DatapathError) -> Datapath? {
+        do {
+            return try Datapath.open(pins)
+        } catch {
+            if error.kind == .notFound { return nil }
+            throw error
+        }
+    }
+
+    /// The Wazuh home, derived as Wazuh derives it: from the executable's real
+    /// path, cut before /active-response/bin/; else $WAZUH_HOME.
+    private static func wazuhHome() -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        if realpath("/proc/self/exe", &buffer) != nil {
+            let path = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if let home = WazuhPaths.home(fromExecutable: path) { return home }
+        }
+        if let value = getenv("WAZUH_HOME"), let home = String(validatingCString: value), !home.isEmpty { return home }
+        return nil
+    }
+
+    /// One line and a newline to stdout, in as few writes as it takes, unbuffered.
+    private static func writeLine(_ text: String) -> Bool {
+        var bytes = Array(text.utf8) + [UInt8(ascii: "\n")]
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeMutableBytes { write(1, $0.baseAddress, $0.count) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            offset += written
+        }
+        bytes.removeAll()
+        return true
+    }
+}
+
+/// Appends to active-responses.log, opening it for every line as Wazuh does,
+/// so a rotated log is picked up at once.
+struct ActiveResponseLogger: Sendable {
+    let path: String
+    let program: String
+
+    func write(_ message: String) {
+        var now = time(nil)
+        var parts = tm()
+        localtime_r(&now, &parts)
+        let line = ActiveResponseLogLine(
+            year: Int(parts.tm_year) + 1900, month: Int(parts.tm_mon) + 1, day: Int(parts.tm_mday),
+            hour: Int(parts.tm_hour), minute: Int(parts.tm_min), second: Int(parts.tm_sec),
+            program: program, message: message)
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o660)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        let bytes = Array(line.text.utf8)
+        _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+    }
+}
+
+/// Reads lines from a descriptor without reading past what it needs: execd
+/// sends its reply only after it read check_keys, and never closes stdin first.
+struct LineReader {
+    enum Result { case line([UInt8]), endOfFile, tooLong }
+
+    let fileDescriptor: CInt
+    private var buffer: [UInt8] = []
+    private var ended = false
+
+    init(fileDescriptor: CInt) { self.fileDescriptor = fileDescriptor }
+
+    mutating func readLine(limit: Int) -> Result {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            if let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                var line = Array(buffer[..<newline])
+                buffer.removeSubrange(...newline)
+                if line.last == UInt8(ascii: "\r") { line.removeLast() }
+                return line.count > limit ? .tooLong : .line(line)
+            }
+            if buffer.count > limit { return .tooLong }
+            if ended {
+                guard !buffer.isEmpty else { return .endOfFile }
+                defer { buffer.removeAll() }
+                return .line(buffer)
+            }
+            let count = read(fileDescriptor, &chunk, chunk.count)
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 {
+                ended = true
+            } else {
+                buffer.append(contentsOf: chunk[0..<count])
+            }
+        }
+    }
+}

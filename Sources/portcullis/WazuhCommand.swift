@@ -1,0 +1,134 @@
+import ArgumentParser
+import Glibc
+import PortcullisWazuh
+
+struct Wazuh: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Use Portcullis as a Wazuh active response.",
+        discussion: """
+            The portcullis binary is also a Wazuh active-response executable: installed under \
+            <home>/active-response/bin/ and run by wazuh-execd, it speaks execd's JSON protocol \
+            (check_keys included) and blocks through XDP instead of iptables. It logs to \
+            <home>/logs/active-responses.log as Wazuh's own responses do, and records every add \
+            and delete, with the rule, agent and alert, in the incident log.
+
+            Example:
+              portcullis wazuh install --home /var/ossec --timeout 100 --rules 5710,5712
+            """,
+        subcommands: [WazuhInstall.self])
+}
+
+struct WazuhInstall: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "install",
+        abstract: "Install Portcullis as a Wazuh active-response executable.",
+        discussion: """
+            Copies this portcullis binary to <home>/active-response/bin/NAME (a name of its own, \
+            because Wazuh package upgrades overwrite firewall-drop), owned by root and the wazuh \
+            group, mode 0750, and prints the <command> and <active-response> blocks to add to \
+            ossec.conf. Restart the Wazuh agent (or manager, for location `server`) afterwards.
+
+            The printed <command> passes `--for` the same timeout in <extra_args>, so each block \
+            carries its own expiry and lifts even if execd dies and never sends delete.
+
+            Examples:
+              portcullis wazuh install
+              portcullis wazuh install --home /var/ossec --name firewall-drop-xdp --timeout 600 --rules 5710,5712,5720
+            """)
+
+    @Option(help: ArgumentHelp("The Wazuh installation directory.", valueName: "path"))
+    var home = "/var/ossec"
+
+    @Option(help: ArgumentHelp("The executable's name under active-response/bin.", valueName: "name"))
+    var name = "firewall-drop-xdp"
+
+    @Option(help: ArgumentHelp("Seconds until execd lifts a block (the <timeout> printed).", valueName: "seconds"))
+    var timeout = 100
+
+    @Option(help: ArgumentHelp("Rule ids that trigger the response, comma-separated.", valueName: "ids"))
+    var rules = "5710"
+
+    func validate() throws {
+        guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
+            throw ValidationError("--name must be a plain file name, not '\(name)'")
+        }
+        guard timeout > 0 else { throw ValidationError("--timeout must be a positive number of seconds") }
+        let ids = rules.split(separator: ",")
+        guard !ids.isEmpty, ids.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isNumber) }) else {
+            throw ValidationError("--rules must be comma-separated rule ids, like 5710,5712")
+        }
+    }
+
+    func run() throws {
+        let directory = "\(home)/active-response/bin"
+        var info = stat()
+        guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw RuntimeFailure("no Wazuh installation at \(home) (\(directory) is missing); give the right one with --home")
+        }
+        let destination = "\(directory)/\(name)"
+        try copySelf(to: destination)
+        print("installed \(destination)")
+        print("")
+        print("Add to \(home)/etc/ossec.conf (on the agent for location local, or on the manager):")
+        print("")
+        print(Self.configuration(name: name, timeout: timeout, rules: rules))
+    }
+
+    static func configuration(name: String, timeout: Int, rules: String) -> String {
+        """
+        <command>
+          <name>\(name)</name>
+          <executable>\(name)</executable>
+          <timeout_allowed>yes</timeout_allowed>
+          <extra_args>--for \(timeout)s</extra_args>
+        </command>
+
+        <active-response>
+          <command>\(name)</command>
+          <location>local</location>
+          <rules_id>\(rules)</rules_id>
+          <timeout>\(timeout)</timeout>
+        </active-response>
+        """
+    }
+
+    /// Copies the running executable (not a symlink: Wazuh derives its home
+    /// from the real path of the executable) through a temporary file and a rename,
+    /// so a running execd never sees half a binary.
+    private func copySelf(to destination: String) throws {
+        let source = open("/proc/self/exe", O_RDONLY | O_CLOEXEC)
+        guard source >= 0 else { throw RuntimeFailure("cannot read this executable: \(String(cString: strerror(errno)))") }
+        defer { close(source) }
+        let temporary = "\(destination).portcullis-new"
+        let target = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o750)
+        guard target >= 0 else { throw RuntimeFailure("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var failed = false
+        while true {
+            let count = read(source, &buffer, buffer.count)
+            if count == 0 { break }
+            if count < 0 { if errno == EINTR { continue }; failed = true; break }
+            var offset = 0
+            while offset < count {
+                let written = buffer[offset..<count].withUnsafeBytes { write(target, $0.baseAddress, $0.count) }
+                if written < 0 { if errno == EINTR { continue }; failed = true; break }
+                offset += written
+            }
+            if failed { break }
+        }
+        let synced = fsync(target) == 0
+        close(target)
+        guard !failed, synced else {
+            unlink(temporary)
+            throw RuntimeFailure("cannot write \(temporary): \(String(cString: strerror(errno)))")
+        }
+        // Wazuh's own executables are root:wazuh 0750; without a wazuh group, root only.
+        let group = getgrnam("wazuh")?.pointee.gr_gid ?? 0
+        chown(temporary, 0, group)
+        chmod(temporary, 0o750)
+        guard rename(temporary, destination) == 0 else {
+            unlink(temporary)
+            throw RuntimeFailure("cannot install \(destination): \(String(cString: strerror(errno)))")
+        }
+    }
+}
