@@ -42,6 +42,12 @@ let package = Package(
             plugins: ["EmbedBPFObject"]
         ),
 
+        // The blocklist as a service: the pinned maps directly, or the daemon over its control
+        // socket, with the JSON records both speak and every change written to the incident record.
+        .target(
+            name: "PortcullisControl",
+            dependencies: ["PortcullisBPF", "PortcullisCore", "PortcullisIncidents"]),
+
         .executableTarget(
             name: "portcullis",
             dependencies: [
@@ -49,6 +55,7 @@ let package = Package(
                 "PortcullisBPF",
                 "PortcullisWazuh",
                 "PortcullisIncidents",
+                "PortcullisControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -68,7 +68,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, PORTCULLIS_STATS_SLOTS);
 	__type(key, __u32);
 	__type(value, struct portcullis_stats);
 } stats SEC(".maps");
@@ -155,12 +155,14 @@ int portcullis_xdp(struct xdp_md *ctx)
 	__u64 len = data_end - data;
 	struct ethhdr *eth = data;
 	struct portcullis_stats *st;
-	__u32 zero = 0;
+	__u32 slot = ctx->ingress_ifindex;
 	__u16 proto;
 	void *cursor;
 	int i;
 
-	st = bpf_map_lookup_elem(&stats, &zero);
+	if (slot >= PORTCULLIS_STATS_SLOTS)
+		slot = 0;
+	st = bpf_map_lookup_elem(&stats, &slot);
 	if (!st)
 		return XDP_PASS;
 	st->seen++;

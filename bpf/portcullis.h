@@ -10,7 +10,7 @@
 
 #include <linux/types.h>
 
-#define PORTCULLIS_LAYOUT_VERSION 1
+#define PORTCULLIS_LAYOUT_VERSION 2
 #define PORTCULLIS_MAGIC 0x70637573u /* "pcus" */
 
 /*
@@ -68,15 +68,26 @@ struct portcullis_addr_v6 {
 	__u8 addr[16];
 };
 
+enum portcullis_allow_origin {
+	PORTCULLIS_ALLOW_COMMAND = 1, /* `portcullis allow` or the control API */
+	PORTCULLIS_ALLOW_CONFIG = 2,  /* the daemon's configuration, which owns these entries */
+};
+
 /* Value of the allowlist tries. */
 struct portcullis_allow {
 	__u64 added_unix_seconds;
+	__u32 origin; /* enum portcullis_allow_origin */
+	__u32 pad;
 };
 
 /*
- * Per-CPU packet counters, one slot. Every packet the program sees is counted
- * in seen and in exactly one of the others.
+ * Per-CPU packet counters, one slot per interface: the slot is the ingress
+ * ifindex when it is below PORTCULLIS_STATS_SLOTS, else slot 0. Interfaces in
+ * different namespaces with the same ifindex share a slot. Every packet the
+ * program sees is counted in seen and in exactly one of the others.
  */
+#define PORTCULLIS_STATS_SLOTS 1024
+
 struct portcullis_stats {
 	__u64 seen;
 	__u64 dropped;

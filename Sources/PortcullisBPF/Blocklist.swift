@@ -74,6 +74,8 @@ public struct BlockOutcome: Sendable {
 }
 
 public struct BatchOutcome: Sendable {
+    public init() {}
+
     public var added = 0
     public var refreshed = 0
     public var keptLonger = 0
@@ -383,25 +385,51 @@ extension Datapath {
 
     // MARK: - Allowlist
 
+    /// Who put an allowlist entry there: a command (or the API), or the daemon's
+    /// configuration, which removes its own entries when they leave the file.
+    public enum AllowOrigin: Sendable, Equatable {
+        case command, configuration
+
+        var raw: UInt32 {
+            self == .configuration ? UInt32(PORTCULLIS_ALLOW_CONFIG.rawValue) : UInt32(PORTCULLIS_ALLOW_COMMAND.rawValue)
+        }
+    }
+
     /// Addresses and prefixes that are never dropped, whatever is blocked.
     public func allowlist() throws(DatapathError) -> [BlockTarget] {
-        var targets: [BlockTarget] = []
+        try allowlistEntries().map(\.target)
+    }
+
+    public func allowlistEntries() throws(DatapathError) -> [(target: BlockTarget, origin: AllowOrigin)] {
+        var entries: [(target: BlockTarget, origin: AllowOrigin)] = []
+        func origin(_ value: portcullis_allow?) -> AllowOrigin {
+            value?.origin == AllowOrigin.configuration.raw ? .configuration : .command
+        }
         for key in try allowV4.keys(as: portcullis_lpm_v4.self) {
-            if let target = target(fromPrefixV4: key) { targets.append(target) }
+            if let target = target(fromPrefixV4: key) {
+                entries.append((target, origin(try allowV4.lookup(key, as: portcullis_allow.self))))
+            }
         }
         for key in try allowV6.keys(as: portcullis_lpm_v6.self) {
-            if let target = target(fromPrefixV6: key) { targets.append(target) }
+            if let target = target(fromPrefixV6: key) {
+                entries.append((target, origin(try allowV6.lookup(key, as: portcullis_allow.self))))
+            }
         }
-        return targets.sorted()
+        return entries.sorted { $0.target < $1.target }
     }
 
     /// Adds to the allowlist; returns false when it was there already.
     @discardableResult
-    public func allow(_ target: BlockTarget) throws(DatapathError) -> Bool {
+    public func allow(_ target: BlockTarget, origin: AllowOrigin = .command) throws(DatapathError) -> Bool {
         let lock = try pins.lockForWriting()
         defer { withExtendedLifetime(lock) {} }
+        return try insertAllowed(target, origin: origin)
+    }
+
+    private func insertAllowed(_ target: BlockTarget, origin: AllowOrigin) throws(DatapathError) -> Bool {
         var value = portcullis_allow()
         value.added_unix_seconds = UInt64(time(nil))
+        value.origin = origin.raw
         switch allowKey(target) {
         case .v4(let key): return try allowV4.update(key, value, mode: .onlyNew)
         case .v6(let key): return try allowV6.update(key, value, mode: .onlyNew)
@@ -413,10 +441,34 @@ extension Datapath {
     public func disallow(_ target: BlockTarget) throws(DatapathError) -> Bool {
         let lock = try pins.lockForWriting()
         defer { withExtendedLifetime(lock) {} }
+        return try removeAllowed(target)
+    }
+
+    private func removeAllowed(_ target: BlockTarget) throws(DatapathError) -> Bool {
         switch allowKey(target) {
         case .v4(let key): return try allowV4.delete(key)
         case .v6(let key): return try allowV6.delete(key)
         }
+    }
+
+    /// Makes the configuration's entries exactly `targets`: adds the missing ones
+    /// and removes configuration entries no longer listed. Entries added by a
+    /// command are left alone. Returns what changed.
+    public func synchronizeConfiguredAllowlist(_ targets: [BlockTarget]) throws(DatapathError) -> (added: [BlockTarget], removed: [BlockTarget]) {
+        let lock = try pins.lockForWriting()
+        defer { withExtendedLifetime(lock) {} }
+        let wanted = Set(targets)
+        var added: [BlockTarget] = []
+        var removed: [BlockTarget] = []
+        let existing = try allowlistEntries()
+        for entry in existing where entry.origin == .configuration && !wanted.contains(entry.target) {
+            if try removeAllowed(entry.target) { removed.append(entry.target) }
+        }
+        let present = Set(existing.map(\.target))
+        for target in targets where !present.contains(target) {
+            if try insertAllowed(target, origin: .configuration) { added.append(target) }
+        }
+        return (added, removed)
     }
 
     private enum AllowKey { case v4(portcullis_lpm_v4), v6(portcullis_lpm_v6) }

@@ -11,6 +11,30 @@ public struct PacketStatistics: Sendable, Codable, Equatable {
     public var passedExpired: UInt64 = 0
     public var notIP: UInt64 = 0
     public var parseFailed: UInt64 = 0
+
+    public init() {}
+
+    mutating func add(_ cpu: portcullis_stats) {
+        seen += cpu.seen
+        dropped += cpu.dropped
+        droppedBytes += cpu.dropped_bytes
+        passed += cpu.passed
+        passedAllowed += cpu.passed_allowed
+        passedExpired += cpu.passed_expired
+        notIP += cpu.not_ip
+        parseFailed += cpu.parse_failed
+    }
+
+    mutating func add(_ other: PacketStatistics) {
+        seen += other.seen
+        dropped += other.dropped
+        droppedBytes += other.droppedBytes
+        passed += other.passed
+        passedAllowed += other.passedAllowed
+        passedExpired += other.passedExpired
+        notIP += other.notIP
+        parseFailed += other.parseFailed
+    }
 }
 
 /// How full one map is, and the kernel memory it holds.
@@ -22,26 +46,35 @@ public struct MapUsage: Sendable, Codable {
 }
 
 extension Datapath {
+    /// The counters of every interface, summed.
     public func statistics() throws(DatapathError) -> PacketStatistics {
+        try statisticsByInterface().values.reduce(into: PacketStatistics()) { $0.add($1) }
+    }
+
+    /// Counters per ingress ifindex (0 collects ifindexes too large for a slot of their own);
+    /// only slots that saw packets are returned.
+    public func statisticsByInterface() throws(DatapathError) -> [UInt32: PacketStatistics] {
         let cpus = Int(libbpf_num_possible_cpus())
         guard cpus > 0 else { throw .syscall("cannot count possible CPUs", errno: -Int32(cpus)) }
-        var perCPU = [portcullis_stats](repeating: portcullis_stats(), count: cpus)
-        var key: UInt32 = 0
-        guard bpf_map_lookup_elem(stats.fileDescriptor, &key, &perCPU) == 0 else {
+        let slots = Int(PORTCULLIS_STATS_SLOTS)
+        var keys = (0..<UInt32(slots)).map { $0 }
+        var values = [portcullis_stats](repeating: portcullis_stats(), count: slots * cpus)
+        var options = bpf_map_batch_opts()
+        options.sz = MemoryLayout<bpf_map_batch_opts>.size
+        var count = UInt32(slots)
+        var cursor: UInt32 = 0
+        // One batched read of the whole per-CPU array.
+        let status = bpf_map_lookup_batch(stats.fileDescriptor, nil, &cursor, &keys, &values, &count, &options)
+        guard status == 0 || errno == ENOENT else {
             throw .syscall("cannot read the packet counters", errno: errno)
         }
-        var total = PacketStatistics()
-        for cpu in perCPU {
-            total.seen += cpu.seen
-            total.dropped += cpu.dropped
-            total.droppedBytes += cpu.dropped_bytes
-            total.passed += cpu.passed
-            total.passedAllowed += cpu.passed_allowed
-            total.passedExpired += cpu.passed_expired
-            total.notIP += cpu.not_ip
-            total.parseFailed += cpu.parse_failed
+        var result: [UInt32: PacketStatistics] = [:]
+        for index in 0..<Int(count) {
+            var total = PacketStatistics()
+            for cpu in values[(index * cpus)..<((index + 1) * cpus)] { total.add(cpu) }
+            if total.seen > 0 { result[keys[index]] = total }
         }
-        return total
+        return result
     }
 
     public func mapUsage() throws(DatapathError) -> [MapUsage] {

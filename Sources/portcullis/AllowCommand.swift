@@ -1,5 +1,6 @@
 import ArgumentParser
 import PortcullisBPF
+import PortcullisControl
 import PortcullisCore
 
 struct Allow: ParsableCommand {
@@ -35,7 +36,7 @@ struct Allow: ParsableCommand {
 
     func run() throws {
         guard let target else {
-            let allowed = try state.openIfPresent()?.allowlist() ?? []
+            let allowed = try whenStateExists(or: []) { () throws(ServiceError) in try state.blocklist().allowlist() }
             if json {
                 print(Output.json(allowed.map(\.description)))
             } else if allowed.isEmpty {
@@ -46,11 +47,11 @@ struct Allow: ParsableCommand {
             return
         }
         target.printNotes()
-        let added = try creation.open(state).allow(target.target)
+        let response = try state.blocklist(creating: creation).allow(target.target.description)
         if json {
-            print(Output.json(["target": target.target.description, "change": added ? "added" : "unchanged"]))
+            print(Output.json(response))
         } else {
-            print(added ? "allowed \(target.target)" : "\(target.target) was already allowed")
+            print(response.change == "added" ? "allowed \(target.target)" : "\(target.target) was already allowed")
         }
     }
 }
@@ -74,7 +75,7 @@ struct Disallow: ParsableCommand {
 
     func run() throws {
         target.printNotes()
-        let removed = try state.open().disallow(target.target)
-        print(removed ? "removed \(target.target) from the allowlist" : "\(target.target) was not in the allowlist")
+        let response = try state.blocklist().disallow(target.target.description)
+        print(response.change == "removed" ? "removed \(target.target) from the allowlist" : "\(target.target) was not in the allowlist")
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import PortcullisBPF
+import PortcullisControl
 import PortcullisCore
 
 struct Block: ParsableCommand {
@@ -71,61 +72,62 @@ struct Block: ParsableCommand {
         }
         guard let target else { return }
         target.printNotes()
-        let datapath = try creation.open(state)
-        let outcome: BlockOutcome
-        do {
-            outcome = try datapath.block(BlockRequest(target: target.target, duration: duration, reason: reason, source: .cli))
-        } catch {
-            if error.kind == .refused || error.kind == .full {
-                state.recorder.recordRefusal(target.target.description, source: "cli", error: error.description)
-            }
-            throw error
-        }
-        state.recorder.record(outcome, requested: duration)
+        let response = try state.blocklist(creating: creation).block(BlockBody(
+            target: target.target.description, duration: duration.map { DurationText.format($0) },
+            reason: reason.isEmpty ? nil : reason, source: "cli"))
         if json {
-            print(Output.json(BlockOutcomeJSON(outcome)))
+            print(Output.json(response))
             return
         }
-        let entry = outcome.entry
-        let until = entry.expiresUnixMilliseconds.map { " (until \(Output.localTime(unixMilliseconds: $0)))" } ?? ""
-        let length = entry.remaining.map { "for \(DurationText.format($0))" } ?? "permanently"
-        switch outcome.change {
-        case .added: print("blocked \(entry.target) \(length)\(until)")
-        case .refreshed: print("refreshed \(entry.target): blocked \(length)\(until)")
-        case .keptLonger:
-            print("\(entry.target) is already blocked \(length)\(until); kept the longer block")
+        let block = response.block
+        let until = block.expiresAtUnixMs.map { " (until \(Output.localTime(unixMilliseconds: $0)))" } ?? ""
+        let length = block.remainingSeconds.map { "for \(Output.duration(seconds: $0))" } ?? "permanently"
+        switch response.change {
+        case "added": print("blocked \(block.target) \(length)\(until)")
+        case "refreshed": print("refreshed \(block.target): blocked \(length)\(until)")
+        default: print("\(block.target) is already blocked \(length)\(until); kept the longer block")
         }
     }
 
     private func blockFile(_ path: String) throws {
         let text = try readWholeFile(path)
         let name = path == "-" ? "standard input" : path
-        var requests: [BlockRequest] = []
+        var items: [BatchBody.Item] = []
         var lineNumber = 0
         // Split on the byte: as Characters, "\r\n" is one and would not split.
         for line in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
             do {
                 guard let entry = try BlockFile.parseLine(Substring(line), number: lineNumber) else { continue }
-                requests.append(BlockRequest(
-                    target: entry.target, duration: entry.duration ?? duration, reason: reason, source: .file))
+                items.append(.init(target: entry.target.description, durationSeconds: (entry.duration ?? duration)?.components.seconds))
             } catch {
                 throw ValidationError("\(name): \(error.description)")
             }
         }
         let started = ContinuousClock.now
-        let datapath = try creation.open(state)
-        let outcome = try datapath.block(batch: requests)
-        let elapsed = ContinuousClock.now - started
-        state.recorder.recordBatch(outcome, from: name, reason: reason, requested: duration)
+        let blocklist = state.blocklist(creating: creation)
+        var total = BatchResponse(BatchOutcome(), seconds: 0)
+        // Chunks keep each request to the daemon small; the maps are written in batches either way.
+        var start = 0
+        repeat {
+            let chunk = Array(items[start..<min(start + Self.chunkSize, items.count)])
+            let response = try blocklist.block(batch: BatchBody(
+                items: chunk, reason: reason.isEmpty ? nil : reason, source: "file", origin: name))
+            total.total += response.total
+            total.added += response.added
+            total.refreshed += response.refreshed
+            total.keptLonger += response.keptLonger
+            start += chunk.count
+        } while start < items.count
+        total.seconds = (ContinuousClock.now - started).fractionalSeconds
         if json {
-            print(Output.json(BatchJSON(
-                total: outcome.total, added: outcome.added, refreshed: outcome.refreshed,
-                keptLonger: outcome.keptLonger, seconds: elapsed.seconds)))
+            print(Output.json(total))
             return
         }
-        print("blocked \(outcome.total) targets from \(name) in \(Output.fixed(elapsed.seconds, digits: 2)) s: \(outcome.added) added, \(outcome.refreshed) refreshed, \(outcome.keptLonger) already blocked for longer")
+        print("blocked \(total.total) targets from \(name) in \(Output.fixed(total.seconds, digits: 2)) s: \(total.added) added, \(total.refreshed) refreshed, \(total.keptLonger) already blocked for longer")
     }
+
+    static let chunkSize = 50_000
 }
 
 /// Reads a file, or standard input for `-`, as UTF-8 text.
@@ -157,30 +159,6 @@ func validateBlockable(_ target: BlockTarget) throws {
     do { try target.validateBlockable() } catch { throw ValidationError(error.description) }
 }
 
-extension Duration {
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
-    }
-}
-
-struct BlockOutcomeJSON: Encodable {
-    let change: String
-    let block: BlockJSON
-    init(_ outcome: BlockOutcome) {
-        change = outcome.change.rawValue
-        block = BlockJSON(outcome.entry)
-    }
-}
-
-struct BatchJSON: Encodable {
-    let total: Int
-    let added: Int
-    let refreshed: Int
-    let keptLonger: Int
-    let seconds: Double
-}
-
 struct Unblock: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Lift the block on an address or prefix.",
@@ -204,23 +182,18 @@ struct Unblock: ParsableCommand {
 
     func run() throws {
         target.printNotes()
-        let datapath = try state.open()
-        let removed = try datapath.unblock(target.target)
-        if let removed { state.recorder.recordUnblock(removed, source: "cli") }
+        // No state at all means nothing was ever blocked here.
+        let response = try whenStateExists(or: UnblockResponse(target: target.target.description, block: nil)) {
+            () throws(ServiceError) in try state.blocklist().unblock(target.target.description, source: "cli", wazuh: nil)
+        }
         if json {
-            print(Output.json(UnblockJSON(target: target.target.description, wasBlocked: removed != nil, block: removed.map(BlockJSON.init))))
+            print(Output.json(response))
             return
         }
-        guard let removed else {
+        guard let block = response.block else {
             print("\(target.target) was not blocked")
             return
         }
-        print("unblocked \(removed.target) (it dropped \(removed.droppedPackets) packets, \(Output.bytes(removed.droppedBytes)))")
+        print("unblocked \(block.target) (it dropped \(block.droppedPackets) packets, \(Output.bytes(block.droppedBytes)))")
     }
-}
-
-struct UnblockJSON: Encodable {
-    let target: String
-    let wasBlocked: Bool
-    let block: BlockJSON?
 }

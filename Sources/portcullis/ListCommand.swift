@@ -1,5 +1,6 @@
 import ArgumentParser
 import PortcullisBPF
+import PortcullisControl
 import PortcullisCore
 
 struct List: ParsableCommand {
@@ -21,20 +22,20 @@ struct List: ParsableCommand {
     var json = false
 
     func run() throws {
-        let entries = try state.openIfPresent()?.list().sorted { $0.target < $1.target } ?? []
+        let blocks = try whenStateExists(or: []) { () throws(ServiceError) in try state.blocklist().list() }
         if json {
-            print(Output.json(entries.map(BlockJSON.init)))
+            print(Output.json(blocks))
             return
         }
-        guard !entries.isEmpty else {
+        guard !blocks.isEmpty else {
             print("nothing is blocked")
             return
         }
-        let rows = entries.map { entry in
+        let rows = blocks.map { block in
             [
-                entry.target.description, Output.remaining(entry), Output.expiry(entry),
-                String(entry.droppedPackets), Output.bytes(entry.droppedBytes),
-                entry.source?.rawValue ?? "-", entry.reason,
+                block.target, Output.remaining(block), Output.expiry(block),
+                String(block.droppedPackets), Output.bytes(block.droppedBytes),
+                block.source ?? "-", block.reason,
             ]
         }
         print(Output.table(["TARGET", "REMAINING", "EXPIRES", "PACKETS", "BYTES", "SOURCE", "REASON"], rows))
@@ -60,7 +61,7 @@ struct Stats: ParsableCommand {
     var json = false
 
     func run() throws {
-        let stats = try state.open().statistics()
+        let stats = try state.blocklist().statistics()
         if json {
             print(Output.json(stats))
             return
@@ -96,23 +97,16 @@ struct Sweep: ParsableCommand {
     var json = false
 
     func run() throws {
-        let report = try state.open().sweep()
-        state.recorder.recordExpiries(report.removed)
+        let report = try state.blocklist().sweep()
         if json {
-            print(Output.json(SweepJSON(
-                removed: report.removed.map(BlockJSON.init), scanned: report.scanned, seconds: report.elapsed.seconds)))
+            print(Output.json(report))
             return
         }
-        let milliseconds = Output.fixed(report.elapsed.seconds * 1000, digits: 1)
+        let milliseconds = Output.fixed(report.seconds * 1000, digits: 1)
         print("removed \(report.removed.count) expired of \(report.scanned) blocks in \(milliseconds) ms")
-        for entry in report.removed {
-            print("  \(entry.target): \(Output.remaining(entry)), dropped \(entry.droppedPackets) packets (\(Output.bytes(entry.droppedBytes)))")
+        for block in report.removed {
+            print("  \(block.target): \(Output.remaining(block)), dropped \(block.droppedPackets) packets (\(Output.bytes(block.droppedBytes)))")
         }
     }
 }
 
-struct SweepJSON: Encodable {
-    let removed: [BlockJSON]
-    let scanned: Int
-    let seconds: Double
-}

@@ -1,29 +1,17 @@
 import FoundationEssentials
 import Glibc
-import PortcullisBPF
+import PortcullisControl
 import PortcullisCore
 
 /// How blocks and times are shown to people and to scripts.
 enum Output {
     static func localTime(unixMilliseconds: Int64) -> String {
-        var seconds = time_t(unixMilliseconds / 1000)
+        var seconds = time_t(unixMilliseconds.floorDivided(by: 1000))
         var parts = tm()
         localtime_r(&seconds, &parts)
         var buffer = [CChar](repeating: 0, count: 64)
         let length = strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M:%S %Z", &parts)
         return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    /// RFC 3339 in UTC with milliseconds, e.g. 2026-11-28T07:03:22.489Z.
-    static func isoTime(unixMilliseconds: Int64) -> String {
-        var seconds = time_t(unixMilliseconds.floorDivided(by: 1000))
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        var buffer = [CChar](repeating: 0, count: 32)
-        let length = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &parts)
-        let milliseconds = unixMilliseconds - Int64(seconds) * 1000
-        let text = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return text + "." + leftPadded(String(milliseconds), to: 3, with: "0") + "Z"
     }
 
     /// A number with a fixed count of decimals, rounded half away from zero.
@@ -56,15 +44,19 @@ enum Output {
         return unit == 0 ? "\(count) B" : "\(fixed(value, digits: 1)) \(units[unit])"
     }
 
-    /// "1m40s left", "permanent", "expired 3s ago".
-    static func remaining(_ entry: BlockEntry) -> String {
-        guard let remaining = entry.remaining else { return "permanent" }
-        if entry.isExpired { return "expired \(DurationText.format(.zero - remaining)) ago" }
-        return DurationText.format(remaining)
+    static func duration(seconds: Double) -> String {
+        DurationText.format(.milliseconds(Int64((seconds * 1000).rounded(.down))))
     }
 
-    static func expiry(_ entry: BlockEntry) -> String {
-        entry.expiresUnixMilliseconds.map { localTime(unixMilliseconds: $0) } ?? "never"
+    /// "1m40s", "permanent", "expired 3s ago".
+    static func remaining(_ block: BlockRecord) -> String {
+        guard let remaining = block.remainingSeconds else { return "permanent" }
+        if block.expired { return "expired \(duration(seconds: -remaining)) ago" }
+        return duration(seconds: remaining)
+    }
+
+    static func expiry(_ block: BlockRecord) -> String {
+        block.expiresAtUnixMs.map { localTime(unixMilliseconds: $0) } ?? "never"
     }
 
     /// Pads columns to the widest cell; the last column is left ragged.
@@ -86,46 +78,6 @@ enum Output {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         guard let data = try? encoder.encode(value) else { return "null" }
         return String(decoding: data, as: UTF8.self)
-    }
-}
-
-/// The JSON form of a block, stable for scripts.
-struct BlockJSON: Encodable {
-    let target: String
-    let family: String
-    let kind: String
-    let permanent: Bool
-    let expired: Bool
-    let remainingSeconds: Double?
-    let expiresAt: String?
-    let expiresAtUnixMs: Int64?
-    let droppedPackets: UInt64
-    let droppedBytes: UInt64
-    let reason: String
-    let source: String?
-    let createdAt: String?
-    let refreshedAt: String?
-    let requestedSeconds: Int64?
-
-    init(_ entry: BlockEntry) {
-        target = entry.target.description
-        family = entry.target.family.rawValue
-        if case .prefix = entry.target { kind = "prefix" } else { kind = "address" }
-        permanent = entry.isPermanent
-        expired = entry.isExpired
-        remainingSeconds = entry.remaining.map { d in
-            let (seconds, attoseconds) = d.components
-            return max(0, Double(seconds) + Double(attoseconds) / 1e18)
-        }
-        expiresAt = entry.expiresUnixMilliseconds.map { Output.isoTime(unixMilliseconds: $0) }
-        expiresAtUnixMs = entry.expiresUnixMilliseconds
-        droppedPackets = entry.droppedPackets
-        droppedBytes = entry.droppedBytes
-        reason = entry.reason
-        source = entry.source?.rawValue
-        createdAt = entry.createdUnixMilliseconds.map { Output.isoTime(unixMilliseconds: $0) }
-        refreshedAt = entry.refreshedUnixMilliseconds.map { Output.isoTime(unixMilliseconds: $0) }
-        requestedSeconds = entry.requestedDuration?.components.seconds
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import PortcullisBPF
+import PortcullisControl
 import PortcullisCore
 import PortcullisIncidents
 
@@ -57,7 +58,30 @@ struct StateOptions: ParsableArguments {
 
     var pins: PinDirectory { PinDirectory.resolve(option: pinDirectory) }
 
-    var recorder: IncidentRecorder { IncidentRecorder(log: IncidentLog.resolve(option: incidentLog)) }
+    @Option(
+        name: .customLong("control-socket"),
+        help: ArgumentHelp(
+            "The daemon's control socket; changes go through the daemon when it runs there.",
+            discussion: "Defaults to $\(ControlSocketClient.environmentVariable), then \(ControlSocketClient.defaultPath).",
+            valueName: "path"))
+    var controlSocket: String?
+
+    var recorder: IncidentRecorder {
+        IncidentRecorder(log: IncidentLog.resolve(option: incidentLog), warn: { printError("portcullis: warning: \($0)") })
+    }
+
+    /// The daemon when it runs, else the pinned maps, created on first use when `creation` is given.
+    func blocklist(creating creation: CreationOptions? = nil) -> PreferredBlocklist {
+        PreferredBlocklist(socket: ControlSocketClient.resolve(option: controlSocket)) { () throws(ServiceError) -> LocalBlocklist in
+            do throws(DatapathError) {
+                let datapath: Datapath
+                if let creation { datapath = try creation.open(self) } else { datapath = try open() }
+                return LocalBlocklist(datapath: datapath, recorder: recorder, defaultSource: .cli)
+            } catch {
+                throw ServiceError(error)
+            }
+        }
+    }
 
     /// Opens the existing state, without creating any.
     func open() throws(DatapathError) -> Datapath {
@@ -154,6 +178,9 @@ enum Entry {
         } catch let error as DatapathError {
             printError("portcullis: \(error.description)")
             exit(1)
+        } catch let error as ServiceError {
+            printError("portcullis: \(error.description)")
+            exit(error.kind == .badRequest ? 2 : 1)
         } catch let error as RuntimeFailure {
             printError("portcullis: \(error.message)")
             exit(1)
@@ -175,6 +202,16 @@ enum Entry {
             printError("portcullis: \(message) (see `\(command) --help`)")
             exit(2)
         }
+    }
+}
+
+/// The answer of `body`, or `absent` when no state was ever created (nothing blocked, nothing allowed).
+func whenStateExists<T>(or absent: T, _ body: () throws(ServiceError) -> T) throws(ServiceError) -> T {
+    do {
+        return try body()
+    } catch {
+        if error.kind == .notFound { return absent }
+        throw error
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import PortcullisBPF
 import PortcullisCore
+import PortcullisIncidents
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,7 +32,7 @@ struct Status: ParsableCommand {
         let maps = try datapath.mapUsage()
         if json {
             print(Output.json(StatusJSON(
-                pinDirectory: datapath.pins.path, createdAt: Output.isoTime(unixMilliseconds: datapath.createdUnixMilliseconds),
+                pinDirectory: datapath.pins.path, createdAt: Incident.rfc3339(unixMilliseconds: datapath.createdUnixMilliseconds),
                 jiffiesPerSecond: datapath.jiffiesPerSecond, capacityExact: datapath.capacity.exact,
                 capacityPrefixes: datapath.capacity.prefixes, attachments: attachments.map { AttachmentJSON($0) }, maps: maps)))
             return

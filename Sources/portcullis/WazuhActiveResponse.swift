@@ -1,5 +1,6 @@
 import Glibc
 import PortcullisBPF
+import PortcullisControl
 import PortcullisCore
 import PortcullisIncidents
 import PortcullisWazuh
@@ -58,13 +59,20 @@ enum WazuhActiveResponse {
 
         let target = BlockTarget.address(message.address)
         let alert = message.alert
-        let recorder = IncidentRecorder(
-            log: IncidentLog.resolve(option: nil),
-            wazuh: Incident.Wazuh(
-                ruleId: alert.ruleID, ruleLevel: alert.ruleLevel, ruleDescription: alert.ruleDescription,
-                agentId: alert.agentID, agentName: alert.agentName, alertId: alert.alertID, command: message.commandWord),
-            warn: { log.write("Warning: \($0)") })
+        let wazuh = Incident.Wazuh(
+            ruleId: alert.ruleID, ruleLevel: alert.ruleLevel, ruleDescription: alert.ruleDescription,
+            agentId: alert.agentID, agentName: alert.agentName, alertId: alert.alertID, command: message.commandWord)
+        let recorder = IncidentRecorder(log: IncidentLog.resolve(option: nil), warn: { log.write("Warning: \($0)") })
         let pins = PinDirectory.resolve(option: extra.pinDirectory)
+        // Through the daemon when it runs; straight into the pinned maps when it does not.
+        let blocklist = PreferredBlocklist(socket: ControlSocketClient.resolve(option: nil)) { () throws(ServiceError) -> LocalBlocklist in
+            do throws(DatapathError) {
+                let datapath = try Datapath.open(pins, creatingWith: message.command == .add ? .standard : nil)
+                return LocalBlocklist(datapath: datapath, recorder: recorder, defaultSource: .wazuh)
+            } catch {
+                throw ServiceError(error)
+            }
+        }
 
         switch message.command {
         case .add:
@@ -73,18 +81,18 @@ enum WazuhActiveResponse {
                 try target.validateBlockable()
             } catch {
                 log.write("Refusing to block: \(error.description)")
-                recorder.recordRefusal(target.description, source: "wazuh", error: error.description)
+                recorder.recordRefusal(target.description, source: "wazuh", error: error.description, wazuh: wazuh)
                 return 255
             }
-            let datapath: Datapath
-            do {
-                datapath = try Datapath.open(pins, creatingWith: .standard)
-                try datapath.refuseIfAllowlisted(target)
+            do throws(ServiceError) {
+                if let entry = try blocklist.allowlistEntry(covering: target) {
+                    let reason = "refusing to block \(target): it is allowlisted by \(entry)"
+                    log.write("Refusing to block: \(reason)")
+                    recorder.recordRefusal(target.description, source: "wazuh", error: reason, wazuh: wazuh)
+                    return 255
+                }
             } catch {
                 log.write("Cannot block \(target): \(error.description)")
-                if error.kind == .refused {
-                    recorder.recordRefusal(target.description, source: "wazuh", error: error.description)
-                }
                 return 255
             }
 
@@ -114,21 +122,20 @@ enum WazuhActiveResponse {
                 log.write(error.description)
                 return 255
             }
-            do {
-                let outcome = try datapath.block(BlockRequest(
-                    target: target, duration: extra.duration, reason: alert.reason, source: .wazuh))
-                recorder.record(outcome, requested: extra.duration)
+            do throws(ServiceError) {
+                _ = try blocklist.block(BlockBody(
+                    target: target.description, duration: extra.duration.map { DurationText.format($0) },
+                    reason: truncated(alert.reason, toBytes: BlockRequest.maximumReasonBytes),
+                    source: "wazuh", wazuh: wazuh))
             } catch {
                 log.write("Cannot block \(target): \(error.description)")
-                recorder.recordRefusal(target.description, source: "wazuh", error: error.description)
                 return 255
             }
 
         case .delete:
-            do {
-                // No state means nothing was ever blocked here: deleting succeeds.
-                if let datapath = try openIfPresent(pins), let removed = try datapath.unblock(target) {
-                    recorder.recordUnblock(removed, source: "wazuh")
+            do throws(ServiceError) {
+                _ = try whenStateExists(or: UnblockResponse(target: target.description, block: nil)) { () throws(ServiceError) in
+                    try blocklist.unblock(target.description, source: "wazuh", wazuh: wazuh)
                 }
             } catch {
                 log.write("Cannot unblock \(target): \(error.description)")
@@ -139,13 +146,17 @@ enum WazuhActiveResponse {
         return 0
     }
 
-    private static func openIfPresent(_ pins: PinDirectory) throws(DatapathError) -> Datapath? {
-        do {
-            return try Datapath.open(pins)
-        } catch {
-            if error.kind == .notFound { return nil }
-            throw error
+    /// At most `limit` bytes of UTF-8, cut between characters.
+    private static func truncated(_ text: String, toBytes limit: Int) -> String {
+        var result = ""
+        var used = 0
+        for character in text {
+            let size = character.utf8.count
+            guard used + size <= limit else { break }
+            result.append(character)
+            used += size
         }
+        return result
     }
 
     /// The Wazuh home, derived as Wazuh derives it: from the executable's real

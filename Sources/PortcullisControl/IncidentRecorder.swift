@@ -5,13 +5,17 @@ import PortcullisIncidents
 /// Turns what the blocklist did into incident records, and writes them.
 /// A record that cannot be written is a warning, never a reason to leave an
 /// attacker unblocked.
-struct IncidentRecorder {
-    let log: IncidentLog
-    var wazuh: Incident.Wazuh?
-    /// Where warnings go: stderr for the CLI, the active-response log for Wazuh.
-    var warn: (String) -> Void = { printError("portcullis: warning: \($0)") }
+public struct IncidentRecorder: Sendable {
+    public let log: IncidentLog
+    /// Where warnings go: stderr for the CLI, the active-response log for Wazuh, the daemon's log.
+    public let warn: @Sendable (String) -> Void
 
-    func record(_ outcome: BlockOutcome, requested: Duration?) {
+    public init(log: IncidentLog, warn: @escaping @Sendable (String) -> Void) {
+        self.log = log
+        self.warn = warn
+    }
+
+    public func record(_ outcome: BlockOutcome, requested: Duration?, wazuh: Incident.Wazuh? = nil) {
         let entry = outcome.entry
         write([Incident(
             timeUnixMs: entry.refreshedUnixMilliseconds ?? Incident.nowUnixMilliseconds(),
@@ -21,13 +25,13 @@ struct IncidentRecorder {
             wazuh: wazuh)])
     }
 
-    func recordUnblock(_ entry: BlockEntry, source: String) {
-        write([ending(entry, action: .unblock, source: source, at: Incident.nowUnixMilliseconds())])
+    public func recordUnblock(_ entry: BlockEntry, source: String, wazuh: Incident.Wazuh? = nil) {
+        write([ending(entry, action: .unblock, source: source, at: Incident.nowUnixMilliseconds(), wazuh: wazuh)])
     }
 
     /// Expired blocks, each with its outcome. Blocks loaded from files are a
     /// policy, not incidents: they are summed into one record.
-    func recordExpiries(_ removed: [BlockEntry]) {
+    public func recordExpiries(_ removed: [BlockEntry]) {
         var records: [Incident] = []
         var fileBlocks = (count: 0, packets: UInt64(0), bytes: UInt64(0))
         let now = Incident.nowUnixMilliseconds()
@@ -38,7 +42,7 @@ struct IncidentRecorder {
                 fileBlocks.bytes += entry.droppedBytes
             } else {
                 records.append(ending(entry, action: .expire, source: entry.source?.rawValue ?? "cli",
-                                      at: entry.expiresUnixMilliseconds ?? now))
+                                      at: entry.expiresUnixMilliseconds ?? now, wazuh: nil))
             }
         }
         if fileBlocks.count > 0 {
@@ -49,19 +53,19 @@ struct IncidentRecorder {
         write(records)
     }
 
-    func recordBatch(_ outcome: BatchOutcome, from name: String, reason: String, requested: Duration?) {
+    public func recordBatch(_ outcome: BatchOutcome, from name: String, reason: String, requested: Duration?) {
         write([Incident(
             timeUnixMs: Incident.nowUnixMilliseconds(), action: .block,
             target: "\(outcome.total) targets from \(name)", source: "file", reason: reason,
             requestedSeconds: requested?.components.seconds)])
     }
 
-    func recordRefusal(_ target: String, source: String, error: String) {
+    public func recordRefusal(_ target: String, source: String, error: String, wazuh: Incident.Wazuh? = nil) {
         write([Incident(timeUnixMs: Incident.nowUnixMilliseconds(), action: .refuse, target: target, source: source,
                         wazuh: wazuh, error: error)])
     }
 
-    private func ending(_ entry: BlockEntry, action: Incident.Action, source: String, at time: Int64) -> Incident {
+    private func ending(_ entry: BlockEntry, action: Incident.Action, source: String, at time: Int64, wazuh: Incident.Wazuh?) -> Incident {
         let lasted = entry.createdUnixMilliseconds.map { Double(max(0, time - $0)) / 1000 }
         return Incident(
             timeUnixMs: time, action: action, target: entry.target.description, source: source, reason: entry.reason,

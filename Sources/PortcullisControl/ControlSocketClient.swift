@@ -1,0 +1,157 @@
+import FoundationEssentials
+import Glibc
+
+/// A minimal blocking HTTP/1.1 client for the daemon's Unix control socket.
+///
+/// The CLI and the Wazuh active response are short-lived processes on a hot
+/// path (an AR add must finish in a few milliseconds), so they speak to the
+/// daemon with one connect, one write and one read, instead of starting an
+/// event loop. The daemon's side is Hummingbird.
+public struct ControlSocketClient: Sendable {
+    public static let defaultPath = "/run/portcullis/control.sock"
+    public static let environmentVariable = "PORTCULLIS_CONTROL_SOCKET"
+
+    public let path: String
+
+    public init(path: String) { self.path = path }
+
+    /// `--control-socket` wins over `PORTCULLIS_CONTROL_SOCKET`, which wins over the default.
+    public static func resolve(option: String?) -> ControlSocketClient {
+        if let option, !option.isEmpty { return ControlSocketClient(path: option) }
+        if let value = getenv(environmentVariable), let text = String(validatingCString: value), !text.isEmpty {
+            return ControlSocketClient(path: text)
+        }
+        return ControlSocketClient(path: defaultPath)
+    }
+
+    public struct Response: Sendable {
+        public let status: Int
+        public let body: [UInt8]
+    }
+
+    public enum Failure: Error, CustomStringConvertible, Sendable {
+        /// No daemon listens there (no socket file, or a stale one).
+        case notRunning
+        /// A daemon listens, but this user may not talk to it.
+        case permissionDenied(String)
+        case failed(String)
+
+        public var description: String {
+            switch self {
+            case .notRunning: "the Portcullis daemon is not running"
+            case .permissionDenied(let path): "permission denied on the control socket \(path): run as root or as a member of its group (portcullis)"
+            case .failed(let message): message
+            }
+        }
+    }
+
+    /// Connects, or tells that nobody listens.
+    func connect() throws(Failure) -> CInt {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .failed("cannot create a socket: \(String(cString: strerror(errno)))") }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            close(fd)
+            throw .failed("control socket path too long: \(path)")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        let status = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if status != 0 {
+            let code = errno
+            close(fd)
+            switch code {
+            case ENOENT, ECONNREFUSED: throw .notRunning
+            case EACCES, EPERM: throw .permissionDenied(path)
+            default: throw .failed("cannot connect to \(path): \(String(cString: strerror(code)))")
+            }
+        }
+        var timeout = timeval(tv_sec: 60, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        return fd
+    }
+
+    /// One request, one response, then the connection closes.
+    public func send(_ method: String, _ target: String, body: [UInt8]? = nil) throws(Failure) -> Response {
+        let fd = try connect()
+        defer { close(fd) }
+        var request = "\(method) \(target) HTTP/1.1\r\nHost: portcullis\r\nConnection: close\r\nAccept: application/json\r\n"
+        if let body { request += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
+        request += "\r\n"
+        var bytes = Array(request.utf8) + (body ?? [])
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw .failed("cannot send to the daemon: \(String(cString: strerror(errno)))")
+            }
+            offset += written
+        }
+        bytes.removeAll()
+        var response: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = recv(fd, &chunk, chunk.count, 0)
+            if count == 0 { break }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw .failed("no answer from the daemon: \(String(cString: strerror(errno)))")
+            }
+            response.append(contentsOf: chunk[0..<count])
+            if let complete = Self.parse(response) { return complete }
+        }
+        guard let complete = Self.parse(response, atEnd: true) else {
+            throw .failed("the daemon's answer was cut short")
+        }
+        return complete
+    }
+
+    /// Parses a full response, or returns nil when more bytes are needed.
+    static func parse(_ bytes: [UInt8], atEnd: Bool = false) -> Response? {
+        let separator: [UInt8] = [13, 10, 13, 10]
+        guard let headerEnd = bytes.firstRange(of: separator) else { return nil }
+        let head = String(decoding: bytes[..<headerEnd.lowerBound], as: UTF8.self)
+        let lines = head.split(separator: "\r\n", omittingEmptySubsequences: false)
+        guard let statusLine = lines.first, statusLine.hasPrefix("HTTP/1."),
+              let status = statusLine.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+        else { return atEnd ? Response(status: 502, body: []) : nil }
+        var length: Int?
+        var chunked = false
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let name = line[..<colon].lowercased()
+            let value = line[line.index(after: colon)...].trimmingPrefix(" ")
+            if name == "content-length" { length = Int(value) }
+            if name == "transfer-encoding" && value.lowercased().contains("chunked") { chunked = true }
+        }
+        let body = Array(bytes[headerEnd.upperBound...])
+        if chunked { return decodeChunked(body).map { Response(status: status, body: $0) } ?? (atEnd ? Response(status: 502, body: []) : nil) }
+        if let length {
+            guard body.count >= length else { return nil }
+            return Response(status: status, body: Array(body.prefix(length)))
+        }
+        return atEnd ? Response(status: status, body: body) : nil
+    }
+
+    private static func decodeChunked(_ bytes: [UInt8]) -> [UInt8]? {
+        var output: [UInt8] = []
+        var index = 0
+        while true {
+            guard let lineEnd = bytes[index...].firstRange(of: [13, 10]) else { return nil }
+            let sizeText = String(decoding: bytes[index..<lineEnd.lowerBound], as: UTF8.self).split(separator: ";").first ?? ""
+            guard let size = Int(sizeText.trimmingPrefix(" "), radix: 16) else { return nil }
+            index = lineEnd.upperBound
+            if size == 0 { return output }
+            guard bytes.count >= index + size + 2 else { return nil }
+            output.append(contentsOf: bytes[index..<index + size])
+            index += size + 2
+        }
+    }
+}
