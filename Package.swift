@@ -10,6 +10,13 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // The daemon: HTTP for the control socket and metrics, service lifecycle and signals,
+        // logging, Prometheus exposition, and a YAML parser that reports lines for config errors.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // Pure logic: addresses, prefixes, durations, block files. No BPF, no root.
@@ -17,6 +24,11 @@ let package = Package(
 
         // The incident record: JSON lines, locked and fsync'd. No BPF, no root.
         .target(name: "PortcullisIncidents"),
+
+        // The daemon's YAML configuration, with file, line and key in every error. No BPF, no root.
+        .target(
+            name: "PortcullisConfig",
+            dependencies: ["PortcullisCore", .product(name: "Yams", package: "Yams")]),
 
         // Wazuh's active-response protocol: message and reply codecs, log lines, paths. No BPF, no root.
         .target(name: "PortcullisWazuh", dependencies: ["PortcullisCore"]),
@@ -48,6 +60,18 @@ let package = Package(
             name: "PortcullisControl",
             dependencies: ["PortcullisBPF", "PortcullisCore", "PortcullisIncidents"]),
 
+        // `portcullis run`: the single writer, sweeper, control API and metrics.
+        .target(
+            name: "PortcullisDaemon",
+            dependencies: [
+                "PortcullisBPF", "PortcullisCore", "PortcullisIncidents", "PortcullisControl", "PortcullisConfig",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
+
         .executableTarget(
             name: "portcullis",
             dependencies: [
@@ -56,11 +80,14 @@ let package = Package(
                 "PortcullisWazuh",
                 "PortcullisIncidents",
                 "PortcullisControl",
+                "PortcullisConfig",
+                "PortcullisDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore"]),
+        .testTarget(name: "PortcullisConfigTests", dependencies: ["PortcullisConfig", "PortcullisCore"]),
         .testTarget(name: "PortcullisWazuhTests", dependencies: ["PortcullisWazuh", "PortcullisCore"]),
         // Needs root and bpffs (skips with a message otherwise): verdicts through BPF_PROG_TEST_RUN.
         .testTarget(name: "PortcullisBPFTests", dependencies: ["PortcullisBPF", "PortcullisCore", "CLibbpf"]),

@@ -11,8 +11,9 @@ fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 # Build: libbpf headers and library (libbpf-dev brings libelf and zlib).
 # Tests and demo: iproute2 for network namespaces, ping for traffic, runuser (util-linux) for the
-# unprivileged check, bpftool for perf/ and for looking inside the pins.
-packages=(libbpf-dev libelf-dev zlib1g-dev pkg-config iproute2 iputils-ping util-linux bpftool ca-certificates)
+# unprivileged check, bpftool for perf/ and for looking inside the pins, curl and Debian's Prometheus
+# client (its text-format parser) for the daemon tests.
+packages=(libbpf-dev libelf-dev zlib1g-dev pkg-config iproute2 iputils-ping util-linux bpftool curl python3-prometheus-client ca-certificates)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -14,6 +14,9 @@ public struct PacketStatistics: Sendable, Codable, Equatable {
 
     public init() {}
 
+    /// Interfaces whose ifindex is below this have counters of their own.
+    public static let interfaceSlots = UInt32(PORTCULLIS_STATS_SLOTS)
+
     mutating func add(_ cpu: portcullis_stats) {
         seen += cpu.seen
         dropped += cpu.dropped

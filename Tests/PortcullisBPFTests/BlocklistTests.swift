@@ -1,5 +1,6 @@
 import CLibbpf
 import Foundation
+import Synchronization
 import PortcullisBPF
 import PortcullisCore
 import Testing
@@ -142,4 +143,40 @@ struct BlocklistTests {
             (error as? DatapathError)?.kind == .unsupported
         }
     }
+}
+
+/// Two writers on one pin directory, as a CLI beside the daemon would be: a
+/// sweep that decided an entry had expired must not delete it after a refresh.
+@Suite(.enabled(if: Privileges.canUseBPF, Privileges.reason))
+struct WriterLockTests {
+    @Test func refreshesRacingSweepsInOtherHandlesAreNeverLost() throws {
+        let state = try ScratchState()
+        let targets = (1...200).map { "198.51.100.\($0)" }
+        for target in targets { _ = try state.block(target, for: .seconds(1)) }
+        let pins = state.pins
+        let done = DispatchSemaphore(value: 0)
+        let stop = Mutex(false)
+        // The sweeper has its own handle, so the two only meet at the pin directory's lock.
+        let sweeper = try Datapath.open(pins)
+        let sweeperBox = UncheckedBox(sweeper)
+        DispatchQueue.global().async {
+            while !stop.withLock({ $0 }) { _ = try? sweeperBox.value.sweep() }
+            done.signal()
+        }
+        Thread.sleep(forTimeInterval: 0.95)
+        for target in targets { _ = try state.block(target, for: .seconds(3600)) }
+        Thread.sleep(forTimeInterval: 0.3)
+        stop.withLock { $0 = true }
+        done.wait()
+        let entries = try state.datapath.list()
+        #expect(Set(entries.map(\.target.description)) == Set(targets))
+        #expect(entries.allSatisfy { ($0.remaining ?? .zero) > .seconds(3500) })
+    }
+}
+
+/// Hands a handle to another thread in a test; the pin directory's lock, not
+/// Swift, is what serializes the two writers here.
+final class UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

@@ -13,8 +13,12 @@ final class WazuhHome: Sendable {
     var logPath: String { "\(path)/logs/active-responses.log" }
     var incidentLog: String { Command.incidentLog(pins: pins) }
 
+    /// The daemon's socket, when the test runs one.
+    let controlSocket: String?
+
     /// `pins` shares another fixture's state (the lab's); by default the home has its own.
-    init(pins: String? = nil) throws {
+    init(pins: String? = nil, controlSocket: String? = nil) throws {
+        self.controlSocket = controlSocket
         let id = UUID().uuidString.prefix(8).lowercased()
         path = "/tmp/portcullis-wazuh-\(id)"
         self.pins = pins ?? "/sys/fs/bpf/portcullis-test-wazuh-\(id)"
@@ -71,8 +75,11 @@ struct ExecdEmulator {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
         process.arguments = ["-c", #"cd "$1" && exec -a "$2" "$2""#, "execd", home.path, home.program]
-        process.environment = Command.environment(pins: home.pins).merging(
-            ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]) { $1 }
+        var environment = Command.environment(pins: home.pins)
+        environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
+        // Without a daemon of the test's own, point at a socket nobody listens on.
+        environment["PORTCULLIS_CONTROL_SOCKET"] = home.controlSocket ?? "\(home.path)/no-daemon.sock"
+        process.environment = environment
         let stdin = Pipe(), stdout = Pipe()
         process.standardInput = stdin
         process.standardOutput = withStdout ? stdout : FileHandle.nullDevice

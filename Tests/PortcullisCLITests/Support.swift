@@ -33,6 +33,7 @@ enum Command {
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "PORTCULLIS_PIN_DIR")
         env.removeValue(forKey: "PORTCULLIS_INCIDENT_LOG")
+        env.removeValue(forKey: "PORTCULLIS_CONTROL_SOCKET")
         for (key, value) in environment { env[key] = value }
         process.environment = env
         let stdout = Pipe(), stderr = Pipe(), stdin = Pipe()
@@ -67,8 +68,10 @@ enum Command {
         try run(portcullis, arguments, environment: environment(pins: pins), input: input)
     }
 
+    /// A control socket nobody listens on, so a daemon on the machine never takes a test's requests.
     static func environment(pins: String) -> [String: String] {
-        ["PORTCULLIS_PIN_DIR": pins, "PORTCULLIS_INCIDENT_LOG": incidentLog(pins: pins)]
+        ["PORTCULLIS_PIN_DIR": pins, "PORTCULLIS_INCIDENT_LOG": incidentLog(pins: pins),
+         "PORTCULLIS_CONTROL_SOCKET": "/tmp/portcullis-no-daemon-\(pins.split(separator: "/").last ?? "x").sock"]
     }
 
     static func incidentLog(pins: String) -> String {

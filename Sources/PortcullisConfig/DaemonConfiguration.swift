@@ -1,0 +1,302 @@
+import Glibc
+import PortcullisCore
+import Yams
+
+/// The daemon's configuration, from /etc/portcullis/portcullis.yaml (see
+/// dist/portcullis.yaml for every key, commented).
+public struct DaemonConfiguration: Sendable, Equatable {
+    public struct Interface: Sendable, Equatable {
+        public var name: String
+        /// native, generic or auto
+        public var mode: String
+        /// A named network namespace (`ip netns`), nil for the host's.
+        public var netns: String?
+
+        public init(name: String, mode: String, netns: String?) {
+            (self.name, self.mode, self.netns) = (name, mode, netns)
+        }
+    }
+
+    public struct Address: Sendable, Equatable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+
+        public init(host: String, port: Int) {
+            (self.host, self.port) = (host, port)
+        }
+
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    public static let defaultPath = "/etc/portcullis/portcullis.yaml"
+
+    public var pinDirectory = "/sys/fs/bpf/portcullis"
+    public var interfaces: [Interface] = []
+    public var capacityExact: UInt32 = 1_048_576
+    public var capacityPrefixes: UInt32 = 65_536
+    public var sweepInterval: Duration = .seconds(10)
+    public var allowlist: [BlockTarget] = []
+    public var controlSocket = "/run/portcullis/control.sock"
+    /// The group given read and write access to the control socket (mode 0660).
+    public var controlGroup = "portcullis"
+    /// nil turns the metrics endpoint off.
+    public var metricsAddress: Address? = Address(host: "127.0.0.1", port: 9469)
+    public var incidentLog = "/var/log/portcullis/incidents.jsonl"
+    public var detachOnExit = false
+
+    public init() {}
+
+    public static func load(path: String) throws(ConfigurationError) -> DaemonConfiguration {
+        let text: String
+        do {
+            text = try readFile(path)
+        } catch {
+            throw ConfigurationError(file: path, line: nil, key: nil, message: error.description)
+        }
+        return try parse(text, file: path)
+    }
+
+    /// Parses the YAML text. Every error names the file, the line and the key;
+    /// unknown keys are errors too, since a misspelt allowlist must not pass quietly.
+    public static func parse(_ text: String, file: String) throws(ConfigurationError) -> DaemonConfiguration {
+        var configuration = DaemonConfiguration()
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw ConfigurationError(file: file, yamlError: error)
+        } catch {
+            throw ConfigurationError(file: file, line: nil, key: nil, message: "\(error)")
+        }
+        guard let root else { return configuration }  // an empty file: every default
+        guard let mapping = root.mapping else {
+            throw ConfigurationError(file: file, line: root.mark?.line, key: nil, message: "expected a mapping of keys to values")
+        }
+        let reader = Reader(file: file)
+        for (keyNode, value) in mapping {
+            guard let key = keyNode.string else {
+                throw ConfigurationError(file: file, line: keyNode.mark?.line, key: nil, message: "keys must be strings")
+            }
+            switch key {
+            case "pin_dir": configuration.pinDirectory = try reader.absolutePath(value, key)
+            case "interfaces": configuration.interfaces = try reader.interfaces(value, key)
+            case "capacity":
+                let (exact, prefixes) = try reader.capacity(value, key, defaults: (configuration.capacityExact, configuration.capacityPrefixes))
+                configuration.capacityExact = exact
+                configuration.capacityPrefixes = prefixes
+            case "sweep_interval": configuration.sweepInterval = try reader.duration(value, key)
+            case "allowlist": configuration.allowlist = try reader.targets(value, key)
+            case "control_socket": configuration.controlSocket = try reader.absolutePath(value, key)
+            case "control_group": configuration.controlGroup = try reader.nonEmptyString(value, key)
+            case "metrics_address": configuration.metricsAddress = try reader.address(value, key)
+            case "incident_log": configuration.incidentLog = try reader.absolutePath(value, key)
+            case "detach_on_exit": configuration.detachOnExit = try reader.bool(value, key)
+            default:
+                throw ConfigurationError(
+                    file: file, line: keyNode.mark?.line, key: key,
+                    message: "unknown key (known: pin_dir, interfaces, capacity, sweep_interval, allowlist, control_socket, control_group, metrics_address, incident_log, detach_on_exit)")
+            }
+        }
+        return configuration
+    }
+}
+
+/// A configuration problem, as one line: `FILE:LINE: KEY: MESSAGE`.
+public struct ConfigurationError: Error, Equatable, CustomStringConvertible {
+    public let file: String
+    public let line: Int?
+    public let key: String?
+    public let message: String
+
+    public init(file: String, line: Int?, key: String?, message: String) {
+        (self.file, self.line, self.key, self.message) = (file, line, key, message)
+    }
+
+    init(file: String, yamlError: YamlError) {
+        var line: Int?
+        var message = "invalid YAML"
+        switch yamlError {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
+            line = mark.line
+            message = "invalid YAML: \(problem)"
+        case .reader(let problem, _, _, _):
+            message = "invalid YAML: \(problem)"
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            line = context.mark.line
+            message = "duplicated keys: \(duplicates.joined(separator: ", "))"
+        default:
+            message = "invalid YAML: \(yamlError)".split(whereSeparator: \.isNewline).first.map(String.init) ?? message
+        }
+        self.init(file: file, line: line, key: nil, message: message)
+    }
+
+    public var description: String {
+        var text = file
+        if let line { text += ":\(line)" }
+        if let key { text += ": \(key)" }
+        return text + ": " + message
+    }
+}
+
+/// Typed reading of YAML nodes, with the position of the node in every error.
+private struct Reader {
+    let file: String
+
+    func fail(_ node: Node, _ key: String, _ message: String) -> ConfigurationError {
+        ConfigurationError(file: file, line: node.mark?.line, key: key, message: message)
+    }
+
+    func scalar(_ node: Node, _ key: String) throws(ConfigurationError) -> String {
+        guard case .scalar(let scalar) = node else { throw fail(node, key, "expected a single value") }
+        return scalar.string
+    }
+
+    func nonEmptyString(_ node: Node, _ key: String) throws(ConfigurationError) -> String {
+        let text = try scalar(node, key)
+        guard !text.isEmpty else { throw fail(node, key, "must not be empty") }
+        return text
+    }
+
+    func absolutePath(_ node: Node, _ key: String) throws(ConfigurationError) -> String {
+        let text = try nonEmptyString(node, key)
+        guard text.hasPrefix("/") else { throw fail(node, key, "'\(text)' must be an absolute path") }
+        return text
+    }
+
+    func bool(_ node: Node, _ key: String) throws(ConfigurationError) -> Bool {
+        switch try scalar(node, key).lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        case let other: throw fail(node, key, "'\(other)' is not true or false")
+        }
+    }
+
+    func count(_ node: Node, _ key: String) throws(ConfigurationError) -> UInt32 {
+        let text = try scalar(node, key).replacing("_", with: "")
+        guard let value = UInt32(text), value > 0 else {
+            throw fail(node, key, "'\(text)' is not a whole number from 1 to \(UInt32.max)")
+        }
+        return value
+    }
+
+    func duration(_ node: Node, _ key: String) throws(ConfigurationError) -> Duration {
+        let text = try scalar(node, key)
+        do {
+            return try DurationText.parse(text)
+        } catch {
+            throw fail(node, key, error.description)
+        }
+    }
+
+    func capacity(_ node: Node, _ key: String, defaults: (UInt32, UInt32)) throws(ConfigurationError) -> (UInt32, UInt32) {
+        guard let mapping = node.mapping else { throw fail(node, key, "expected `exact:` and/or `prefixes:`") }
+        var (exact, prefixes) = defaults
+        for (name, value) in mapping {
+            switch name.string {
+            case "exact": exact = try count(value, "\(key).exact")
+            case "prefixes": prefixes = try count(value, "\(key).prefixes")
+            default: throw fail(name, "\(key).\(name.string ?? "?")", "unknown key (known: exact, prefixes)")
+            }
+        }
+        return (exact, prefixes)
+    }
+
+    func targets(_ node: Node, _ key: String) throws(ConfigurationError) -> [BlockTarget] {
+        guard let sequence = node.sequence else { throw fail(node, key, "expected a list of addresses and prefixes") }
+        var targets: [BlockTarget] = []
+        for item in sequence {
+            let text = try scalar(item, key)
+            do {
+                targets.append(try BlockTarget.parse(text).target)
+            } catch {
+                throw fail(item, key, error.description)
+            }
+        }
+        return targets
+    }
+
+    func address(_ node: Node, _ key: String) throws(ConfigurationError) -> DaemonConfiguration.Address? {
+        let text = try nonEmptyString(node, key)
+        if text == "off" || text == "none" { return nil }
+        // host:port, or [v6]:port
+        let host: Substring, port: Substring
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { throw fail(node, key, "'\(text)' must be HOST:PORT or [IPv6]:PORT") }
+            port = rest.dropFirst()
+        } else if let colon = text.lastIndex(of: ":"), !text[..<colon].contains(":") {
+            host = text[..<colon]
+            port = text[text.index(after: colon)...]
+        } else {
+            throw fail(node, key, "'\(text)' must be HOST:PORT or [IPv6]:PORT (or off)")
+        }
+        guard (try? IPAddress(parsing: String(host))) != nil else {
+            throw fail(node, key, "'\(host)' is not an IP address")
+        }
+        guard let number = Int(port), (1...65535).contains(number) else {
+            throw fail(node, key, "'\(port)' is not a port from 1 to 65535")
+        }
+        return .init(host: String(host), port: number)
+    }
+
+    func interfaces(_ node: Node, _ key: String) throws(ConfigurationError) -> [DaemonConfiguration.Interface] {
+        guard let sequence = node.sequence else { throw fail(node, key, "expected a list of interfaces") }
+        var result: [DaemonConfiguration.Interface] = []
+        for item in sequence {
+            if case .scalar = item {
+                let name = try interfaceName(item, key)
+                if result.contains(where: { $0.name == name && $0.netns == nil }) { throw fail(item, key, "\(name) is listed twice") }
+                result.append(.init(name: name, mode: "auto", netns: nil))
+                continue
+            }
+            guard let mapping = item.mapping else { throw fail(item, key, "expected a name or `name:`, `mode:`, `netns:`") }
+            var name: String?
+            var mode = "auto"
+            var netns: String?
+            for (field, value) in mapping {
+                switch field.string {
+                case "name": name = try interfaceName(value, "\(key).name")
+                case "mode":
+                    mode = try scalar(value, "\(key).mode")
+                    guard ["native", "generic", "auto"].contains(mode) else {
+                        throw fail(value, "\(key).mode", "'\(mode)' is not native, generic or auto")
+                    }
+                case "netns": netns = try nonEmptyString(value, "\(key).netns")
+                default: throw fail(field, "\(key).\(field.string ?? "?")", "unknown key (known: name, mode, netns)")
+                }
+            }
+            guard let name else { throw fail(item, key, "an interface needs a `name:`") }
+            if result.contains(where: { $0.name == name && $0.netns == netns }) {
+                throw fail(item, key, "\(name) is listed twice")
+            }
+            result.append(.init(name: name, mode: mode, netns: netns))
+        }
+        return result
+    }
+
+    func interfaceName(_ node: Node, _ key: String) throws(ConfigurationError) -> String {
+        let name = try nonEmptyString(node, key)
+        guard name.utf8.count < 16, !name.contains("/"), !name.contains(where: \.isWhitespace) else {
+            throw fail(node, key, "'\(name)' is not a valid interface name")
+        }
+        return name
+    }
+}
+
+private struct ReadError: Error, CustomStringConvertible { let description: String }
+
+private func readFile(_ path: String) throws(ReadError) -> String {
+    guard let file = fopen(path, "r") else {
+        throw ReadError(description: "cannot read the configuration: \(String(cString: strerror(errno)))")
+    }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65_536)
+    while true {
+        let count = fread(&chunk, 1, chunk.count, file)
+        bytes.append(contentsOf: chunk[0..<count])
+        if count < chunk.count { break }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}

@@ -1,0 +1,201 @@
+import Logging
+import PortcullisBPF
+import PortcullisConfig
+import PortcullisControl
+import PortcullisCore
+import PortcullisIncidents
+
+/// The daemon's single writer: every change to the blocklist, from the control
+/// API, the sweeper or a reload, runs on this actor one at a time, and also
+/// holds the pin directory's lock while it writes, so a CLI that bypasses the
+/// daemon is serialized with it too. A refresh therefore cannot interleave with
+/// the sweep that would have removed the entry it refreshes.
+actor BlocklistKeeper {
+    private let blocklist: LocalBlocklist
+    let metrics: DaemonMetrics
+    let logger: Logger
+    private(set) var configuration: DaemonConfiguration
+
+    init(configuration: DaemonConfiguration, metrics: DaemonMetrics, logger: Logger) throws(DatapathError) {
+        let datapath = try Datapath.open(
+            PinDirectory(path: configuration.pinDirectory),
+            creatingWith: Capacity(exact: configuration.capacityExact, prefixes: configuration.capacityPrefixes))
+        if datapath.capacity != Capacity(exact: configuration.capacityExact, prefixes: configuration.capacityPrefixes) {
+            logger.warning("the pinned state has capacity \(datapath.capacity); the configured capacity applies only to a new state (portcullis purge)")
+        }
+        let recorder = IncidentRecorder(log: IncidentLog(path: configuration.incidentLog)) { [logger] message in
+            logger.error("incident record: \(message)")
+        }
+        self.blocklist = LocalBlocklist(datapath: datapath, recorder: recorder, defaultSource: .api)
+        self.metrics = metrics
+        self.logger = logger
+        self.configuration = configuration
+    }
+
+    var datapath: Datapath { blocklist.datapath }
+
+    // MARK: - Changes
+
+    func block(_ body: BlockBody) throws(ServiceError) -> BlockResponse {
+        let response = try blocklist.block(body)
+        metrics.recordBlock(change: response.change, source: response.block.source ?? "api")
+        return response
+    }
+
+    func block(batch: BatchBody) throws(ServiceError) -> BatchResponse {
+        let response = try blocklist.block(batch: batch)
+        metrics.recordBatch(response, source: batch.source ?? "file")
+        return response
+    }
+
+    func unblock(_ target: String, source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
+        let response = try blocklist.unblock(target, source: source, wazuh: wazuh)
+        if let block = response.block { metrics.recordUnblock(source: block.source ?? source) }
+        return response
+    }
+
+    func sweep() throws(ServiceError) -> SweepResponse {
+        let response = try blocklist.sweep()
+        metrics.recordSweep(response)
+        if !response.removed.isEmpty {
+            logger.info("swept \(response.removed.count) expired blocks of \(response.scanned) in \(Int(response.seconds * 1000)) ms")
+        }
+        return response
+    }
+
+    func allow(_ target: String) throws(ServiceError) -> AllowResponse { try blocklist.allow(target) }
+    func disallow(_ target: String) throws(ServiceError) -> AllowResponse { try blocklist.disallow(target) }
+
+    // MARK: - Reading
+
+    func list() throws(ServiceError) -> [BlockRecord] { try blocklist.list() }
+    func allowlist() throws(ServiceError) -> [String] { try blocklist.allowlist() }
+    func statistics() throws(ServiceError) -> PacketStatistics { try blocklist.statistics() }
+
+    func status() throws(ServiceError) -> DaemonStatus {
+        do throws(DatapathError) {
+            return DaemonStatus(
+                pinDirectory: datapath.pins.path,
+                attachments: try datapath.attachments().map(AttachmentRecord.init),
+                maps: try datapath.mapUsage(),
+                sweepIntervalSeconds: configuration.sweepInterval.fractionalSeconds,
+                incidentLog: configuration.incidentLog)
+        } catch {
+            throw ServiceError(error)
+        }
+    }
+
+    /// Everything the metrics endpoint shows, read in one turn of the actor.
+    func metricsSnapshot() throws(ServiceError) -> MetricsSnapshot {
+        let blocks = try blocklist.list()
+        do throws(DatapathError) {
+            return MetricsSnapshot(
+                byInterface: try datapath.statisticsByInterface(),
+                attachments: try datapath.attachments(),
+                blocks: blocks,
+                maps: try datapath.mapUsage())
+        } catch {
+            throw ServiceError(error)
+        }
+    }
+
+    // MARK: - Configuration
+
+    /// Makes the pinned state match `configuration`: the allowlist entries it
+    /// owns, and the interfaces it names (attached, and detached when removed).
+    func apply(_ configuration: DaemonConfiguration, previous: DaemonConfiguration?) {
+        do {
+            let (added, removed) = try datapath.synchronizeConfiguredAllowlist(configuration.allowlist)
+            for target in added { logger.info("allowlist: added \(target) from the configuration") }
+            for target in removed { logger.info("allowlist: removed \(target), no longer in the configuration") }
+        } catch {
+            logger.error("cannot apply the allowlist: \(error.description)")
+        }
+        for interface in configuration.interfaces {
+            let mode = XDPMode(rawValue: interface.mode) ?? .auto
+            do {
+                let (attachment, existing) = try datapath.attach(interface: interface.name, namespace: interface.netns, mode: mode)
+                let how = existing ? "kept the attachment on" : "attached to"
+                logger.info("\(how) \(attachment.displayName) (\(attachment.mode?.rawValue ?? "?") mode, program \(attachment.programID))")
+            } catch {
+                logger.error("cannot attach to \(interface.name)\(interface.netns.map { " in netns \($0)" } ?? ""): \(error.description)")
+            }
+        }
+        if let previous {
+            for interface in previous.interfaces
+            where !configuration.interfaces.contains(where: { $0.name == interface.name && $0.netns == interface.netns }) {
+                detach(interface)
+            }
+            for (name, changed) in [
+                ("pin_dir", previous.pinDirectory != configuration.pinDirectory),
+                ("control_socket", previous.controlSocket != configuration.controlSocket),
+                ("control_group", previous.controlGroup != configuration.controlGroup),
+                ("metrics_address", previous.metricsAddress != configuration.metricsAddress),
+                ("capacity", previous.capacityExact != configuration.capacityExact || previous.capacityPrefixes != configuration.capacityPrefixes),
+            ] where changed {
+                logger.warning("\(name) changed: it takes effect at the next start")
+            }
+        }
+        var kept = configuration
+        if let previous {
+            // What only a restart applies stays as it was, so status tells the truth.
+            kept.pinDirectory = previous.pinDirectory
+            kept.controlSocket = previous.controlSocket
+            kept.controlGroup = previous.controlGroup
+            kept.metricsAddress = previous.metricsAddress
+            kept.capacityExact = previous.capacityExact
+            kept.capacityPrefixes = previous.capacityPrefixes
+        }
+        self.configuration = kept
+    }
+
+    func detachConfiguredInterfaces() {
+        for interface in configuration.interfaces { detach(interface) }
+    }
+
+    private func detach(_ interface: DaemonConfiguration.Interface) {
+        let place = interface.name + (interface.netns.map { " in netns \($0)" } ?? "")
+        do {
+            if try datapath.detach(interface: interface.name, namespace: interface.netns) {
+                logger.info("detached from \(place)")
+            }
+        } catch {
+            logger.error("cannot detach from \(place): \(error.description)")
+        }
+    }
+}
+
+struct MetricsSnapshot {
+    let byInterface: [UInt32: PacketStatistics]
+    let attachments: [Attachment]
+    let blocks: [BlockRecord]
+    let maps: [MapUsage]
+}
+
+public struct AttachmentRecord: Codable, Sendable {
+    public let interface: String
+    public let netns: String?
+    public let ifindex: UInt32
+    public let mode: String?
+    public let programId: UInt32
+    public let linkId: UInt32
+    public let active: Bool
+
+    init(_ attachment: Attachment) {
+        interface = attachment.interface
+        netns = attachment.namespace
+        ifindex = attachment.interfaceIndex
+        mode = attachment.mode?.rawValue
+        programId = attachment.programID
+        linkId = attachment.linkID
+        active = attachment.isActive
+    }
+}
+
+public struct DaemonStatus: Codable, Sendable {
+    public let pinDirectory: String
+    public let attachments: [AttachmentRecord]
+    public let maps: [MapUsage]
+    public let sweepIntervalSeconds: Double
+    public let incidentLog: String
+}

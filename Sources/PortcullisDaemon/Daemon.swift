@@ -1,0 +1,157 @@
+import Glibc
+import Hummingbird
+import Logging
+import PortcullisBPF
+import PortcullisConfig
+import PortcullisControl
+import ServiceLifecycle
+import UnixSignals
+
+/// `portcullis run`: attaches to the configured interfaces, serves the control
+/// socket and the metrics endpoint, sweeps expired blocks, reloads its
+/// configuration on SIGHUP and stops cleanly on SIGTERM, leaving the XDP
+/// program and every block in force unless asked to detach.
+public enum Daemon {
+    public struct StartupError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public static func run(configurationPath: String, detachOnExit: Bool) async throws {
+        var logger = Logger(label: "portcullis")
+        logger.logLevel = .info
+        let configuration: DaemonConfiguration
+        do {
+            configuration = try DaemonConfiguration.load(path: configurationPath)
+        } catch {
+            throw StartupError(description: error.description)
+        }
+        let metrics = DaemonMetrics()
+        let keeper: BlocklistKeeper
+        do {
+            keeper = try BlocklistKeeper(configuration: configuration, metrics: metrics, logger: logger)
+        } catch {
+            throw StartupError(description: error.description)
+        }
+        await keeper.apply(configuration, previous: nil)
+
+        let socketPath = configuration.controlSocket
+        try prepareSocket(at: socketPath)
+        let group = getgrnam(configuration.controlGroup)?.pointee.gr_gid
+        if group == nil {
+            logger.warning("no group \(configuration.controlGroup): the control socket is for root only")
+        }
+        // The socket is created 0660 from the start: no window in which others may connect.
+        let previousMask = umask(0o117)
+        let control = Application(
+            router: ControlAPI.router(keeper: keeper),
+            configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "portcullis"),
+            onServerRunning: { [logger] _ in
+                umask(previousMask)
+                chown(socketPath, 0, group ?? 0)
+                chmod(socketPath, 0o660)
+                logger.info("control socket ready at \(socketPath)")
+            },
+            logger: Logger(label: "portcullis.control"))
+
+        var services: [any Service] = [control, Sweeper(keeper: keeper), Reloader(keeper: keeper, path: configurationPath)]
+        if let address = configuration.metricsAddress {
+            let router = Router()
+            router.get("metrics") { _, _ in
+                let snapshot = try await keeper.metricsSnapshot()
+                return Response(
+                    status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                    body: .init(byteBuffer: ByteBuffer(bytes: metrics.render(snapshot))))
+            }
+            services.append(Application(
+                router: router,
+                configuration: .init(address: .hostname(address.host, port: address.port), serverName: "portcullis"),
+                onServerRunning: { [logger] _ in logger.info("metrics at http://\(address)/metrics") },
+                logger: Logger(label: "portcullis.metrics")))
+        }
+
+        let serviceGroup = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        logger.info("portcullis daemon started (pins in \(configuration.pinDirectory))")
+        do {
+            try await serviceGroup.run()
+        } catch {
+            unlink(socketPath)
+            throw error
+        }
+        unlink(socketPath)
+        let detachConfigured = await keeper.configuration.detachOnExit
+        if detachOnExit || detachConfigured {
+            await keeper.detachConfiguredInterfaces()
+        } else {
+            logger.info("stopped; the XDP program and every block stay in force")
+        }
+    }
+
+    /// Makes the socket's directory, and clears a socket a dead daemon left
+    /// behind, but refuses to take over one a live daemon answers on.
+    static func prepareSocket(at path: String) throws {
+        if let slash = path.lastIndex(of: "/"), slash != path.startIndex {
+            var built = ""
+            for component in path[..<slash].split(separator: "/") {
+                built += "/\(component)"
+                mkdir(built, 0o755)
+            }
+        }
+        guard access(path, F_OK) == 0 else { return }
+        do {
+            _ = try ControlSocketClient(path: path).send("GET", "/v1/health")
+            throw StartupError(description: "another Portcullis daemon is running on \(path)")
+        } catch let error as ControlSocketClient.Failure {
+            if case .notRunning = error {
+                unlink(path)
+                return
+            }
+            throw StartupError(description: "\(path) exists and cannot be checked: \(error.description)")
+        }
+    }
+}
+
+/// Removes expired blocks every sweep_interval, recording each one's outcome.
+struct Sweeper: Service {
+    let keeper: BlocklistKeeper
+
+    func run() async throws {
+        // Shutdown cancels the sleep; that is the normal way out, not a failure.
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let interval = await keeper.configuration.sweepInterval
+                try await Task.sleep(for: interval)
+                do {
+                    _ = try await keeper.sweep()
+                } catch {
+                    keeper.logger.error("sweep failed: \(String(describing: error))")
+                }
+            }
+        }
+    }
+}
+
+/// SIGHUP: read the configuration again. A bad file is reported and the
+/// running configuration stays.
+struct Reloader: Service {
+    let keeper: BlocklistKeeper
+    let path: String
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        await cancelWhenGracefulShutdown {
+            for await _ in signals {
+                do {
+                    let configuration = try DaemonConfiguration.load(path: path)
+                    let previous = await keeper.configuration
+                    await keeper.apply(configuration, previous: previous)
+                    keeper.logger.info("reloaded \(path)")
+                } catch {
+                    keeper.logger.error("not reloaded, the running configuration stays: \(String(describing: error))")
+                }
+            }
+        }
+    }
+}

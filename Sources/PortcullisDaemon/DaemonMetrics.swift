@@ -1,0 +1,101 @@
+import PortcullisBPF
+import PortcullisControl
+import Prometheus
+import Synchronization
+
+/// The daemon's Prometheus metrics. Counters of what the daemon did are kept
+/// as it does it; what the kernel counts is read at each scrape.
+final class DaemonMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    private let sweepDuration: DurationHistogram
+    /// The kernel's counters as last exported, to turn absolute values into increments.
+    private let exported = Mutex<[String: UInt64]>([:])
+
+    init() {
+        sweepDuration = registry.makeDurationHistogram(
+            name: "portcullis_sweep_duration_seconds",
+            buckets: [.milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(5)],
+            help: "Time each sweep of expired blocks took.")
+        registry.makeGauge(name: "portcullis_up", help: "1 while the Portcullis daemon runs.").set(to: 1.0)
+    }
+
+    func recordBlock(change: String, source: String) {
+        let name = change == "added" ? "portcullis_blocks_added_total" : "portcullis_blocks_refreshed_total"
+        let help = change == "added" ? "Blocks added, by who asked." : "Blocks refreshed (blocked again while active), by who asked."
+        registry.makeCounter(name: name, labels: [("source", source)], help: help).increment()
+    }
+
+    func recordBatch(_ response: BatchResponse, source: String) {
+        registry.makeCounter(name: "portcullis_blocks_added_total", labels: [("source", source)], help: "Blocks added, by who asked.")
+            .increment(by: Int64(response.added))
+        registry.makeCounter(name: "portcullis_blocks_refreshed_total", labels: [("source", source)],
+                             help: "Blocks refreshed (blocked again while active), by who asked.")
+            .increment(by: Int64(response.refreshed + response.keptLonger))
+    }
+
+    func recordUnblock(source: String) {
+        registry.makeCounter(name: "portcullis_blocks_removed_total", labels: [("source", source)],
+                             help: "Blocks lifted by an unblock, by who had blocked them.").increment()
+    }
+
+    func recordSweep(_ response: SweepResponse) {
+        sweepDuration.record(.milliseconds(Int64((response.seconds * 1000).rounded())))
+        var bySource: [String: Int64] = [:]
+        for block in response.removed { bySource[block.source ?? "unknown", default: 0] += 1 }
+        for (source, count) in bySource {
+            registry.makeCounter(name: "portcullis_blocks_expired_total", labels: [("source", source)],
+                                 help: "Blocks removed by a sweep after they expired, by who had blocked them.").increment(by: count)
+        }
+    }
+
+    /// Brings the kernel-side metrics up to date and renders everything.
+    func render(_ snapshot: MetricsSnapshot) -> [UInt8] {
+        var names: [UInt32: (interface: String, netns: String)] = [:]
+        for attachment in snapshot.attachments where attachment.isActive && attachment.interfaceIndex < PacketStatistics.interfaceSlots {
+            names[attachment.interfaceIndex] = (attachment.interface, attachment.namespace ?? "")
+        }
+        exported.withLock { last in
+            for (slot, stats) in snapshot.byInterface {
+                let (interface, netns) = names[slot] ?? (slot == 0 ? "other" : "ifindex\(slot)", "")
+                let classes: [(String, UInt64)] = [
+                    ("dropped", stats.dropped), ("passed", stats.passed), ("passed_allowed", stats.passedAllowed),
+                    ("passed_expired", stats.passedExpired), ("not_ip", stats.notIP), ("parse_failed", stats.parseFailed),
+                ]
+                func export(_ name: String, _ labels: [(String, String)], _ value: UInt64, help: String) {
+                    let key = name + labels.map { "|\($0.0)=\($0.1)" }.joined()
+                    let previous = last[key] ?? 0
+                    // A counter only grows; a smaller value means the state was recreated.
+                    let delta = value >= previous ? value - previous : value
+                    registry.makeCounter(name: name, labels: labels, help: help).increment(by: Int64(clamping: delta))
+                    last[key] = value
+                }
+                let where_ = [("interface", interface), ("netns", netns)]
+                export("portcullis_packets_seen_total", where_, stats.seen, help: "Packets the XDP program saw.")
+                for (verdict, value) in classes {
+                    export("portcullis_packets_total", where_ + [("verdict", verdict)], value,
+                           help: "Packets by verdict: dropped, passed, passed_allowed, passed_expired, not_ip, parse_failed.")
+                }
+                export("portcullis_dropped_bytes_total", where_, stats.droppedBytes, help: "Bytes of the dropped packets.")
+            }
+        }
+        var active: [String: Int] = [:]
+        for family in ["ipv4", "ipv6"] { for kind in ["address", "prefix"] { active["\(family)|\(kind)"] = 0 } }
+        for block in snapshot.blocks where !block.expired { active["\(block.family)|\(block.kind)", default: 0] += 1 }
+        for (key, count) in active {
+            let parts = key.split(separator: "|").map(String.init)
+            registry.makeGauge(name: "portcullis_blocks_active", labels: [("family", parts[0]), ("kind", parts[1])],
+                               help: "Blocks in force (not expired), by family and kind.").set(to: Double(count))
+        }
+        for map in snapshot.maps {
+            registry.makeGauge(name: "portcullis_map_entries", labels: [("map", map.name)], help: "Entries in each BPF map.")
+                .set(to: Double(map.entries))
+            registry.makeGauge(name: "portcullis_map_capacity", labels: [("map", map.name)], help: "Capacity of each BPF map.")
+                .set(to: Double(map.capacity))
+            if let memory = map.memoryBytes {
+                registry.makeGauge(name: "portcullis_map_memory_bytes", labels: [("map", map.name)],
+                                   help: "Kernel memory each BPF map holds.").set(to: Double(memory))
+            }
+        }
+        return registry.emitToBuffer()
+    }
+}

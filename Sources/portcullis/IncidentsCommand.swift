@@ -1,0 +1,144 @@
+import ArgumentParser
+import PortcullisControl
+import PortcullisCore
+import PortcullisIncidents
+
+struct Incidents: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Report the incident record: every block, refresh, unblock and expiry.",
+        discussion: """
+            Reads the incident log (one JSON object per line; default \
+            /var/log/portcullis/incidents.jsonl). Each record names the time, the action, the \
+            address or prefix, who asked (cli, file, wazuh with its rule, agent and alert, \
+            detector, api), the duration asked for, and for a block that ended, its outcome: \
+            how long it lasted and the packets and bytes it dropped.
+
+            --summary prints one row per day (UTC), a table for the security incident \
+            documentation HIPAA §164.308(a)(6)(ii) asks for.
+
+            Examples:
+              portcullis incidents --since 24h
+              portcullis incidents --address 203.0.113.9
+              portcullis incidents --since 2026-11-01 --summary
+              portcullis incidents --json | jq 'select(.action == "expire")'
+            """)
+
+    @OptionGroup var state: StateOptions
+
+    @Option(help: ArgumentHelp("Only records from then on: YYYY-MM-DD (UTC), an RFC 3339 time, or a duration back from now (24h, 7d).", valueName: "when"))
+    var since: String?
+
+    @Option(help: ArgumentHelp("Only records about this address (or a prefix holding it).", valueName: "address"))
+    var address: String?
+
+    @Flag(help: "One row per day instead of one per record.")
+    var summary = false
+
+    @Flag(help: "Print JSON: the records, or with --summary the daily rows.")
+    var json = false
+
+    func validate() throws {
+        do {
+            _ = try IncidentQuery(since: since, address: address)
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+
+    func run() throws {
+        let query = try IncidentQuery(since: since, address: address)
+        let log = IncidentLog.resolve(option: state.incidentLog)
+        let incidents: [Incident]
+        do {
+            incidents = query.filter(try log.read())
+        } catch {
+            throw RuntimeFailure(error.description)
+        }
+        if summary {
+            let days = DailySummary.make(incidents)
+            if json {
+                print(Output.json(days))
+            } else if days.isEmpty {
+                print("no incidents recorded in \(log.path)\(since.map { " since \($0)" } ?? "")")
+            } else {
+                print(Output.table(
+                    ["DAY (UTC)", "BLOCKED", "REFRESHED", "UNBLOCKED", "EXPIRED", "REFUSED", "ADDRESSES", "PACKETS DROPPED", "BYTES DROPPED", "TOP RULE"],
+                    days.map {
+                        [$0.day, String($0.blocked), String($0.refreshed), String($0.unblocked), String($0.expired), String($0.refused),
+                         String($0.distinctTargets), String($0.droppedPackets), Output.bytes($0.droppedBytes), $0.topRule ?? "-"]
+                    }))
+            }
+            return
+        }
+        if json {
+            print(Output.json(incidents))
+            return
+        }
+        guard !incidents.isEmpty else {
+            print("no incidents recorded in \(log.path)\(since.map { " since \($0)" } ?? "")")
+            return
+        }
+        print(Output.table(
+            ["TIME", "ACTION", "TARGET", "SOURCE", "RULE", "ASKED", "OUTCOME", "REASON"],
+            incidents.map { incident in
+                let outcome = incident.outcome.map { outcome in
+                    let lasted = outcome.lastedSeconds.map { "after \(Output.duration(seconds: $0)), " } ?? ""
+                    return "\(lasted)\(outcome.droppedPackets) packets dropped"
+                } ?? (incident.error ?? "")
+                return [
+                    Output.localTime(unixMilliseconds: incident.timeUnixMs), incident.action.rawValue, incident.target,
+                    incident.source, incident.wazuh?.ruleId ?? "-",
+                    incident.requestedSeconds.map { DurationText.format(.seconds($0)) } ?? (incident.action == .block ? "permanent" : "-"),
+                    outcome, incident.reason ?? "",
+                ]
+            }))
+    }
+}
+
+/// One day of the incident record, for the compliance report.
+struct DailySummary: Encodable {
+    let day: String
+    var blocked = 0
+    var refreshed = 0
+    var unblocked = 0
+    var expired = 0
+    var refused = 0
+    var distinctTargets = 0
+    var droppedPackets: UInt64 = 0
+    var droppedBytes: UInt64 = 0
+    var topRule: String?
+
+    static func make(_ incidents: [Incident]) -> [DailySummary] {
+        var days: [String: DailySummary] = [:]
+        var targets: [String: Set<String>] = [:]
+        var rules: [String: [String: Int]] = [:]
+        for incident in incidents {
+            let day = String(incident.time.prefix(10))
+            var row = days[day] ?? DailySummary(day: day)
+            switch incident.action {
+            case .block: row.blocked += 1
+            case .refresh: row.refreshed += 1
+            case .unblock: row.unblocked += 1
+            case .expire: row.expired += 1
+            case .refuse: row.refused += 1
+            }
+            if let outcome = incident.outcome {
+                row.droppedPackets += outcome.droppedPackets
+                row.droppedBytes += outcome.droppedBytes
+            }
+            targets[day, default: []].insert(incident.target)
+            if let rule = incident.wazuh?.ruleId, incident.action == .block || incident.action == .refresh {
+                rules[day, default: [:]][rule, default: 0] += 1
+            }
+            days[day] = row
+        }
+        return days.keys.sorted().compactMap { day in
+            guard var row = days[day] else { return nil }
+            row.distinctTargets = targets[day]?.count ?? 0
+            if let (rule, count) = rules[day]?.max(by: { $0.value < $1.value || ($0.value == $1.value && $0.key > $1.key) }) {
+                row.topRule = "\(rule) (\(count))"
+            }
+            return row
+        }
+    }
+}
