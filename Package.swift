@@ -30,6 +30,12 @@ let package = Package(
             name: "PortcullisConfig",
             dependencies: ["PortcullisCore", .product(name: "Yams", package: "Yams")]),
 
+        // Standalone detection: log parsing, sshd rules as data, frequency counting,
+        // ossec.conf active-response blocks. No BPF, no root.
+        .target(
+            name: "PortcullisDetector",
+            dependencies: ["PortcullisCore", .product(name: "Yams", package: "Yams")]),
+
         // Wazuh's active-response protocol: message and reply codecs, log lines, paths. No BPF, no root.
         .target(name: "PortcullisWazuh", dependencies: ["PortcullisCore"]),
 
@@ -65,6 +71,7 @@ let package = Package(
             name: "PortcullisDaemon",
             dependencies: [
                 "PortcullisBPF", "PortcullisCore", "PortcullisIncidents", "PortcullisControl", "PortcullisConfig",
+                "PortcullisDetector", "PortcullisWazuh",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -88,6 +95,7 @@ let package = Package(
 
         .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore"]),
         .testTarget(name: "PortcullisConfigTests", dependencies: ["PortcullisConfig", "PortcullisCore"]),
+        .testTarget(name: "PortcullisDetectorTests", dependencies: ["PortcullisDetector", "PortcullisCore"]),
         .testTarget(name: "PortcullisWazuhTests", dependencies: ["PortcullisWazuh", "PortcullisCore"]),
         // Needs root and bpffs (skips with a message otherwise): verdicts through BPF_PROG_TEST_RUN.
         .testTarget(name: "PortcullisBPFTests", dependencies: ["PortcullisBPF", "PortcullisCore", "CLibbpf"]),

@@ -13,7 +13,10 @@ fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # Tests and demo: iproute2 for network namespaces, ping for traffic, runuser (util-linux) for the
 # unprivileged check, bpftool for perf/ and for looking inside the pins, curl and Debian's Prometheus
 # client (its text-format parser) for the daemon tests.
-packages=(libbpf-dev libelf-dev zlib1g-dev pkg-config iproute2 iputils-ping util-linux bpftool curl python3-prometheus-client ca-certificates)
+# The standalone detector's end-to-end test and the demo: a real OpenSSH server and client; libxml2-dev
+# for reading ossec.conf.
+packages=(libbpf-dev libelf-dev zlib1g-dev libxml2-dev pkg-config iproute2 iputils-ping util-linux bpftool curl
+          python3-prometheus-client openssh-server openssh-client ca-certificates)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -22,7 +25,14 @@ if ((${#missing[@]})); then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # Installing openssh-server must not start an sshd on the host: the lab runs its own, in a namespace.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && own_policy=1
+    fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    ((own_policy)) && rm -f "$policy"
 fi
 
 # The Swift toolchain also provides the clang that compiles the XDP program (-target bpf).

@@ -30,6 +30,34 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     public static let defaultPath = "/etc/portcullis/portcullis.yaml"
 
+    /// The standalone detector: log sources, rules, and the ossec.conf-style responses.
+    public struct Detector: Sendable, Equatable {
+        public enum Source: Sendable, Equatable, CustomStringConvertible {
+            /// A log file, followed across rotation and truncation. Syslog lines, or, with
+            /// `program`, lines one program wrote itself (`sshd -E FILE`).
+            case file(String, program: String?)
+            /// The journal, `journalctl -f -o json`, for one unit or (nil) every sshd message.
+            case journal(unit: String?)
+
+            public var description: String {
+                switch self {
+                case .file(let path, _): path
+                case .journal(let unit): "journal" + (unit.map { ":\($0)" } ?? "")
+                }
+            }
+        }
+
+        /// The ossec.conf-style file with <command>, <active-response> and <global><white_list>.
+        public var activeResponse: String?
+        public var sources: [Source] = []
+        /// Rule files added to the built-in sshd rules.
+        public var rules: [String] = []
+        /// Where executables of user-defined <command>s are (as Wazuh's active-response/bin).
+        public var commandsDirectory = "/var/ossec/active-response/bin"
+
+        public init() {}
+    }
+
     public var pinDirectory = "/sys/fs/bpf/portcullis"
     public var interfaces: [Interface] = []
     public var capacityExact: UInt32 = 1_048_576
@@ -43,6 +71,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var metricsAddress: Address? = Address(host: "127.0.0.1", port: 9469)
     public var incidentLog = "/var/log/portcullis/incidents.jsonl"
     public var detachOnExit = false
+    /// nil: no log watching.
+    public var detector: Detector?
 
     public init() {}
 
@@ -91,10 +121,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
             case "metrics_address": configuration.metricsAddress = try reader.address(value, key)
             case "incident_log": configuration.incidentLog = try reader.absolutePath(value, key)
             case "detach_on_exit": configuration.detachOnExit = try reader.bool(value, key)
+            case "detector": configuration.detector = try reader.detector(value, key)
             default:
                 throw ConfigurationError(
                     file: file, line: keyNode.mark?.line, key: key,
-                    message: "unknown key (known: pin_dir, interfaces, capacity, sweep_interval, allowlist, control_socket, control_group, metrics_address, incident_log, detach_on_exit)")
+                    message: "unknown key (known: pin_dir, interfaces, capacity, sweep_interval, allowlist, control_socket, control_group, metrics_address, incident_log, detach_on_exit, detector)")
             }
         }
         return configuration
@@ -273,6 +304,43 @@ private struct Reader {
             result.append(.init(name: name, mode: mode, netns: netns))
         }
         return result
+    }
+
+    func detector(_ node: Node, _ key: String) throws(ConfigurationError) -> DaemonConfiguration.Detector {
+        guard let mapping = node.mapping else { throw fail(node, key, "expected active_response, sources, rules, commands_dir") }
+        var detector = DaemonConfiguration.Detector()
+        for (name, value) in mapping {
+            let field = "\(key).\(name.string ?? "?")"
+            switch name.string {
+            case "active_response": detector.activeResponse = try absolutePath(value, field)
+            case "commands_dir": detector.commandsDirectory = try absolutePath(value, field)
+            case "rules":
+                guard let list = value.sequence else { throw fail(value, field, "expected a list of rule files") }
+                detector.rules = try list.map { item throws(ConfigurationError) in try absolutePath(item, field) }
+            case "sources":
+                guard let list = value.sequence else { throw fail(value, field, "expected a list of `file: PATH` or `journal: UNIT`") }
+                for item in list {
+                    guard let source = item.mapping,
+                          let (kind, target) = source.first(where: { $0.key.string == "file" || $0.key.string == "journal" }) else {
+                        throw fail(item, field, "each source is `file: PATH` or `journal: UNIT` (or `journal: all`)")
+                    }
+                    let program = try source["program"].map { node throws(ConfigurationError) in try nonEmptyString(node, "\(field).program") }
+                    guard source.count == (program == nil ? 1 : 2), kind.string == "file" || program == nil else {
+                        throw fail(item, field, "a source is `file: PATH` (with `program: NAME` for a file one program writes itself) or `journal: UNIT`")
+                    }
+                    switch kind.string {
+                    case "file": detector.sources.append(.file(try absolutePath(target, "\(field).file"), program: program))
+                    case "journal":
+                        let unit = try nonEmptyString(target, "\(field).journal")
+                        detector.sources.append(.journal(unit: unit == "all" ? nil : unit))
+                    default: throw fail(kind, field, "unknown source \(kind.string ?? "?") (file or journal)")
+                    }
+                }
+            default: throw fail(name, field, "unknown key (known: active_response, sources, rules, commands_dir)")
+            }
+        }
+        guard !detector.sources.isEmpty else { throw fail(node, key, "give at least one source to watch") }
+        return detector
     }
 
     func interfaceName(_ node: Node, _ key: String) throws(ConfigurationError) -> String {

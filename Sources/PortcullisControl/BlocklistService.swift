@@ -150,16 +150,16 @@ public final class LocalBlocklist: BlocklistService {
         do {
             try parsed.target.validateBlockable()
         } catch {
-            recorder.recordRefusal(parsed.target.description, source: source.rawValue, error: error.description, wazuh: body.wazuh)
+            recorder.recordRefusal(parsed.target.description, source: source.rawValue, error: error.description, context: body.context)
             throw ServiceError(.badRequest, error.description)
         }
         do {
             let outcome = try datapath.block(BlockRequest(target: parsed.target, duration: duration, reason: reason, source: source))
-            recorder.record(outcome, requested: duration, wazuh: body.wazuh)
+            recorder.record(outcome, requested: duration, context: body.context)
             return BlockResponse(change: outcome.change.rawValue, block: BlockRecord(outcome.entry), notes: parsed.notes)
         } catch {
             if error.kind == .refused || error.kind == .full {
-                recorder.recordRefusal(parsed.target.description, source: source.rawValue, error: error.description, wazuh: body.wazuh)
+                recorder.recordRefusal(parsed.target.description, source: source.rawValue, error: error.description, context: body.context)
             }
             throw ServiceError(error)
         }
@@ -193,7 +193,7 @@ public final class LocalBlocklist: BlocklistService {
         let parsed = try RequestParsing.target(target)
         do {
             let removed = try datapath.unblock(parsed.target)
-            if let removed { recorder.recordUnblock(removed, source: source, wazuh: wazuh) }
+            if let removed { recorder.recordUnblock(removed, source: source, context: IncidentContext(wazuh: wazuh)) }
             return UnblockResponse(target: parsed.target.description, block: removed.map(BlockRecord.init))
         } catch {
             throw ServiceError(error)

@@ -15,18 +15,18 @@ public struct IncidentRecorder: Sendable {
         self.warn = warn
     }
 
-    public func record(_ outcome: BlockOutcome, requested: Duration?, wazuh: Incident.Wazuh? = nil) {
+    public func record(_ outcome: BlockOutcome, requested: Duration?, context: IncidentContext = .none) {
         let entry = outcome.entry
         write([Incident(
             timeUnixMs: entry.refreshedUnixMilliseconds ?? Incident.nowUnixMilliseconds(),
             action: outcome.change == .added ? .block : .refresh,
             target: entry.target.description, source: entry.source?.rawValue ?? "cli", reason: entry.reason,
             requestedSeconds: requested?.components.seconds, expiresAtUnixMs: entry.expiresUnixMilliseconds,
-            wazuh: wazuh)])
+            wazuh: context.wazuh, detection: context.detection)])
     }
 
-    public func recordUnblock(_ entry: BlockEntry, source: String, wazuh: Incident.Wazuh? = nil) {
-        write([ending(entry, action: .unblock, source: source, at: Incident.nowUnixMilliseconds(), wazuh: wazuh)])
+    public func recordUnblock(_ entry: BlockEntry, source: String, context: IncidentContext = .none) {
+        write([ending(entry, action: .unblock, source: source, at: Incident.nowUnixMilliseconds(), context: context)])
     }
 
     /// Expired blocks, each with its outcome. Blocks loaded from files are a
@@ -42,7 +42,7 @@ public struct IncidentRecorder: Sendable {
                 fileBlocks.bytes += entry.droppedBytes
             } else {
                 records.append(ending(entry, action: .expire, source: entry.source?.rawValue ?? "cli",
-                                      at: entry.expiresUnixMilliseconds ?? now, wazuh: nil))
+                                      at: entry.expiresUnixMilliseconds ?? now, context: .none))
             }
         }
         if fileBlocks.count > 0 {
@@ -60,17 +60,23 @@ public struct IncidentRecorder: Sendable {
             requestedSeconds: requested?.components.seconds)])
     }
 
-    public func recordRefusal(_ target: String, source: String, error: String, wazuh: Incident.Wazuh? = nil) {
+    public func recordRefusal(_ target: String, source: String, error: String, context: IncidentContext = .none) {
         write([Incident(timeUnixMs: Incident.nowUnixMilliseconds(), action: .refuse, target: target, source: source,
-                        wazuh: wazuh, error: error)])
+                        wazuh: context.wazuh, detection: context.detection, error: error)])
     }
 
-    private func ending(_ entry: BlockEntry, action: Incident.Action, source: String, at time: Int64, wazuh: Incident.Wazuh?) -> Incident {
+    private func ending(_ entry: BlockEntry, action: Incident.Action, source: String, at time: Int64, context: IncidentContext) -> Incident {
         let lasted = entry.createdUnixMilliseconds.map { Double(max(0, time - $0)) / 1000 }
         return Incident(
             timeUnixMs: time, action: action, target: entry.target.description, source: source, reason: entry.reason,
-            requestedSeconds: entry.requestedDuration?.components.seconds, wazuh: wazuh,
+            requestedSeconds: entry.requestedDuration?.components.seconds, wazuh: context.wazuh, detection: context.detection,
             outcome: .init(lastedSeconds: lasted, droppedPackets: entry.droppedPackets, droppedBytes: entry.droppedBytes))
+    }
+
+    /// A detection rule fired; `target` is the address it named, or the text it could not parse.
+    public func recordDetection(_ detection: Incident.Detection, target: String, error: String? = nil) {
+        write([Incident(timeUnixMs: Incident.nowUnixMilliseconds(), action: .detect, target: target, source: "detector",
+                        reason: detection.ruleDescription, detection: detection, error: error)])
     }
 
     private func write(_ incidents: [Incident]) {
@@ -79,5 +85,17 @@ public struct IncidentRecorder: Sendable {
         } catch {
             warn("the block took effect, but \(error.description)")
         }
+    }
+}
+
+/// Who asked, for the record: Wazuh's alert, or the standalone detector's rule and log line.
+public struct IncidentContext: Sendable {
+    public var wazuh: Incident.Wazuh?
+    public var detection: Incident.Detection?
+
+    public static let none = IncidentContext()
+
+    public init(wazuh: Incident.Wazuh? = nil, detection: Incident.Detection? = nil) {
+        (self.wazuh, self.detection) = (wazuh, detection)
     }
 }

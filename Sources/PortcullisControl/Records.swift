@@ -54,10 +54,16 @@ public struct BlockBody: Codable, Sendable {
     /// cli, file, wazuh, detector or api (the default).
     public var source: String?
     public var wazuh: Incident.Wazuh?
+    /// The detection rule and log line, when the standalone detector asks.
+    public var detection: Incident.Detection?
 
-    public init(target: String, duration: String? = nil, reason: String? = nil, source: String? = nil, wazuh: Incident.Wazuh? = nil) {
-        (self.target, self.duration, self.reason, self.source, self.wazuh) = (target, duration, reason, source, wazuh)
+    public init(target: String, duration: String? = nil, reason: String? = nil, source: String? = nil,
+                wazuh: Incident.Wazuh? = nil, detection: Incident.Detection? = nil) {
+        (self.target, self.duration, self.reason, self.source) = (target, duration, reason, source)
+        (self.wazuh, self.detection) = (wazuh, detection)
     }
+
+    var context: IncidentContext { IncidentContext(wazuh: wazuh, detection: detection) }
 }
 
 public struct BlockResponse: Codable, Sendable {

@@ -63,6 +63,15 @@ actor BlocklistKeeper {
         return response
     }
 
+    func recordDetection(_ detection: Incident.Detection, target: String, error: String? = nil) {
+        blocklist.recorder.recordDetection(detection, target: target, error: error)
+        metrics.recordDetection(rule: detection.ruleId)
+    }
+
+    func recordRefusal(_ target: String, detection: Incident.Detection, error: String) {
+        blocklist.recorder.recordRefusal(target, source: "detector", error: error, context: IncidentContext(detection: detection))
+    }
+
     func allow(_ target: String) throws(ServiceError) -> AllowResponse { try blocklist.allow(target) }
     func disallow(_ target: String) throws(ServiceError) -> AllowResponse { try blocklist.disallow(target) }
 

@@ -4,6 +4,7 @@ import Logging
 import PortcullisBPF
 import PortcullisConfig
 import PortcullisControl
+import PortcullisDetector
 import ServiceLifecycle
 import UnixSignals
 
@@ -24,6 +25,14 @@ public enum Daemon {
             configuration = try DaemonConfiguration.load(path: configurationPath)
         } catch {
             throw StartupError(description: error.description)
+        }
+        var detectorSetup: (RuleSet, ActiveResponseConfiguration)?
+        if let detector = configuration.detector {
+            do {
+                detectorSetup = try DetectorService.prepare(detector, logger: logger)
+            } catch {
+                throw StartupError(description: "\(error)")
+            }
         }
         let metrics = DaemonMetrics()
         let keeper: BlocklistKeeper
@@ -54,6 +63,9 @@ public enum Daemon {
             logger: Logger(label: "portcullis.control"))
 
         var services: [any Service] = [control, Sweeper(keeper: keeper), Reloader(keeper: keeper, path: configurationPath)]
+        if let detector = configuration.detector, let (rules, responses) = detectorSetup {
+            services.append(DetectorService(keeper: keeper, configuration: detector, rules: rules, responses: responses, logger: logger))
+        }
         if let address = configuration.metricsAddress {
             let router = Router()
             router.get("metrics") { _, _ in

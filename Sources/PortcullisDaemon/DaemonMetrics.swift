@@ -33,6 +33,11 @@ final class DaemonMetrics: Sendable {
             .increment(by: Int64(response.refreshed + response.keptLonger))
     }
 
+    func recordDetection(rule: String) {
+        registry.makeCounter(name: "portcullis_detections_total", labels: [("rule", rule)],
+                             help: "Detection rules that fired on watched logs, by rule id.").increment()
+    }
+
     func recordUnblock(source: String) {
         registry.makeCounter(name: "portcullis_blocks_removed_total", labels: [("source", source)],
                              help: "Blocks lifted by an unblock, by who had blocked them.").increment()

@@ -10,6 +10,23 @@ public struct Incident: Codable, Sendable, Equatable {
         case block, refresh, unblock, expire
         /// A request that was not carried out (allowlisted, loopback, full map, bad input).
         case refuse
+        /// A detection rule fired on a log line (the event; its response follows as its own record).
+        case detect
+    }
+
+    /// What the standalone detector saw: the rule that fired and the log line.
+    public struct Detection: Codable, Sendable, Equatable {
+        public var ruleId: String
+        public var ruleLevel: Int
+        public var ruleDescription: String
+        public var user: String?
+        public var log: String
+        public var logSource: String?
+
+        public init(ruleId: String, ruleLevel: Int, ruleDescription: String, user: String?, log: String, logSource: String?) {
+            (self.ruleId, self.ruleLevel, self.ruleDescription) = (ruleId, ruleLevel, ruleDescription)
+            (self.user, self.log, self.logSource) = (user, log, logSource)
+        }
     }
 
     public struct Wazuh: Codable, Sendable, Equatable {
@@ -50,13 +67,14 @@ public struct Incident: Codable, Sendable, Equatable {
     public var requestedSeconds: Int64?
     public var expiresAt: String?
     public var wazuh: Wazuh?
+    public var detection: Detection?
     public var outcome: Outcome?
     /// Why a request was refused.
     public var error: String?
 
     public init(timeUnixMs: Int64, action: Action, target: String, source: String, reason: String? = nil,
                 requestedSeconds: Int64? = nil, expiresAtUnixMs: Int64? = nil, wazuh: Wazuh? = nil,
-                outcome: Outcome? = nil, error: String? = nil) {
+                detection: Detection? = nil, outcome: Outcome? = nil, error: String? = nil) {
         self.time = Incident.rfc3339(unixMilliseconds: timeUnixMs)
         self.timeUnixMs = timeUnixMs
         self.action = action
@@ -66,6 +84,7 @@ public struct Incident: Codable, Sendable, Equatable {
         self.requestedSeconds = requestedSeconds
         self.expiresAt = expiresAtUnixMs.map(Incident.rfc3339(unixMilliseconds:))
         self.wazuh = wazuh
+        self.detection = detection
         self.outcome = outcome
         self.error = error
     }

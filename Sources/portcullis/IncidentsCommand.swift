@@ -62,9 +62,9 @@ struct Incidents: ParsableCommand {
                 print("no incidents recorded in \(log.path)\(since.map { " since \($0)" } ?? "")")
             } else {
                 print(Output.table(
-                    ["DAY (UTC)", "BLOCKED", "REFRESHED", "UNBLOCKED", "EXPIRED", "REFUSED", "ADDRESSES", "PACKETS DROPPED", "BYTES DROPPED", "TOP RULE"],
+                    ["DAY (UTC)", "DETECTED", "BLOCKED", "REFRESHED", "UNBLOCKED", "EXPIRED", "REFUSED", "ADDRESSES", "PACKETS DROPPED", "BYTES DROPPED", "TOP RULE"],
                     days.map {
-                        [$0.day, String($0.blocked), String($0.refreshed), String($0.unblocked), String($0.expired), String($0.refused),
+                        [$0.day, String($0.detected), String($0.blocked), String($0.refreshed), String($0.unblocked), String($0.expired), String($0.refused),
                          String($0.distinctTargets), String($0.droppedPackets), Output.bytes($0.droppedBytes), $0.topRule ?? "-"]
                     }))
             }
@@ -87,7 +87,7 @@ struct Incidents: ParsableCommand {
                 } ?? (incident.error ?? "")
                 return [
                     Output.localTime(unixMilliseconds: incident.timeUnixMs), incident.action.rawValue, incident.target,
-                    incident.source, incident.wazuh?.ruleId ?? "-",
+                    incident.source, incident.wazuh?.ruleId ?? incident.detection?.ruleId ?? "-",
                     incident.requestedSeconds.map { DurationText.format(.seconds($0)) } ?? (incident.action == .block ? "permanent" : "-"),
                     outcome, incident.reason ?? "",
                 ]
@@ -103,6 +103,7 @@ struct DailySummary: Encodable {
     var unblocked = 0
     var expired = 0
     var refused = 0
+    var detected = 0
     var distinctTargets = 0
     var droppedPackets: UInt64 = 0
     var droppedBytes: UInt64 = 0
@@ -121,13 +122,14 @@ struct DailySummary: Encodable {
             case .unblock: row.unblocked += 1
             case .expire: row.expired += 1
             case .refuse: row.refused += 1
+            case .detect: row.detected += 1
             }
             if let outcome = incident.outcome {
                 row.droppedPackets += outcome.droppedPackets
                 row.droppedBytes += outcome.droppedBytes
             }
             targets[day, default: []].insert(incident.target)
-            if let rule = incident.wazuh?.ruleId, incident.action == .block || incident.action == .refresh {
+            if let rule = incident.wazuh?.ruleId ?? incident.detection?.ruleId, incident.action == .block || incident.action == .refresh {
                 rules[day, default: [:]][rule, default: 0] += 1
             }
             days[day] = row

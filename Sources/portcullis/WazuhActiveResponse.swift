@@ -81,14 +81,14 @@ enum WazuhActiveResponse {
                 try target.validateBlockable()
             } catch {
                 log.write("Refusing to block: \(error.description)")
-                recorder.recordRefusal(target.description, source: "wazuh", error: error.description, wazuh: wazuh)
+                recorder.recordRefusal(target.description, source: "wazuh", error: error.description, context: IncidentContext(wazuh: wazuh))
                 return 255
             }
             do throws(ServiceError) {
                 if let entry = try blocklist.allowlistEntry(covering: target) {
                     let reason = "refusing to block \(target): it is allowlisted by \(entry)"
                     log.write("Refusing to block: \(reason)")
-                    recorder.recordRefusal(target.description, source: "wazuh", error: reason, wazuh: wazuh)
+                    recorder.recordRefusal(target.description, source: "wazuh", error: reason, context: IncidentContext(wazuh: wazuh))
                     return 255
                 }
             } catch {
