@@ -73,6 +73,13 @@ struct {
 	__type(value, struct portcullis_stats);
 } stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct portcullis_trie_sizes);
+} trie_sizes SEC(".maps");
+
 /* Read and written by the control plane only; declared here so it is created and pinned with the rest. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -106,18 +113,19 @@ static __always_inline int block_applies(struct portcullis_block *block, __u64 l
 	return 1;
 }
 
-static __always_inline int verdict_v4(__be32 saddr, __u64 len, struct portcullis_stats *st)
+static __always_inline int verdict_v4(__be32 saddr, __u64 len, struct portcullis_stats *st,
+				      const struct portcullis_trie_sizes *sizes)
 {
 	struct portcullis_lpm_v4 lpm = { .prefixlen = 32 };
 	struct portcullis_block *block;
 
 	__builtin_memcpy(lpm.addr, &saddr, sizeof(saddr));
-	if (bpf_map_lookup_elem(&allow_v4, &lpm)) {
+	if (sizes->allow_v4 && bpf_map_lookup_elem(&allow_v4, &lpm)) {
 		st->passed_allowed++;
 		return XDP_PASS;
 	}
 	block = bpf_map_lookup_elem(&blocks_v4, &saddr);
-	if (!block)
+	if (!block && sizes->prefixes_v4)
 		block = bpf_map_lookup_elem(&prefixes_v4, &lpm);
 	if (!block) {
 		st->passed++;
@@ -127,18 +135,18 @@ static __always_inline int verdict_v4(__be32 saddr, __u64 len, struct portcullis
 }
 
 static __always_inline int verdict_v6(const struct in6_addr *saddr, __u64 len,
-				      struct portcullis_stats *st)
+				      struct portcullis_stats *st, const struct portcullis_trie_sizes *sizes)
 {
 	struct portcullis_lpm_v6 lpm = { .prefixlen = 128 };
 	struct portcullis_block *block;
 
 	__builtin_memcpy(lpm.addr, saddr, sizeof(lpm.addr));
-	if (bpf_map_lookup_elem(&allow_v6, &lpm)) {
+	if (sizes->allow_v6 && bpf_map_lookup_elem(&allow_v6, &lpm)) {
 		st->passed_allowed++;
 		return XDP_PASS;
 	}
 	block = bpf_map_lookup_elem(&blocks_v6, lpm.addr);
-	if (!block)
+	if (!block && sizes->prefixes_v6)
 		block = bpf_map_lookup_elem(&prefixes_v6, &lpm);
 	if (!block) {
 		st->passed++;
@@ -154,8 +162,10 @@ int portcullis_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	__u64 len = data_end - data;
 	struct ethhdr *eth = data;
+	struct portcullis_trie_sizes *sizes;
 	struct portcullis_stats *st;
 	__u32 slot = ctx->ingress_ifindex;
+	__u32 zero = 0;
 	__u16 proto;
 	void *cursor;
 	int i;
@@ -163,7 +173,8 @@ int portcullis_xdp(struct xdp_md *ctx)
 	if (slot >= PORTCULLIS_STATS_SLOTS)
 		slot = 0;
 	st = bpf_map_lookup_elem(&stats, &slot);
-	if (!st)
+	sizes = bpf_map_lookup_elem(&trie_sizes, &zero);
+	if (!st || !sizes)
 		return XDP_PASS;
 	st->seen++;
 
@@ -195,7 +206,7 @@ int portcullis_xdp(struct xdp_md *ctx)
 			st->parse_failed++;
 			return XDP_PASS;
 		}
-		return verdict_v4(ip->saddr, len, st);
+		return verdict_v4(ip->saddr, len, st, sizes);
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = cursor;
@@ -204,7 +215,7 @@ int portcullis_xdp(struct xdp_md *ctx)
 			st->parse_failed++;
 			return XDP_PASS;
 		}
-		return verdict_v6(&ip6->saddr, len, st);
+		return verdict_v6(&ip6->saddr, len, st, sizes);
 	}
 	/* A third VLAN tag, or anything that is not IP, is none of our business. */
 	st->not_ip++;

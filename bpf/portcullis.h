@@ -10,7 +10,7 @@
 
 #include <linux/types.h>
 
-#define PORTCULLIS_LAYOUT_VERSION 2
+#define PORTCULLIS_LAYOUT_VERSION 3
 #define PORTCULLIS_MAGIC 0x70637573u /* "pcus" */
 
 /*
@@ -97,6 +97,20 @@ struct portcullis_stats {
 	__u64 passed_expired;  /* a block matched but had expired, swept or not */
 	__u64 not_ip;          /* neither IPv4 nor IPv6 (ARP, LLDP, ...) */
 	__u64 parse_failed;    /* truncated or malformed headers */
+};
+
+/*
+ * How many entries each LPM trie holds, one entry at index 0. The XDP program
+ * skips the lookup of an empty trie, which is most of the cost of a packet
+ * that matches nothing. The control plane raises a count before it inserts and
+ * lowers it after it deletes, under the writer lock, so a count is never below
+ * the truth: at worst a lookup is made that was not needed.
+ */
+struct portcullis_trie_sizes {
+	__u32 allow_v4;
+	__u32 allow_v6;
+	__u32 prefixes_v4;
+	__u32 prefixes_v6;
 };
 
 /* One entry, index 0, of the "meta" array map: written once at first load. */

@@ -196,7 +196,9 @@ extension Datapath {
                 change = .refreshed
             }
         }
-        try store(value, in: BlockSlot(request.target))
+        let slot = BlockSlot(request.target)
+        if let trie = slot.trie, try lookup(request.target) == nil { try adjustSize(of: trie, by: 1) }
+        try store(value, in: slot)
         return BlockOutcome(entry: entry(request.target, value, reading), change: change)
     }
 
@@ -277,12 +279,45 @@ extension Datapath {
     }
 
     private func remove(_ slot: BlockSlot) throws(DatapathError) -> Bool {
-        switch slot {
+        let removed = switch slot {
         case .exactV4(let key): try blocksV4.delete(key)
         case .exactV6(let key): try blocksV6.delete(key)
         case .prefixV4(let key): try prefixesV4.delete(key)
         case .prefixV6(let key): try prefixesV6.delete(key)
         }
+        if removed, let trie = slot.trie { try adjustSize(of: trie, by: -1) }
+        return removed
+    }
+
+    // MARK: - Trie sizes
+
+    /// Raised before an insert and lowered after a delete, under the writer
+    /// lock, so the data plane never skips a trie that holds an entry.
+    func adjustSize(of trie: Trie, by delta: Int) throws(DatapathError) {
+        var sizes = try trieSizes.lookup(UInt32(0), as: portcullis_trie_sizes.self) ?? portcullis_trie_sizes()
+        func adjusted(_ value: UInt32) -> UInt32 { UInt32(max(0, Int(value) + delta)) }
+        switch trie {
+        case .allowV4: sizes.allow_v4 = adjusted(sizes.allow_v4)
+        case .allowV6: sizes.allow_v6 = adjusted(sizes.allow_v6)
+        case .prefixesV4: sizes.prefixes_v4 = adjusted(sizes.prefixes_v4)
+        case .prefixesV6: sizes.prefixes_v6 = adjusted(sizes.prefixes_v6)
+        }
+        try trieSizes.update(UInt32(0), sizes)
+    }
+
+    /// Sets the counts to what the tries hold, mending any count a crash left too high.
+    func recountTries() throws(DatapathError) {
+        var sizes = portcullis_trie_sizes()
+        sizes.allow_v4 = UInt32(try allowV4.keys(as: portcullis_lpm_v4.self).count)
+        sizes.allow_v6 = UInt32(try allowV6.keys(as: portcullis_lpm_v6.self).count)
+        sizes.prefixes_v4 = UInt32(try prefixesV4.keys(as: portcullis_lpm_v4.self).count)
+        sizes.prefixes_v6 = UInt32(try prefixesV6.keys(as: portcullis_lpm_v6.self).count)
+        try trieSizes.update(UInt32(0), sizes)
+    }
+
+    package func trieSizeCounts() throws(DatapathError) -> [UInt32] {
+        let sizes = try trieSizes.lookup(UInt32(0), as: portcullis_trie_sizes.self) ?? portcullis_trie_sizes()
+        return [sizes.allow_v4, sizes.allow_v6, sizes.prefixes_v4, sizes.prefixes_v6]
     }
 
     // MARK: - Unblocking
@@ -378,6 +413,7 @@ extension Datapath {
             guard try remove(BlockSlot(target)) else { continue }
             removed.append(entry(target, value, reading))
         }
+        try recountTries()
         return SweepReport(
             removed: removed, scanned: exactV4.count + exactV6.count + prefixes.count,
             elapsed: ContinuousClock.now - started)
@@ -430,10 +466,20 @@ extension Datapath {
         var value = portcullis_allow()
         value.added_unix_seconds = UInt64(time(nil))
         value.origin = origin.raw
-        switch allowKey(target) {
-        case .v4(let key): return try allowV4.update(key, value, mode: .onlyNew)
-        case .v6(let key): return try allowV6.update(key, value, mode: .onlyNew)
+        let key = allowKey(target)
+        try adjustSize(of: key.trie, by: 1)
+        let added: Bool
+        do throws(DatapathError) {
+            switch key {
+            case .v4(let key): added = try allowV4.update(key, value, mode: .onlyNew)
+            case .v6(let key): added = try allowV6.update(key, value, mode: .onlyNew)
+            }
+        } catch {
+            try adjustSize(of: key.trie, by: -1)
+            throw error
         }
+        if !added { try adjustSize(of: key.trie, by: -1) }
+        return added
     }
 
     /// Removes from the allowlist; returns false when it was not there.
@@ -445,10 +491,13 @@ extension Datapath {
     }
 
     private func removeAllowed(_ target: BlockTarget) throws(DatapathError) -> Bool {
-        switch allowKey(target) {
-        case .v4(let key): return try allowV4.delete(key)
-        case .v6(let key): return try allowV6.delete(key)
+        let key = allowKey(target)
+        let removed = switch key {
+        case .v4(let key): try allowV4.delete(key)
+        case .v6(let key): try allowV6.delete(key)
         }
+        if removed { try adjustSize(of: key.trie, by: -1) }
+        return removed
     }
 
     /// Makes the configuration's entries exactly `targets`: adds the missing ones
@@ -468,10 +517,19 @@ extension Datapath {
         for target in targets where !present.contains(target) {
             if try insertAllowed(target, origin: .configuration) { added.append(target) }
         }
+        try recountTries()
         return (added, removed)
     }
 
-    private enum AllowKey { case v4(portcullis_lpm_v4), v6(portcullis_lpm_v6) }
+    private enum AllowKey {
+        case v4(portcullis_lpm_v4), v6(portcullis_lpm_v6)
+        var trie: Trie {
+            switch self {
+            case .v4: .allowV4
+            case .v6: .allowV6
+            }
+        }
+    }
 
     private func allowKey(_ target: BlockTarget) -> AllowKey {
         switch BlockSlot(target) {

@@ -38,6 +38,7 @@ public final class Datapath {
     let allowV4: BPFMap
     let allowV6: BPFMap
     let stats: BPFMap
+    let trieSizes: BPFMap
     package let xdpProgram: BPFProgram
     let clock: KernelClock
 
@@ -45,7 +46,7 @@ public final class Datapath {
         case blocksV4 = "blocks_v4", blocksV6 = "blocks_v6"
         case prefixesV4 = "prefixes_v4", prefixesV6 = "prefixes_v6"
         case allowV4 = "allow_v4", allowV6 = "allow_v6"
-        case stats, meta
+        case stats, trieSizes = "trie_sizes", meta
     }
     static let programNames = [PORTCULLIS_PROG_XDP, PORTCULLIS_PROG_CLOCK]
     static let linksDirectory = "links"
@@ -110,6 +111,7 @@ public final class Datapath {
             allowV4 = try map(.allowV4)
             allowV6 = try map(.allowV6)
             stats = try map(.stats)
+            trieSizes = try map(.trieSizes)
             metaMap.close()
             opened.removeFirst()
             let xdp = try BPFProgram.openPinned(at: pins.path(of: PORTCULLIS_PROG_XDP), name: PORTCULLIS_PROG_XDP)
@@ -126,7 +128,7 @@ public final class Datapath {
     }
 
     deinit {
-        for map in [blocksV4, blocksV6, prefixesV4, prefixesV6, allowV4, allowV6, stats] { map.close() }
+        for map in [blocksV4, blocksV6, prefixesV4, prefixesV6, allowV4, allowV6, stats, trieSizes] { map.close() }
         xdpProgram.close()
         clock.probe.close()
     }

@@ -2,11 +2,22 @@ import CLibbpf
 import PortcullisCore
 
 /// Where a target lives in the data plane and the key it has there.
+/// The LPM tries, whose sizes the data plane checks before looking in them.
+enum Trie { case allowV4, allowV6, prefixesV4, prefixesV6 }
+
 enum BlockSlot {
     case exactV4(UInt32)
     case exactV6(portcullis_addr_v6)
     case prefixV4(portcullis_lpm_v4)
     case prefixV6(portcullis_lpm_v6)
+
+    var trie: Trie? {
+        switch self {
+        case .prefixV4: .prefixesV4
+        case .prefixV6: .prefixesV6
+        case .exactV4, .exactV6: nil
+        }
+    }
 
     init(_ target: BlockTarget) {
         switch target {

@@ -68,6 +68,7 @@ struct LayoutTests {
             ("portcullis_stats", MemoryLayout<portcullis_stats>.size),
             ("portcullis_meta", MemoryLayout<portcullis_meta>.size),
             ("portcullis_clock_sample", MemoryLayout<portcullis_clock_sample>.size),
+            ("portcullis_trie_sizes", MemoryLayout<portcullis_trie_sizes>.size),
         ]
         for (name, swiftSize) in cases {
             let (size, _) = try Self.btfLayout(of: name)

@@ -157,3 +157,38 @@ struct VerdictTests {
         #expect(try state.datapath.list().isEmpty)
     }
 }
+
+/// The data plane skips empty tries; the counts that let it must never fall
+/// below what the tries hold, or an allowlisted or prefix-blocked source would
+/// be judged wrongly.
+@Suite(.enabled(if: Privileges.canUseBPF, Privileges.reason))
+struct TrieSizeTests {
+    @Test func countsFollowInsertsRefreshesAndDeletes() throws {
+        let state = try ScratchState()
+        #expect(try state.datapath.trieSizeCounts() == [0, 0, 0, 0])
+        _ = try state.block("203.0.113.0/24")
+        _ = try state.block("203.0.113.0/24", for: .seconds(10))  // a refresh adds nothing
+        _ = try state.block("2001:db8::/48")
+        try state.datapath.allow(try BlockTarget.parse("192.0.2.1").target)
+        try state.datapath.allow(try BlockTarget.parse("192.0.2.1").target)  // already there
+        try state.datapath.allow(try BlockTarget.parse("2001:db8:9::/64").target)
+        #expect(try state.datapath.trieSizeCounts() == [1, 1, 1, 1])
+        #expect(try state.verdict(Frame.ipv4(source: "203.0.113.5")) == .drop)
+        #expect(try state.verdict(Frame.ipv4(source: "192.0.2.1")) == .pass)
+        #expect(try state.datapath.statistics().passedAllowed == 1)
+
+        _ = try state.datapath.unblock(try BlockTarget.parse("203.0.113.0/24").target)
+        _ = try state.datapath.unblock(try BlockTarget.parse("203.0.113.0/24").target)  // gone already
+        try state.datapath.disallow(try BlockTarget.parse("192.0.2.1").target)
+        #expect(try state.datapath.trieSizeCounts() == [0, 1, 0, 1])
+        #expect(try state.verdict(Frame.ipv4(source: "203.0.113.5")) == .pass)
+    }
+
+    @Test func aSweepMendsCountsLeftTooHigh() throws {
+        let state = try ScratchState()
+        _ = try state.block("203.0.113.0/24", for: .seconds(1))
+        Thread.sleep(forTimeInterval: 1.2)
+        _ = try state.datapath.sweep()
+        #expect(try state.datapath.trieSizeCounts() == [0, 0, 0, 0])
+    }
+}
