@@ -133,73 +133,86 @@ extension Datapath {
             case .prefixV4, .prefixV6: outcome.count(try write(request, at: reading).change)
             }
         }
-        try batchInsert(v4, into: blocksV4, at: reading, outcome: &outcome) { target(fromExactV4: $0) }
-        try batchInsert(v6, into: blocksV6, at: reading, outcome: &outcome) { target(fromExactV6: $0) }
+        try batchInsert(v4, into: blocksV4, at: reading, outcome: &outcome) { $0 }
+        try batchInsert(v6, into: blocksV6, at: reading, outcome: &outcome) { key in
+            withUnsafeBytes(of: key.addr) { Key128(high: $0.load(as: UInt64.self), low: $0.load(fromByteOffset: 8, as: UInt64.self)) }
+        }
         return outcome
     }
 
-    /// Writes new blocks a chunk at a time with one bpf(BPF_MAP_UPDATE_BATCH)
-    /// each. The kernel's batch update cannot be told to skip existing keys, so
-    /// targets with a live block are found first (one batched read of the map)
-    /// and refreshed the careful way, keeping their counters.
-    private func batchInsert<Key: BitwiseCopyable>(
+    /// Writes blocks a chunk at a time with one bpf(BPF_MAP_UPDATE_BATCH) each.
+    /// The existing entries are read once, in batches, so a refresh keeps its
+    /// counters and start exactly as ``block(_:)`` would; a target listed twice
+    /// is merged in order.
+    private func batchInsert<Key: BitwiseCopyable, KeyID: Hashable>(
         _ items: [(Key, BlockRequest)], into map: BPFMap, at reading: ClockReading, outcome: inout BatchOutcome,
-        target: (Key) -> BlockTarget?
+        id: (Key) -> KeyID
     ) throws(DatapathError) {
         guard !items.isEmpty else { return }
-        var live = Set<BlockTarget>()
+        var previous: [KeyID: portcullis_block] = [:]
         for (key, value) in try map.entries(as: Key.self, portcullis_block.self) where !reading.isExpired(value.expires_jiffies) {
-            if let target = target(key) { live.insert(target) }
+            previous[id(key)] = value
         }
-        var fresh: [(Key, BlockRequest)] = []
-        var seen = Set<BlockTarget>()
-        for item in items {
-            // A target already blocked, or listed twice, goes through the careful path.
-            if live.contains(item.1.target) || !seen.insert(item.1.target).inserted {
-                outcome.count(try write(item.1, at: reading).change)
+        var keys: [Key] = []
+        var values: [portcullis_block] = []
+        var position: [KeyID: Int] = [:]
+        keys.reserveCapacity(items.count)
+        values.reserveCapacity(items.count)
+        position.reserveCapacity(items.count)
+        for (key, request) in items {
+            let keyID = id(key)
+            if let index = position[keyID] {
+                // Listed twice: the later request refreshes what the earlier one set.
+                let (value, change) = merged(request, into: values[index], at: reading)
+                values[index] = value
+                outcome.count(change)
             } else {
-                fresh.append(item)
+                let (value, change) = merged(request, into: previous[keyID], at: reading)
+                position[keyID] = keys.count
+                keys.append(key)
+                values.append(value)
+                outcome.count(change)
             }
         }
         let chunkSize = 16_384
         var start = 0
-        while start < fresh.count {
-            let chunk = fresh[start..<min(start + chunkSize, fresh.count)]
-            let keys = chunk.map(\.0)
-            let values = chunk.map { newBlock(for: $0.1, at: reading) }
-            let written = try keys.withUnsafeBufferPointer { keys throws(DatapathError) in
-                try values.withUnsafeBufferPointer { values throws(DatapathError) in
+        while start < keys.count {
+            let end = min(start + chunkSize, keys.count)
+            _ = try keys[start..<end].withUnsafeBufferPointer { keys throws(DatapathError) in
+                try values[start..<end].withUnsafeBufferPointer { values throws(DatapathError) in
                     try map.updateBatch(keys: keys, values: values)
                 }
             }
-            outcome.added += written
-            start += chunk.count
+            start = end
         }
     }
 
-    /// Sets one block under the writer lock. A live block is refreshed: its
-    /// counters and start time carry on, and a longer expiry than the new one stays.
+    /// Sets one block under the writer lock.
     private func write(_ request: BlockRequest, at reading: ClockReading) throws(DatapathError) -> BlockOutcome {
-        var value = newBlock(for: request, at: reading)
-        var change = BlockChange.added
-        // An expired block that no sweep removed yet counts as absent: a new incident, counted afresh.
-        if let previous = try lookup(request.target), !reading.isExpired(previous.expires_jiffies) {
-            value.dropped_packets = previous.dropped_packets
-            value.dropped_bytes = previous.dropped_bytes
-            value.created_unix_ms = previous.created_unix_ms
-            if request.reason.isEmpty { value.reason = previous.reason }
-            if outlasts(previous.expires_jiffies, value.expires_jiffies) {
-                value.expires_jiffies = previous.expires_jiffies
-                value.requested_seconds = previous.requested_seconds
-                change = .keptLonger
-            } else {
-                change = .refreshed
-            }
-        }
+        let existing = try lookup(request.target)
+        let (value, change) = merged(request, into: existing, at: reading)
         let slot = BlockSlot(request.target)
-        if let trie = slot.trie, try lookup(request.target) == nil { try adjustSize(of: trie, by: 1) }
+        if existing == nil, let trie = slot.trie { try adjustSize(of: trie, by: 1) }
         try store(value, in: slot)
         return BlockOutcome(entry: entry(request.target, value, reading), change: change)
+    }
+
+    /// The value a request leaves: a live block is refreshed, keeping its
+    /// counters and start, and a longer expiry than the new one stays. An
+    /// expired block that no sweep removed yet counts as absent: a new incident.
+    private func merged(_ request: BlockRequest, into previous: portcullis_block?, at reading: ClockReading) -> (portcullis_block, BlockChange) {
+        var value = newBlock(for: request, at: reading)
+        guard let previous, !reading.isExpired(previous.expires_jiffies) else { return (value, .added) }
+        value.dropped_packets = previous.dropped_packets
+        value.dropped_bytes = previous.dropped_bytes
+        value.created_unix_ms = previous.created_unix_ms
+        if request.reason.isEmpty { value.reason = previous.reason }
+        if outlasts(previous.expires_jiffies, value.expires_jiffies) {
+            value.expires_jiffies = previous.expires_jiffies
+            value.requested_seconds = previous.requested_seconds
+            return (value, .keptLonger)
+        }
+        return (value, .refreshed)
     }
 
     /// Whether an expiry `a` lasts at least as long as `b` (0 is forever).
@@ -208,6 +221,9 @@ extension Datapath {
         if b == PORTCULLIS_PERMANENT { return false }
         return a >= b
     }
+
+    /// A 128-bit key, hashed cheaply while merging a batch.
+    private struct Key128: Hashable { let high: UInt64, low: UInt64 }
 
     private func newBlock(for request: BlockRequest, at reading: ClockReading) -> portcullis_block {
         var value = portcullis_block()

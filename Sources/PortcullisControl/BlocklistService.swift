@@ -264,14 +264,14 @@ public struct RemoteBlocklist: BlocklistService {
 
     func call<Response: Decodable>(_ method: String, _ path: String, _ body: (some Encodable)? = Optional<Int>.none,
                                    as _: Response.Type = Response.self) throws(ServiceError) -> Response {
-        var bytes: [UInt8]?
-        if let body {
-            guard let data = try? JSONEncoder().encode(body) else { throw ServiceError(.failed, "cannot encode the request") }
-            bytes = Array(data)
-        }
         let response: ControlSocketClient.Response
         do {
-            response = try client.send(method, path, body: bytes)
+            // Encoded only once a daemon answers: a large batch must not be encoded for nobody.
+            response = try client.send(method, path) { () throws(ControlSocketClient.Failure) -> [UInt8]? in
+                guard let body else { return nil }
+                guard let data = try? JSONEncoder().encode(body) else { throw .failed("cannot encode the request") }
+                return Array(data)
+            }
         } catch {
             switch error {
             case .notRunning: throw ServiceError(.unavailable, error.description)
@@ -354,6 +354,11 @@ public final class PreferredBlocklist: BlocklistService {
     private var local: LocalBlocklist?
     /// Whether the last request went to the daemon.
     public private(set) var usedDaemon = false
+
+    /// Whether a daemon answers on the control socket now.
+    public var reachesDaemon: Bool {
+        (try? remote.client.send("GET", "/v1/health").status) == 200
+    }
 
     public init(socket: ControlSocketClient, local: @escaping () throws(ServiceError) -> LocalBlocklist) {
         self.remote = RemoteBlocklist(client: socket)

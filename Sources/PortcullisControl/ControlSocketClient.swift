@@ -79,8 +79,14 @@ public struct ControlSocketClient: Sendable {
 
     /// One request, one response, then the connection closes.
     public func send(_ method: String, _ target: String, body: [UInt8]? = nil) throws(Failure) -> Response {
+        try send(method, target) { () throws(Failure) -> [UInt8]? in body }
+    }
+
+    /// As ``send(_:_:body:)``, with the body made only once the connection is up.
+    public func send(_ method: String, _ target: String, body makeBody: () throws(Failure) -> [UInt8]?) throws(Failure) -> Response {
         let fd = try connect()
         defer { close(fd) }
+        let body = try makeBody()
         var request = "\(method) \(target) HTTP/1.1\r\nHost: portcullis\r\nConnection: close\r\nAccept: application/json\r\n"
         if let body { request += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
         request += "\r\n"

@@ -107,10 +107,12 @@ struct Block: ParsableCommand {
         let started = ContinuousClock.now
         let blocklist = state.blocklist(creating: creation)
         var total = BatchResponse(BatchOutcome(), seconds: 0)
-        // Chunks keep each request to the daemon small; the maps are written in batches either way.
+        // Through the daemon, chunks keep each request body small; directly, one batch
+        // reads the map's existing entries once instead of once per chunk.
+        let chunkSize = blocklist.reachesDaemon ? Self.daemonChunkSize : max(items.count, 1)
         var start = 0
         repeat {
-            let chunk = Array(items[start..<min(start + Self.chunkSize, items.count)])
+            let chunk = Array(items[start..<min(start + chunkSize, items.count)])
             let response = try blocklist.block(batch: BatchBody(
                 items: chunk, reason: reason.isEmpty ? nil : reason, source: "file", origin: name))
             total.total += response.total
@@ -127,7 +129,7 @@ struct Block: ParsableCommand {
         print("blocked \(total.total) targets from \(name) in \(Output.fixed(total.seconds, digits: 2)) s: \(total.added) added, \(total.refreshed) refreshed, \(total.keptLonger) already blocked for longer")
     }
 
-    static let chunkSize = 50_000
+    static let daemonChunkSize = 200_000
 }
 
 /// Reads a file, or standard input for `-`, as UTF-8 text.
