@@ -85,15 +85,12 @@ func string<Tuple>(fromCString tuple: Tuple) -> String {
     withUnsafeBytes(of: tuple) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
 }
 
-/// Writes `text` into a C `char[N]` field, cut at a character boundary so it stays valid UTF-8.
+/// Writes `text` into a C `char[N]` field, NUL-terminated, cut at a character
+/// boundary so it stays valid UTF-8.
 func setCString<Tuple>(_ text: String, into tuple: inout Tuple) {
     withUnsafeMutableBytes(of: &tuple) { destination in
         destination.initializeMemory(as: UInt8.self, repeating: 0)
-        var used = 0
-        for character in text {
-            let encoded = Array(String(character).utf8)
-            guard used + encoded.count < destination.count else { break }
-            for byte in encoded { destination[used] = byte; used += 1 }
-        }
+        let bytes = text.utf8Prefix(destination.count - 1).utf8
+        destination.copyBytes(from: bytes)
     }
 }

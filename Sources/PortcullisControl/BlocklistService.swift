@@ -212,8 +212,11 @@ public final class LocalBlocklist: BlocklistService {
         do {
             let report = try datapath.sweep()
             recorder.recordExpiries(report.removed)
+            var bySource: [String: Int] = [:]
+            for entry in report.removed { bySource[entry.source?.rawValue ?? "unknown", default: 0] += 1 }
             return SweepResponse(
-                removed: report.removed.map(BlockRecord.init), scanned: report.scanned, seconds: report.elapsed.fractionalSeconds)
+                removedCount: report.removed.count, removedBySource: bySource, removed: report.removed.prefix(SweepResponse.listedLimit).map(BlockRecord.init),
+                scanned: report.scanned, seconds: report.elapsed.fractionalSeconds)
         } catch {
             throw ServiceError(error)
         }

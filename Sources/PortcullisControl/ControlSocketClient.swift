@@ -103,6 +103,8 @@ public struct ControlSocketClient: Sendable {
         bytes.removeAll()
         var response: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65_536)
+        // Known once the headers are in: how many bytes the whole response has.
+        var expectedLength: Int?
         while true {
             let count = recv(fd, &chunk, chunk.count, 0)
             if count == 0 { break }
@@ -111,12 +113,26 @@ public struct ControlSocketClient: Sendable {
                 throw .failed("no answer from the daemon: \(String(cString: strerror(errno)))")
             }
             response.append(contentsOf: chunk[0..<count])
-            if let complete = Self.parse(response) { return complete }
+            if expectedLength == nil { expectedLength = Self.expectedLength(response) }
+            if let expectedLength, response.count >= expectedLength, let complete = Self.parse(response) { return complete }
         }
         guard let complete = Self.parse(response, atEnd: true) else {
             throw .failed("the daemon's answer was cut short")
         }
         return complete
+    }
+
+    /// The full length of a response with a Content-Length, once its headers have
+    /// arrived; without one (chunked), the end of the connection tells.
+    static func expectedLength(_ bytes: [UInt8]) -> Int? {
+        guard let headerEnd = bytes.firstRange(of: [13, 10, 13, 10] as [UInt8]) else { return nil }
+        let head = String(decoding: bytes[..<headerEnd.lowerBound], as: UTF8.self).lowercased()
+        for line in head.split(separator: "\r\n") where line.hasPrefix("content-length:") {
+            if let length = Int(line.dropFirst("content-length:".count).trimmingPrefix(" ")) {
+                return headerEnd.upperBound + length
+            }
+        }
+        return Int.max
     }
 
     /// Parses a full response, or returns nil when more bytes are needed.

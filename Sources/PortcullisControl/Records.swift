@@ -133,12 +133,21 @@ public struct BlockPage: Codable, Sendable {
 
 /// POST /v1/sweep
 public struct SweepResponse: Codable, Sendable {
+    /// How many expired blocks were removed.
+    public var removedCount: Int
+    /// How many of them each source had blocked.
+    public var removedBySource: [String: Int]
+    /// The removed blocks, the first ``SweepResponse/listedLimit`` of them: a sweep of a
+    /// million expired blocks answers with a count, not a million records.
     public var removed: [BlockRecord]
     public var scanned: Int
     public var seconds: Double
 
-    public init(removed: [BlockRecord], scanned: Int, seconds: Double) {
-        (self.removed, self.scanned, self.seconds) = (removed, scanned, seconds)
+    public static let listedLimit = 1000
+
+    public init(removedCount: Int, removedBySource: [String: Int], removed: [BlockRecord], scanned: Int, seconds: Double) {
+        (self.removedCount, self.removedBySource, self.removed) = (removedCount, removedBySource, removed)
+        (self.scanned, self.seconds) = (scanned, seconds)
     }
 }
 
@@ -177,3 +186,29 @@ extension Duration {
         return Double(seconds) + Double(attoseconds) / 1e18
     }
 }
+
+/// An XDP attachment, as `attach`, `status` and the control API show it.
+public struct AttachmentRecord: Codable, Sendable {
+    public let interface: String
+    public let netns: String?
+    public let ifindex: UInt32
+    public let mode: String?
+    public let programId: UInt32
+    public let linkId: UInt32
+    public let active: Bool
+
+    /// Set on the answer to an attach: whether Portcullis was attached there already.
+    public var alreadyAttached: Bool?
+
+    public init(_ attachment: Attachment, alreadyAttached: Bool? = nil) {
+        self.alreadyAttached = alreadyAttached
+        interface = attachment.interface
+        netns = attachment.namespace
+        ifindex = attachment.interfaceIndex
+        mode = attachment.mode?.rawValue
+        programId = attachment.programID
+        linkId = attachment.linkID
+        active = attachment.isActive
+    }
+}
+

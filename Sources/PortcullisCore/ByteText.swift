@@ -127,3 +127,18 @@ func describeByte(_ byte: UInt8) -> String {
     default: return "'" + String(UnicodeScalar(byte)) + "'"
     }
 }
+
+extension String {
+    /// The longest prefix of at most `limit` bytes of UTF-8 that ends between characters.
+    public func utf8Prefix(_ limit: Int) -> String {
+        var result = ""
+        var used = 0
+        for character in self {
+            let size = character.utf8.count
+            guard used + size <= limit else { break }
+            result.append(character)
+            used += size
+        }
+        return result
+    }
+}

@@ -57,8 +57,8 @@ actor BlocklistKeeper {
     func sweep() throws(ServiceError) -> SweepResponse {
         let response = try blocklist.sweep()
         metrics.recordSweep(response)
-        if !response.removed.isEmpty {
-            logger.info("swept \(response.removed.count) expired blocks of \(response.scanned) in \(Int(response.seconds * 1000)) ms")
+        if response.removedCount > 0 {
+            logger.info("swept \(response.removedCount) expired blocks of \(response.scanned) in \(Int(response.seconds * 1000)) ms")
         }
         return response
     }
@@ -85,7 +85,7 @@ actor BlocklistKeeper {
         do throws(DatapathError) {
             return DaemonStatus(
                 pinDirectory: datapath.pins.path,
-                attachments: try datapath.attachments().map(AttachmentRecord.init),
+                attachments: try datapath.attachments().map { AttachmentRecord($0) },
                 maps: try datapath.mapUsage(),
                 sweepIntervalSeconds: configuration.sweepInterval.fractionalSeconds,
                 incidentLog: configuration.incidentLog)
@@ -179,26 +179,6 @@ struct MetricsSnapshot {
     let attachments: [Attachment]
     let blocks: [BlockRecord]
     let maps: [MapUsage]
-}
-
-public struct AttachmentRecord: Codable, Sendable {
-    public let interface: String
-    public let netns: String?
-    public let ifindex: UInt32
-    public let mode: String?
-    public let programId: UInt32
-    public let linkId: UInt32
-    public let active: Bool
-
-    init(_ attachment: Attachment) {
-        interface = attachment.interface
-        netns = attachment.namespace
-        ifindex = attachment.interfaceIndex
-        mode = attachment.mode?.rawValue
-        programId = attachment.programID
-        linkId = attachment.linkID
-        active = attachment.isActive
-    }
 }
 
 public struct DaemonStatus: Codable, Sendable {

@@ -13,44 +13,50 @@ final class DaemonMetrics: Sendable {
 
     init() {
         sweepDuration = registry.makeDurationHistogram(
-            name: "portcullis_sweep_duration_seconds",
-            buckets: [.milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(5)],
-            help: "Time each sweep of expired blocks took.")
-        registry.makeGauge(name: "portcullis_up", help: "1 while the Portcullis daemon runs.").set(to: 1.0)
+            descriptor: MetricNameDescriptor(
+                namespace: "portcullis", metricName: "sweep_duration", unitName: "seconds",
+                helpText: "Time each sweep of expired blocks took."),
+            buckets: [.milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(5)])
+        gauge("up", labels: [], help: "1 while the Portcullis daemon runs.").set(to: 1.0)
     }
 
     func recordBlock(change: String, source: String) {
-        let name = change == "added" ? "portcullis_blocks_added_total" : "portcullis_blocks_refreshed_total"
+        let name = change == "added" ? "blocks_added_total" : "blocks_refreshed_total"
         let help = change == "added" ? "Blocks added, by who asked." : "Blocks refreshed (blocked again while active), by who asked."
-        registry.makeCounter(name: name, labels: [("source", source)], help: help).increment()
+        counter(name, labels: [("source", source)], help: help).increment()
     }
 
     func recordBatch(_ response: BatchResponse, source: String) {
-        registry.makeCounter(name: "portcullis_blocks_added_total", labels: [("source", source)], help: "Blocks added, by who asked.")
+        counter("blocks_added_total", labels: [("source", source)], help: "Blocks added, by who asked.")
             .increment(by: Int64(response.added))
-        registry.makeCounter(name: "portcullis_blocks_refreshed_total", labels: [("source", source)],
-                             help: "Blocks refreshed (blocked again while active), by who asked.")
+        counter("blocks_refreshed_total", labels: [("source", source)], help: "Blocks refreshed (blocked again while active), by who asked.")
             .increment(by: Int64(response.refreshed + response.keptLonger))
     }
 
     func recordDetection(rule: String) {
-        registry.makeCounter(name: "portcullis_detections_total", labels: [("rule", rule)],
-                             help: "Detection rules that fired on watched logs, by rule id.").increment()
+        counter("detections_total", labels: [("rule", rule)], help: "Detection rules that fired on watched logs, by rule id.").increment()
     }
 
     func recordUnblock(source: String) {
-        registry.makeCounter(name: "portcullis_blocks_removed_total", labels: [("source", source)],
-                             help: "Blocks lifted by an unblock, by who had blocked them.").increment()
+        counter("blocks_removed_total", labels: [("source", source)], help: "Blocks lifted by an unblock, by who had blocked them.").increment()
     }
 
     func recordSweep(_ response: SweepResponse) {
         sweepDuration.record(.milliseconds(Int64((response.seconds * 1000).rounded())))
-        var bySource: [String: Int64] = [:]
-        for block in response.removed { bySource[block.source ?? "unknown", default: 0] += 1 }
-        for (source, count) in bySource {
-            registry.makeCounter(name: "portcullis_blocks_expired_total", labels: [("source", source)],
-                                 help: "Blocks removed by a sweep after they expired, by who had blocked them.").increment(by: count)
+        for (source, count) in response.removedBySource {
+            counter("blocks_expired_total", labels: [("source", source)], help: "Blocks removed by a sweep after they expired, by who had blocked them.").increment(by: Int64(count))
         }
+    }
+
+    /// `portcullis_NAME`, with its help text.
+    private func counter(_ name: String, labels: [(String, String)], help: String) -> Counter {
+        registry.makeCounter(
+            descriptor: MetricNameDescriptor(namespace: "portcullis", metricName: name, unitName: "", helpText: help), labels: labels)
+    }
+
+    private func gauge(_ name: String, labels: [(String, String)], help: String) -> Gauge {
+        registry.makeGauge(
+            descriptor: MetricNameDescriptor(namespace: "portcullis", metricName: name, unitName: "", helpText: help), labels: labels)
     }
 
     /// Brings the kernel-side metrics up to date and renders everything.
@@ -71,16 +77,16 @@ final class DaemonMetrics: Sendable {
                     let previous = last[key] ?? 0
                     // A counter only grows; a smaller value means the state was recreated.
                     let delta = value >= previous ? value - previous : value
-                    registry.makeCounter(name: name, labels: labels, help: help).increment(by: Int64(clamping: delta))
+                    counter(name, labels: labels, help: help).increment(by: Int64(clamping: delta))
                     last[key] = value
                 }
                 let where_ = [("interface", interface), ("netns", netns)]
-                export("portcullis_packets_seen_total", where_, stats.seen, help: "Packets the XDP program saw.")
+                export("packets_seen_total", where_, stats.seen, help: "Packets the XDP program saw.")
                 for (verdict, value) in classes {
-                    export("portcullis_packets_total", where_ + [("verdict", verdict)], value,
+                    export("packets_total", where_ + [("verdict", verdict)], value,
                            help: "Packets by verdict: dropped, passed, passed_allowed, passed_expired, not_ip, parse_failed.")
                 }
-                export("portcullis_dropped_bytes_total", where_, stats.droppedBytes, help: "Bytes of the dropped packets.")
+                export("dropped_bytes_total", where_, stats.droppedBytes, help: "Bytes of the dropped packets.")
             }
         }
         var active: [String: Int] = [:]
@@ -88,17 +94,15 @@ final class DaemonMetrics: Sendable {
         for block in snapshot.blocks where !block.expired { active["\(block.family)|\(block.kind)", default: 0] += 1 }
         for (key, count) in active {
             let parts = key.split(separator: "|").map(String.init)
-            registry.makeGauge(name: "portcullis_blocks_active", labels: [("family", parts[0]), ("kind", parts[1])],
-                               help: "Blocks in force (not expired), by family and kind.").set(to: Double(count))
+            gauge("blocks_active", labels: [("family", parts[0]), ("kind", parts[1])], help: "Blocks in force (not expired), by family and kind.").set(to: Double(count))
         }
         for map in snapshot.maps {
-            registry.makeGauge(name: "portcullis_map_entries", labels: [("map", map.name)], help: "Entries in each BPF map.")
+            gauge("map_entries", labels: [("map", map.name)], help: "Entries in each BPF map.")
                 .set(to: Double(map.entries))
-            registry.makeGauge(name: "portcullis_map_capacity", labels: [("map", map.name)], help: "Capacity of each BPF map.")
+            gauge("map_capacity", labels: [("map", map.name)], help: "Capacity of each BPF map.")
                 .set(to: Double(map.capacity))
             if let memory = map.memoryBytes {
-                registry.makeGauge(name: "portcullis_map_memory_bytes", labels: [("map", map.name)],
-                                   help: "Kernel memory each BPF map holds.").set(to: Double(memory))
+                gauge("map_memory_bytes", labels: [("map", map.name)], help: "Kernel memory each BPF map holds.").set(to: Double(memory))
             }
         }
         return registry.emitToBuffer()

@@ -3,6 +3,7 @@ import Glibc
 import Logging
 import PortcullisConfig
 import PortcullisControl
+import PortcullisBPF
 import PortcullisCore
 import PortcullisDetector
 import PortcullisIncidents
@@ -95,7 +96,8 @@ struct DetectorService: Service {
                 do {
                     let response = try await keeper.block(BlockBody(
                         target: address.description, duration: plan.timeout.map { DurationText.format($0) },
-                        reason: truncated("rule \(alert.ruleID): \(alert.description)"), source: "detector", detection: detection))
+                        reason: "rule \(alert.ruleID): \(alert.description)".utf8Prefix(BlockRequest.maximumReasonBytes),
+                        source: "detector", detection: detection))
                     let length = plan.timeout.map { "for \(DurationText.format($0))" } ?? "until unblocked"
                     logger.info("\(response.change == "added" ? "blocked" : "refreshed") \(address) \(length) (\(plan.command.name), offense \(plan.offense))")
                 } catch {
@@ -107,14 +109,6 @@ struct DetectorService: Service {
         }
     }
 
-    private func truncated(_ text: String) -> String {
-        var result = ""
-        for character in text {
-            guard result.utf8.count + character.utf8.count <= 111 else { break }
-            result.append(character)
-        }
-        return result
-    }
 }
 
 /// Runs user-defined <command> executables the way wazuh-execd does: the JSON

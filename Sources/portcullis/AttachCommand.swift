@@ -1,5 +1,6 @@
 import ArgumentParser
 import PortcullisBPF
+import PortcullisControl
 
 extension XDPMode: ExpressibleByArgument {}
 
@@ -44,7 +45,7 @@ struct Attach: ParsableCommand {
         let datapath = try creation.open(state)
         let (attachment, existing) = try datapath.attach(interface: interface, namespace: netns, mode: mode)
         if json {
-            print(Output.json(AttachmentJSON(attachment, alreadyAttached: existing)))
+            print(Output.json(AttachmentRecord(attachment, alreadyAttached: existing)))
             return
         }
         let mode = attachment.mode?.rawValue ?? "unknown"
@@ -83,27 +84,5 @@ struct Detach: ParsableCommand {
             throw RuntimeFailure("Portcullis is not attached to \(place) (see `portcullis status`)")
         }
         print("detached from \(place)")
-    }
-}
-
-struct AttachmentJSON: Encodable {
-    let interface: String
-    let netns: String?
-    let ifindex: UInt32
-    let mode: String?
-    let programId: UInt32
-    let linkId: UInt32
-    let active: Bool
-    let alreadyAttached: Bool?
-
-    init(_ attachment: Attachment, alreadyAttached: Bool? = nil) {
-        interface = attachment.interface
-        netns = attachment.namespace
-        ifindex = attachment.interfaceIndex
-        mode = attachment.mode?.rawValue
-        programId = attachment.programID
-        linkId = attachment.linkID
-        active = attachment.isActive
-        self.alreadyAttached = alreadyAttached
     }
 }

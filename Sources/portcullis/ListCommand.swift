@@ -103,9 +103,13 @@ struct Sweep: ParsableCommand {
             return
         }
         let milliseconds = Output.fixed(report.seconds * 1000, digits: 1)
-        print("removed \(report.removed.count) expired of \(report.scanned) blocks in \(milliseconds) ms")
-        for block in report.removed {
+        print("removed \(report.removedCount) expired of \(report.scanned) blocks in \(milliseconds) ms")
+        let shown = 20
+        for block in report.removed.prefix(shown) {
             print("  \(block.target): \(Output.remaining(block)), dropped \(block.droppedPackets) packets (\(Output.bytes(block.droppedBytes)))")
+        }
+        if report.removedCount > shown {
+            print("  ... and \(report.removedCount - shown) more (each one's outcome is in the incident log)")
         }
     }
 }

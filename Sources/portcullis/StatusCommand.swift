@@ -1,5 +1,6 @@
 import ArgumentParser
 import PortcullisBPF
+import PortcullisControl
 import PortcullisCore
 import PortcullisIncidents
 
@@ -34,7 +35,7 @@ struct Status: ParsableCommand {
             print(Output.json(StatusJSON(
                 pinDirectory: datapath.pins.path, createdAt: Incident.rfc3339(unixMilliseconds: datapath.createdUnixMilliseconds),
                 jiffiesPerSecond: datapath.jiffiesPerSecond, capacityExact: datapath.capacity.exact,
-                capacityPrefixes: datapath.capacity.prefixes, attachments: attachments.map { AttachmentJSON($0) }, maps: maps)))
+                capacityPrefixes: datapath.capacity.prefixes, attachments: attachments.map { AttachmentRecord($0) }, maps: maps)))
             return
         }
         print("state:     \(datapath.pins.path) (created \(Output.localTime(unixMilliseconds: datapath.createdUnixMilliseconds)))")
@@ -68,7 +69,7 @@ struct StatusJSON: Encodable {
     let jiffiesPerSecond: UInt32
     let capacityExact: UInt32
     let capacityPrefixes: UInt32
-    let attachments: [AttachmentJSON]
+    let attachments: [AttachmentRecord]
     let maps: [MapUsage]
 }
 

@@ -31,17 +31,7 @@ enum WazuhActiveResponse {
         log.write("Starting")
 
         var input = LineReader(fileDescriptor: 0)
-        let first: [UInt8]
-        switch input.readLine(limit: maximumMessageBytes) {
-        case .line(let line): first = line
-        case .endOfFile:
-            log.write(ActiveResponseError.noInput.description)
-            return 255
-        case .tooLong:
-            log.write(ActiveResponseError.invalidFormat.description)
-            return 255
-        }
-        log.write(String(decoding: first, as: UTF8.self))
+        guard let first = readMessage(&input, log: log) else { return 255 }
 
         let message: ActiveResponseMessage
         let extra: ExtraArguments
@@ -102,17 +92,7 @@ enum WazuhActiveResponse {
                 return 255
             }
             log.write(keys)
-            let replyLine: [UInt8]
-            switch input.readLine(limit: maximumMessageBytes) {
-            case .line(let line): replyLine = line
-            case .endOfFile:
-                log.write(ActiveResponseError.noInput.description)
-                return 255
-            case .tooLong:
-                log.write(ActiveResponseError.invalidFormat.description)
-                return 255
-            }
-            log.write(String(decoding: replyLine, as: UTF8.self))
+            guard let replyLine = readMessage(&input, log: log) else { return 255 }
             do {
                 if try ActiveResponseReply.parse(replyLine) == .abort {
                     log.write("Aborted")
@@ -125,7 +105,7 @@ enum WazuhActiveResponse {
             do throws(ServiceError) {
                 _ = try blocklist.block(BlockBody(
                     target: target.description, duration: extra.duration.map { DurationText.format($0) },
-                    reason: truncated(alert.reason, toBytes: BlockRequest.maximumReasonBytes),
+                    reason: alert.reason.utf8Prefix(BlockRequest.maximumReasonBytes),
                     source: "wazuh", wazuh: wazuh))
             } catch {
                 log.write("Cannot block \(target): \(error.description)")
@@ -146,17 +126,20 @@ enum WazuhActiveResponse {
         return 0
     }
 
-    /// At most `limit` bytes of UTF-8, cut between characters.
-    private static func truncated(_ text: String, toBytes limit: Int) -> String {
-        var result = ""
-        var used = 0
-        for character in text {
-            let size = character.utf8.count
-            guard used + size <= limit else { break }
-            result.append(character)
-            used += size
+    /// One line from execd, logged as received; nil (after logging Wazuh's
+    /// message for it) when there is none or it is longer than execd may send.
+    private static func readMessage(_ input: inout LineReader, log: ActiveResponseLogger) -> [UInt8]? {
+        switch input.readLine(limit: maximumMessageBytes) {
+        case .line(let line):
+            log.write(String(decoding: line, as: UTF8.self))
+            return line
+        case .endOfFile:
+            log.write(ActiveResponseError.noInput.description)
+            return nil
+        case .tooLong:
+            log.write(ActiveResponseError.invalidFormat.description)
+            return nil
         }
-        return result
     }
 
     /// The Wazuh home, derived as Wazuh derives it: from the executable's real

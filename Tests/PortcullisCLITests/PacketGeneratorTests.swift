@@ -1,0 +1,47 @@
+import Foundation
+import Testing
+
+/// tools/pktgen.py: live XDP frames out of a lab interface, counted by Portcullis on the other side.
+@Suite(.enabled(if: Privileges.canRunLab && FileManager.default.isExecutableFile(atPath: "/usr/sbin/bpftool"),
+                "needs root, bpffs, iproute2 and bpftool (run as root; CI does)"))
+struct PacketGeneratorTests {
+    static var generator: String { Command.repositoryRoot.appendingPathComponent("tools/pktgen.py").path }
+
+    func generate(_ arguments: [String]) throws -> Result {
+        try Command.run("/usr/bin/env", ["python3", Self.generator] + arguments, timeout: 60)
+    }
+
+    @Test func everyFrameSentFromABlockedSourceIsDroppedByPortcullis() throws {
+        let lab = try Lab()
+        try #require(try lab.portcullis(["attach", lab.bastionInterface, "--netns", lab.bastionNamespace, "--mode", "native"]).status == 0)
+        try #require(try lab.portcullis(["block", "198.51.100.0/25"]).status == 0)
+        // The bastion's MAC from its namespace, so no resolving ping adds to the counts.
+        let link = try Command.run("/usr/sbin/ip", ["-n", lab.bastionNamespace, "-j", "link", "show", "dev", lab.bastionInterface])
+        let mac = try #require((try decodeJSON(link.stdout) as? [[String: Any]])?.first?["address"] as? String)
+        let sent = try generate(["--netns", lab.attackerNamespace, "--interface", "\(lab.name)-a", "--src", "198.51.100.10",
+                                 "--spread", "100", "--random", "--dst-mac", mac, "--count", "200000", "--duration", "20", "--json"])
+        try #require(sent.status == 0, "\(sent)")
+        let result = try #require(try decodeJSON(sent.stdout) as? [String: Any])
+        #expect(result["sent"] as? Int == 200_000)
+        let stats = try #require(try decodeJSON(try lab.portcullis(["stats", "--json"]).stdout) as? [String: Any])
+        #expect(stats["dropped"] as? Int == 200_000, "\(stats)")
+        // Random sources from a spread of 100: the prefix block caught every one of them.
+        #expect(try lab.portcullis(["list", "--json"]).stdout.contains("\"droppedPackets\" : 200000"))
+    }
+
+    @Test func itRefusesAnythingButALabNamespaceAndDocumentationAddresses() throws {
+        let lab = try Lab()
+        let refusals: [([String], String)] = [
+            (["--netns", "no-such-namespace", "--interface", "x", "--src", "198.51.100.2"], "no network namespace"),
+            (["--netns", lab.attackerNamespace, "--interface", "\(lab.name)-a", "--src", "10.0.0.1"], "not a documentation address"),
+            (["--netns", lab.attackerNamespace, "--interface", "\(lab.name)-a", "--src", "198.51.100.2", "--dst", "8.8.8.8"], "not a documentation address"),
+            (["--netns", lab.attackerNamespace, "--interface", "\(lab.name)-a", "--src", "198.51.100.250", "--spread", "100"], "runs past"),
+            (["--netns", lab.attackerNamespace, "--interface", "eth0", "--src", "198.51.100.2"], "no interface"),
+        ]
+        for (arguments, message) in refusals {
+            let result = try generate(arguments + ["--count", "10"])
+            #expect(result.status != 0, "\(arguments)")
+            #expect(result.stderr.contains(message), "\(arguments): \(result)")
+        }
+    }
+}
