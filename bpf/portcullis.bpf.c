@@ -96,21 +96,90 @@ struct vlan_hdr {
 	__be16 encapsulated_proto;
 };
 
-/* Returns 1 to drop. Clock is read only here, once a block has matched. */
-static __always_inline int block_applies(struct portcullis_block *block, __u64 len,
-					 struct portcullis_stats *st)
+/* The outcome of looking a source up in one kind of block. */
+enum match {
+	NO_BLOCK,     /* nothing matched */
+	BLOCK_EXPIRED, /* only blocks that have expired matched */
+	BLOCK_LIVE,   /* a permanent or unexpired block matched: drop */
+};
+
+/*
+ * Whether a matched block still applies; counts the drop on it when it does.
+ * The clock is read only here, once a block has matched.
+ */
+static __always_inline enum match check_block(struct portcullis_block *block, __u64 len)
 {
 	__u64 expires = block->expires_jiffies;
 
-	if (expires != PORTCULLIS_PERMANENT && bpf_jiffies64() >= expires) {
-		st->passed_expired++;
-		return 0;
-	}
+	if (expires != PORTCULLIS_PERMANENT && bpf_jiffies64() >= expires)
+		return BLOCK_EXPIRED;
 	__sync_fetch_and_add(&block->dropped_packets, 1);
 	__sync_fetch_and_add(&block->dropped_bytes, len);
-	st->dropped++;
-	st->dropped_bytes += len;
-	return 1;
+	return BLOCK_LIVE;
+}
+
+/*
+ * An LPM lookup answers with the longest prefix holding the source only. When
+ * that one has expired (and no sweep removed it yet), a shorter live prefix
+ * around it must still drop, so look again for prefixes shorter than the one
+ * that answered. Blocks nest only so deep in practice; the bound keeps the
+ * verifier's job finite.
+ */
+#define PREFIX_NESTING_MAX 8
+
+static __always_inline enum match check_prefixes_v4(struct portcullis_lpm_v4 *lpm, __u64 len)
+{
+	enum match result = NO_BLOCK;
+	int i;
+
+	for (i = 0; i < PREFIX_NESTING_MAX; i++) {
+		struct portcullis_block *block = bpf_map_lookup_elem(&prefixes_v4, lpm);
+
+		if (!block)
+			return result;
+		if (check_block(block, len) == BLOCK_LIVE)
+			return BLOCK_LIVE;
+		result = BLOCK_EXPIRED;
+		if (block->prefixlen == 0)
+			return result;
+		lpm->prefixlen = block->prefixlen - 1;
+	}
+	return result;
+}
+
+static __always_inline enum match check_prefixes_v6(struct portcullis_lpm_v6 *lpm, __u64 len)
+{
+	enum match result = NO_BLOCK;
+	int i;
+
+	for (i = 0; i < PREFIX_NESTING_MAX; i++) {
+		struct portcullis_block *block = bpf_map_lookup_elem(&prefixes_v6, lpm);
+
+		if (!block)
+			return result;
+		if (check_block(block, len) == BLOCK_LIVE)
+			return BLOCK_LIVE;
+		result = BLOCK_EXPIRED;
+		if (block->prefixlen == 0)
+			return result;
+		lpm->prefixlen = block->prefixlen - 1;
+	}
+	return result;
+}
+
+/* Counts the verdict: an expired match is counted apart from a source nothing blocks. */
+static __always_inline int verdict(enum match result, __u64 len, struct portcullis_stats *st)
+{
+	if (result == BLOCK_LIVE) {
+		st->dropped++;
+		st->dropped_bytes += len;
+		return XDP_DROP;
+	}
+	if (result == BLOCK_EXPIRED)
+		st->passed_expired++;
+	else
+		st->passed++;
+	return XDP_PASS;
 }
 
 static __always_inline int verdict_v4(__be32 saddr, __u64 len, struct portcullis_stats *st,
@@ -118,6 +187,7 @@ static __always_inline int verdict_v4(__be32 saddr, __u64 len, struct portcullis
 {
 	struct portcullis_lpm_v4 lpm = { .prefixlen = 32 };
 	struct portcullis_block *block;
+	enum match result = NO_BLOCK;
 
 	__builtin_memcpy(lpm.addr, &saddr, sizeof(saddr));
 	if (sizes->allow_v4 && bpf_map_lookup_elem(&allow_v4, &lpm)) {
@@ -125,13 +195,16 @@ static __always_inline int verdict_v4(__be32 saddr, __u64 len, struct portcullis
 		return XDP_PASS;
 	}
 	block = bpf_map_lookup_elem(&blocks_v4, &saddr);
-	if (!block && sizes->prefixes_v4)
-		block = bpf_map_lookup_elem(&prefixes_v4, &lpm);
-	if (!block) {
-		st->passed++;
-		return XDP_PASS;
+	if (block)
+		result = check_block(block, len);
+	/* An expired exact block must not hide a live prefix block around it. */
+	if (result != BLOCK_LIVE && sizes->prefixes_v4) {
+		enum match prefixes = check_prefixes_v4(&lpm, len);
+
+		if (prefixes != NO_BLOCK)
+			result = prefixes;
 	}
-	return block_applies(block, len, st) ? XDP_DROP : XDP_PASS;
+	return verdict(result, len, st);
 }
 
 static __always_inline int verdict_v6(const struct in6_addr *saddr, __u64 len,
@@ -139,6 +212,7 @@ static __always_inline int verdict_v6(const struct in6_addr *saddr, __u64 len,
 {
 	struct portcullis_lpm_v6 lpm = { .prefixlen = 128 };
 	struct portcullis_block *block;
+	enum match result = NO_BLOCK;
 
 	__builtin_memcpy(lpm.addr, saddr, sizeof(lpm.addr));
 	if (sizes->allow_v6 && bpf_map_lookup_elem(&allow_v6, &lpm)) {
@@ -146,13 +220,15 @@ static __always_inline int verdict_v6(const struct in6_addr *saddr, __u64 len,
 		return XDP_PASS;
 	}
 	block = bpf_map_lookup_elem(&blocks_v6, lpm.addr);
-	if (!block && sizes->prefixes_v6)
-		block = bpf_map_lookup_elem(&prefixes_v6, &lpm);
-	if (!block) {
-		st->passed++;
-		return XDP_PASS;
+	if (block)
+		result = check_block(block, len);
+	if (result != BLOCK_LIVE && sizes->prefixes_v6) {
+		enum match prefixes = check_prefixes_v6(&lpm, len);
+
+		if (prefixes != NO_BLOCK)
+			result = prefixes;
 	}
-	return block_applies(block, len, st) ? XDP_DROP : XDP_PASS;
+	return verdict(result, len, st);
 }
 
 SEC("xdp")

@@ -208,8 +208,12 @@ extension Datapath {
         value.created_unix_ms = previous.created_unix_ms
         if request.reason.isEmpty { value.reason = previous.reason }
         if outlasts(previous.expires_jiffies, value.expires_jiffies) {
+            // The longer block stays, and so does whoever set it: its owner, not this
+            // request, decides when it ends (a Wazuh delete must not lift an operator's block).
             value.expires_jiffies = previous.expires_jiffies
             value.requested_seconds = previous.requested_seconds
+            value.source = previous.source
+            value.reason = previous.reason
             return (value, .keptLonger)
         }
         return (value, .refreshed)
@@ -252,20 +256,11 @@ extension Datapath {
     }
 
     private func refuseAllowlisted(_ target: BlockTarget, allowlist: [BlockTarget]) throws(DatapathError) {
-        for allowed in allowlist where covers(allowed, target) {
+        for allowed in allowlist where allowed.contains(target) {
             throw DatapathError(.refused, "refusing to block \(target): it is allowlisted by \(allowed) (see `portcullis allow --list`; `portcullis disallow \(allowed)` removes it)")
         }
     }
 
-    /// Whether every address of `inner` is inside `outer`.
-    func covers(_ outer: BlockTarget, _ inner: BlockTarget) -> Bool {
-        switch (outer, inner) {
-        case (.address(let a), .address(let b)): return a == b
-        case (.address, .prefix): return false
-        case (.prefix(let p), .address(let a)): return p.contains(a)
-        case (.prefix(let p), .prefix(let q)): return p.contains(q)
-        }
-    }
 
     // MARK: - Map access by slot
 
@@ -341,11 +336,30 @@ extension Datapath {
     /// Removes a block; returns it as it was (with its final counters), or nil
     /// when the target was not blocked, which is not an error.
     public func unblock(_ target: BlockTarget) throws(DatapathError) -> BlockEntry? {
+        switch try unblock(target, onlyFrom: nil) {
+        case .removed(let entry): entry
+        case .absent, .keptForOwner: nil
+        }
+    }
+
+    public enum UnblockResult: Sendable {
+        case removed(BlockEntry)
+        case absent
+        /// Blocked, but by another source than the one that asked: left in force.
+        case keptForOwner(BlockEntry)
+    }
+
+    /// Removes a block, or with `source`, only a block that source set: a
+    /// Wazuh delete lifts Wazuh's block, never an operator's longer one.
+    public func unblock(_ target: BlockTarget, onlyFrom source: BlockSource?) throws(DatapathError) -> UnblockResult {
         let lock = try pins.lockForWriting()
         defer { withExtendedLifetime(lock) {} }
         let reading = try now()
-        guard let value = try lookup(target), try remove(BlockSlot(target)) else { return nil }
-        return entry(target, value, reading)
+        guard let value = try lookup(target) else { return .absent }
+        let current = entry(target, value, reading)
+        if let source, current.source != source, !current.isExpired { return .keptForOwner(current) }
+        guard try remove(BlockSlot(target)) else { return .absent }
+        return .removed(current)
     }
 
     // MARK: - Listing

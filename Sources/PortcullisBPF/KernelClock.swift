@@ -35,7 +35,10 @@ public struct ClockReading: Sendable {
     /// The wall-clock time, Unix milliseconds, at which jiffies reach `expiry`.
     public func unixMilliseconds(at expiry: UInt64) -> Int64 {
         let (seconds, attoseconds) = remaining(until: expiry).components
-        return unixNanoseconds / 1_000_000 + seconds * 1000 + attoseconds / 1_000_000_000_000_000
+        // Saturate rather than trap: a far-off expiry is as good as never.
+        let (milliseconds, overflow) = seconds.multipliedReportingOverflow(by: 1000)
+        guard !overflow else { return seconds < 0 ? .min / 2 : .max / 2 }
+        return (unixNanoseconds / 1_000_000).addingReportingOverflow(milliseconds + attoseconds / 1_000_000_000_000_000).partialValue
     }
 
     public var unixMilliseconds: Int64 { unixNanoseconds / 1_000_000 }

@@ -73,6 +73,8 @@ public protocol BlocklistService {
     func block(_ body: BlockBody) throws(ServiceError) -> BlockResponse
     func block(batch: BatchBody) throws(ServiceError) -> BatchResponse
     func unblock(_ target: String, source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse
+    /// Unblocks only when `source` set the block; another source's block stays (``UnblockResponse/keptFor``).
+    func unblock(_ target: String, ownedBy source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse
     func list() throws(ServiceError) -> [BlockRecord]
     func sweep() throws(ServiceError) -> SweepResponse
     func allow(_ target: String) throws(ServiceError) -> AllowResponse
@@ -84,16 +86,7 @@ public protocol BlocklistService {
 extension BlocklistService {
     /// The allowlist entry that covers `target`, if any: such a target is never blocked.
     public func allowlistEntry(covering target: BlockTarget) throws(ServiceError) -> String? {
-        for text in try allowlist() {
-            guard let entry = try? BlockTarget.parse(text).target else { continue }
-            switch (entry, target) {
-            case (.address(let a), .address(let b)) where a == b: return text
-            case (.prefix(let p), .address(let a)) where p.contains(a): return text
-            case (.prefix(let p), .prefix(let q)) where p.contains(q): return text
-            default: continue
-            }
-        }
-        return nil
+        try allowlist().first { text in (try? BlockTarget.parse(text).target)?.contains(target) == true }
     }
 }
 
@@ -172,8 +165,8 @@ public final class LocalBlocklist: BlocklistService {
         requests.reserveCapacity(batch.items.count)
         for item in batch.items {
             let parsed = try RequestParsing.target(item.target)
-            if let seconds = item.durationSeconds, seconds <= 0 {
-                throw ServiceError(.badRequest, "\(item.target): the duration must be positive")
+            if let seconds = item.durationSeconds, !(1...DurationText.maximumSeconds).contains(seconds) {
+                throw ServiceError(.badRequest, "\(item.target): the duration must be from 1 to \(DurationText.maximumSeconds) seconds")
             }
             requests.append(BlockRequest(
                 target: parsed.target, duration: item.durationSeconds.map { .seconds($0) }, reason: reason, source: source))
@@ -190,11 +183,25 @@ public final class LocalBlocklist: BlocklistService {
     }
 
     public func unblock(_ target: String, source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
+        try unblock(target, requester: source, onlyFrom: nil, wazuh: wazuh)
+    }
+
+    public func unblock(_ target: String, ownedBy source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
+        try unblock(target, requester: source, onlyFrom: try RequestParsing.source(source, default: .api), wazuh: wazuh)
+    }
+
+    private func unblock(_ target: String, requester: String, onlyFrom owner: BlockSource?, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
         let parsed = try RequestParsing.target(target)
         do {
-            let removed = try datapath.unblock(parsed.target)
-            if let removed { recorder.recordUnblock(removed, source: source, context: IncidentContext(wazuh: wazuh)) }
-            return UnblockResponse(target: parsed.target.description, block: removed.map(BlockRecord.init))
+            switch try datapath.unblock(parsed.target, onlyFrom: owner) {
+            case .removed(let removed):
+                recorder.recordUnblock(removed, source: requester, context: IncidentContext(wazuh: wazuh))
+                return UnblockResponse(target: parsed.target.description, block: BlockRecord(removed))
+            case .absent:
+                return UnblockResponse(target: parsed.target.description, block: nil)
+            case .keptForOwner(let kept):
+                return UnblockResponse(target: parsed.target.description, block: BlockRecord(kept), keptFor: kept.source?.rawValue ?? "unknown")
+            }
         } catch {
             throw ServiceError(error)
         }
@@ -319,8 +326,11 @@ public struct RemoteBlocklist: BlocklistService {
     }
 
     public func unblock(_ target: String, source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
-        struct Body: Encodable { let target: String; let source: String; let wazuh: Incident.Wazuh? }
-        return try call("POST", "/v1/unblock", Body(target: target, source: source, wazuh: wazuh))
+        try call("POST", "/v1/unblock", UnblockBody(target: target, source: source, onlyOwn: nil, wazuh: wazuh))
+    }
+
+    public func unblock(_ target: String, ownedBy source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
+        try call("POST", "/v1/unblock", UnblockBody(target: target, source: source, onlyOwn: true, wazuh: wazuh))
     }
 
     public func list() throws(ServiceError) -> [BlockRecord] {
@@ -391,6 +401,9 @@ public final class PreferredBlocklist: BlocklistService {
     public func block(batch: BatchBody) throws(ServiceError) -> BatchResponse { try perform { s throws(ServiceError) in try s.block(batch: batch) } }
     public func unblock(_ target: String, source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
         try perform { s throws(ServiceError) in try s.unblock(target, source: source, wazuh: wazuh) }
+    }
+    public func unblock(_ target: String, ownedBy source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
+        try perform { s throws(ServiceError) in try s.unblock(target, ownedBy: source, wazuh: wazuh) }
     }
     public func list() throws(ServiceError) -> [BlockRecord] { try perform { s throws(ServiceError) in try s.list() } }
     public func sweep() throws(ServiceError) -> SweepResponse { try perform { s throws(ServiceError) in try s.sweep() } }

@@ -113,10 +113,21 @@ public struct UnblockResponse: Codable, Sendable {
     public var target: String
     public var wasBlocked: Bool
     public var block: BlockRecord?
+    /// Set when the request named a source and another one owns the block, which stays.
+    public var keptFor: String?
 
-    public init(target: String, block: BlockRecord?) {
-        (self.target, self.wasBlocked, self.block) = (target, block != nil, block)
+    public init(target: String, block: BlockRecord?, keptFor: String? = nil) {
+        (self.target, self.wasBlocked, self.block, self.keptFor) = (target, block != nil && keptFor == nil, block, keptFor)
     }
+}
+
+/// POST /v1/unblock
+public struct UnblockBody: Codable, Sendable {
+    public var target: String
+    public var source: String?
+    /// true: lift the block only when `source` set it.
+    public var onlyOwn: Bool?
+    public var wazuh: Incident.Wazuh?
 }
 
 /// GET /v1/blocks

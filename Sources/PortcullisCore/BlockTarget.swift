@@ -193,3 +193,15 @@ enum TargetParser {
         return .success(value)
     }
 }
+
+extension BlockTarget {
+    /// Whether every address of `other` is inside this target.
+    public func contains(_ other: BlockTarget) -> Bool {
+        switch (self, other) {
+        case (.address(let a), .address(let b)): a == b
+        case (.address, .prefix): false
+        case (.prefix(let p), .address(let a)): p.contains(a)
+        case (.prefix(let p), .prefix(let q)): p.contains(q)
+        }
+    }
+}

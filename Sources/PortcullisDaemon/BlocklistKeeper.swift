@@ -54,6 +54,12 @@ actor BlocklistKeeper {
         return response
     }
 
+    func unblock(_ target: String, ownedBy source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
+        let response = try blocklist.unblock(target, ownedBy: source, wazuh: wazuh)
+        if response.wasBlocked { metrics.recordUnblock(source: response.block?.source ?? source) }
+        return response
+    }
+
     func sweep() throws(ServiceError) -> SweepResponse {
         let response = try blocklist.sweep()
         metrics.recordSweep(response)
@@ -70,6 +76,19 @@ actor BlocklistKeeper {
 
     func recordRefusal(_ target: String, detection: Incident.Detection, error: String) {
         blocklist.recorder.recordRefusal(target, source: "detector", error: error, context: IncidentContext(detection: detection))
+    }
+
+    /// Why `target` may not be blocked (loopback, unspecified, allowlisted), or nil.
+    func refusal(for target: BlockTarget) -> String? {
+        do {
+            try target.validateBlockable()
+            if let entry = try blocklist.allowlistEntry(covering: target) {
+                return "refusing to respond to \(target): it is allowlisted by \(entry)"
+            }
+            return nil
+        } catch {
+            return "\(error)"
+        }
     }
 
     func allow(_ target: String) throws(ServiceError) -> AllowResponse { try blocklist.allow(target) }

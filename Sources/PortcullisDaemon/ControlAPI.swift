@@ -52,8 +52,10 @@ enum ControlAPI {
             try json(await keeper.unblock(try required("target", request), source: "api", wazuh: nil))
         }
         router.post("v1/unblock") { request, context in
-            struct Body: Decodable { let target: String; let source: String?; let wazuh: Incident.Wazuh? }
-            let body = try await decode(Body.self, request, context)
+            let body = try await decode(UnblockBody.self, request, context)
+            if body.onlyOwn == true {
+                return try json(await keeper.unblock(body.target, ownedBy: body.source ?? "api", wazuh: body.wazuh))
+            }
             return try json(await keeper.unblock(body.target, source: body.source ?? "api", wazuh: body.wazuh))
         }
         router.post("v1/sweep") { _, _ in try json(await keeper.sweep()) }

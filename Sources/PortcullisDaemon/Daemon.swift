@@ -160,6 +160,9 @@ struct Reloader: Service {
                     let previous = await keeper.configuration
                     await keeper.apply(configuration, previous: previous)
                     keeper.logger.info("reloaded \(path)")
+                    if configuration.detector != nil || previous.detector != nil {
+                        keeper.logger.warning("the detector (its sources, rules, active responses and white list) is not reloaded: restart the daemon to apply changes to it")
+                    }
                 } catch {
                     keeper.logger.error("not reloaded, the running configuration stays: \(String(describing: error))")
                 }

@@ -91,6 +91,12 @@ struct DetectorService: Service {
             logger.info("\(address) is in the white list; no response")
             return
         }
+        // The daemon's allowlist and the loopback rule bind user-defined commands as well as Portcullis's own block.
+        if let refusal = await keeper.refusal(for: .address(address)) {
+            await keeper.recordRefusal(address.description, detection: detection, error: refusal)
+            logger.info("no response to \(address): \(refusal)")
+            return
+        }
         for plan in planner.plan(alert, at: time) {
             if plan.command.isPortcullisBlock {
                 do {
@@ -250,15 +256,24 @@ actor CommandRunner {
         return directory
     }
 
-    static func readLine(_ handle: FileHandle) -> String? {
+    /// One line from the command, waiting at most `seconds`: a command that never
+    /// answers (or waits for the end of its input) must not stall every later response.
+    static func readLine(_ handle: FileHandle, seconds: Int32 = 30) -> String? {
         var bytes: [UInt8] = []
+        let deadline = ContinuousClock.now + .seconds(Int(seconds))
+        var byte: UInt8 = 0
         while bytes.count < 8192 {
-            let byte = handle.readData(ofLength: 1)
-            guard let first = byte.first else { return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self) }
-            if first == 10 { return String(decoding: bytes, as: UTF8.self) }
-            bytes.append(first)
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { break }
+            var descriptor = pollfd(fd: handle.fileDescriptor, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&descriptor, 1, Int32(left.components.seconds * 1000 + 1))
+            if ready < 0 && errno == EINTR { continue }
+            guard ready > 0 else { break }
+            guard read(handle.fileDescriptor, &byte, 1) == 1 else { break }
+            if byte == 10 { return String(decoding: bytes, as: UTF8.self) }
+            bytes.append(byte)
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self)
     }
 
     static func wait(_ process: Process, seconds: Double) {

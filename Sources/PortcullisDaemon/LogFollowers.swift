@@ -7,7 +7,8 @@ import PortcullisDetector
 /// Lines from a log file as it grows, like `tail -F`: it starts at the end,
 /// follows the file across rotation (a new file at the path: the rest of the
 /// old one is read first) and truncation (read again from the start), and
-/// waits for a file that does not exist yet.
+/// waits for a file that does not exist yet. As with `tail -F`, a truncation is
+/// seen as the file growing shorter between two polls (200 ms apart).
 struct FileFollower {
     let path: String
     var pollInterval: Duration = .milliseconds(200)

@@ -122,12 +122,15 @@ public struct ActiveResponseConfiguration: Sendable {
                         guard let level = Int(child.text), (0...16).contains(level) else { throw fail(child, "'\(child.text)' is not a level from 0 to 16") }
                         response.level = level
                     case "timeout":
-                        guard let timeout = Int(child.text), timeout > 0 else { throw fail(child, "'\(child.text)' is not a positive number of seconds") }
+                        guard let timeout = Int(child.text), timeout > 0, Int64(timeout) <= DurationText.maximumSeconds else {
+                            throw fail(child, "'\(child.text)' is not a positive number of seconds (at most \(DurationText.maximumSeconds))")
+                        }
                         response.timeout = timeout
                     case "repeated_offenders":
                         let minutes = child.text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-                        guard !minutes.isEmpty, minutes.allSatisfy({ ($0 ?? 0) > 0 }) else {
-                            throw fail(child, "'\(child.text)' is not a comma-separated list of minutes")
+                        let longest = Int(DurationText.maximumSeconds / 60)
+                        guard !minutes.isEmpty, minutes.allSatisfy({ (1...longest).contains($0 ?? 0) }) else {
+                            throw fail(child, "'\(child.text)' is not a comma-separated list of minutes, each from 1 to \(longest)")
                         }
                         response.repeatedOffenders = minutes.compactMap { $0 }
                     case "disabled": response.disabled = try yesNo(child, fail)

@@ -99,6 +99,8 @@ public struct RuleSet: @unchecked Sendable {
 enum BuiltInRules {
     /// Wazuh's sshd rules (0095-sshd_rules.xml) by id and meaning, written for
     /// OpenSSH 7 to 9.x messages, including those Wazuh's decoder misses (an empty user name).
+    /// The user name is the attacker's to choose and may itself hold " from 192.0.2.1 port 1":
+    /// every pattern is anchored to the end sshd writes, so the address is always the last one.
     static let sshd = #"""
     programs: [sshd, sshd-session]
     rules:
@@ -107,24 +109,24 @@ enum BuiltInRules {
         description: "sshd: Attempt to login using a non-existent user"
         groups: [invalid_login, authentication_failed]
         match:
-          - '^Invalid user (?<user>.*?) from (?<srcip>\S+)(?: port (?<srcport>\d+))?\s*$'
-          - '^Failed \S+ for invalid user (?<user>.*?) from (?<srcip>\S+)(?: port (?<srcport>\d+))?'
-          - '^Disconnected from invalid user (?<user>.*?) (?<srcip>\S+) port (?<srcport>\d+)'
-          - '^Connection (?:closed|reset) by invalid user (?<user>.*?) (?<srcip>\S+) port (?<srcport>\d+)'
-          - '^(?:error: )?PAM: User not known to the underlying authentication module for illegal user (?<user>.*?) from (?<srcip>\S+)'
+          - '^Invalid user (?<user>.*) from (?<srcip>\S+)(?: port (?<srcport>\d+))?\s*$'
+          - '^Failed \S+ for invalid user (?<user>.*) from (?<srcip>\S+)(?: port (?<srcport>\d+))?(?: ssh2)?\s*$'
+          - '^Disconnected from invalid user (?<user>.*) (?<srcip>\S+) port (?<srcport>\d+)(?: \[preauth\])?\s*$'
+          - '^Connection (?:closed|reset) by invalid user (?<user>.*) (?<srcip>\S+) port (?<srcport>\d+)(?: \[preauth\])?\s*$'
+          - '^(?:error: )?PAM: User not known to the underlying authentication module for illegal user (?<user>.*) from (?<srcip>\S+)\s*$'
       - id: "5718"
         level: 5
         description: "sshd: Attempt to login using a denied user"
         groups: [invalid_login, authentication_failed]
         match:
-          - '^User (?<user>\S+) from (?<srcip>\S+) not allowed because'
+          - '^User (?<user>.*) from (?<srcip>\S+) not allowed because (?:(?! from ).)*$'
       - id: "5716"
         level: 5
         description: "sshd: authentication failed"
         groups: [authentication_failed]
         match:
-          - '^Failed \S+ for (?<user>\S+) from (?<srcip>\S+)(?: port (?<srcport>\d+))?'
-          - '^error: PAM: Authentication \w+ for (?<user>\S+) from (?<srcip>\S+)'
+          - '^Failed \S+ for (?<user>.*) from (?<srcip>\S+)(?: port (?<srcport>\d+))?(?: ssh2)?\s*$'
+          - '^error: PAM: Authentication \w+ for (?<user>.*) from (?<srcip>\S+)\s*$'
       - id: "5760"
         parent: "5716"
         level: 5

@@ -109,7 +109,18 @@ struct Block: ParsableCommand {
         var total = BatchResponse(BatchOutcome(), seconds: 0)
         // Through the daemon, chunks keep each request body small; directly, one batch
         // reads the map's existing entries once instead of once per chunk.
-        let chunkSize = blocklist.reachesDaemon ? Self.daemonChunkSize : max(items.count, 1)
+        let throughDaemon = blocklist.reachesDaemon
+        let chunkSize = throughDaemon ? Self.daemonChunkSize : max(items.count, 1)
+        if throughDaemon && items.count > chunkSize {
+            // Chunks are separate requests: check every line against the allowlist before the first one.
+            let allowed = try blocklist.allowlist().compactMap { try? BlockTarget.parse($0).target }
+            for item in items {
+                guard let target = try? BlockTarget.parse(item.target).target else { continue }
+                if let entry = allowed.first(where: { $0.contains(target) }) {
+                    throw RuntimeFailure("refusing to block \(target) from \(name): it is allowlisted by \(entry); nothing was blocked")
+                }
+            }
+        }
         var start = 0
         repeat {
             let chunk = Array(items[start..<min(start + chunkSize, items.count)])

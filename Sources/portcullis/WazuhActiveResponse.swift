@@ -114,8 +114,11 @@ enum WazuhActiveResponse {
 
         case .delete:
             do throws(ServiceError) {
-                _ = try whenStateExists(or: UnblockResponse(target: target.description, block: nil)) { () throws(ServiceError) in
-                    try blocklist.unblock(target.description, source: "wazuh", wazuh: wazuh)
+                let response = try whenStateExists(or: UnblockResponse(target: target.description, block: nil)) { () throws(ServiceError) in
+                    try blocklist.unblock(target.description, ownedBy: "wazuh", wazuh: wazuh)
+                }
+                if let owner = response.keptFor {
+                    log.write("Keeping the block on \(target): it was set by \(owner), not by this response")
                 }
             } catch {
                 log.write("Cannot unblock \(target): \(error.description)")

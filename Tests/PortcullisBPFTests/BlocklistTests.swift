@@ -14,6 +14,7 @@ struct BlocklistTests {
         _ = try state.verdict(Frame.ipv4(source: "198.51.100.9"))
         let shorter = try state.block("198.51.100.9", for: .seconds(10), reason: "second")
         #expect(shorter.change == .keptLonger)
+        #expect(shorter.entry.reason == "first", "the longer block's owner and reason stay")
         let remaining = try #require(shorter.entry.remaining)
         #expect(remaining > .seconds(3590))
         #expect(shorter.entry.droppedPackets == 1)
@@ -21,7 +22,7 @@ struct BlocklistTests {
         let longer = try state.block("198.51.100.9", for: .seconds(7200))
         #expect(longer.change == .refreshed)
         #expect(longer.entry.droppedPackets == 1)
-        #expect(longer.entry.reason == "second")
+        #expect(longer.entry.reason == "first", "a refresh without a reason keeps the block's")
         #expect(try #require(longer.entry.remaining) > .seconds(7190))
 
         let permanent = try state.block("198.51.100.9")

@@ -192,3 +192,29 @@ struct TrieSizeTests {
         #expect(try state.datapath.trieSizeCounts() == [0, 0, 0, 0])
     }
 }
+
+/// An expired block that no sweep removed yet must not hide a live block around it.
+@Suite(.enabled(if: Privileges.canUseBPF, Privileges.reason))
+struct ExpiredShadowTests {
+    @Test func anExpiredExactBlockDoesNotHideALivePrefix() throws {
+        let state = try ScratchState()
+        _ = try state.block("203.0.113.9", for: .seconds(1))
+        _ = try state.block("203.0.113.0/24")
+        Thread.sleep(forTimeInterval: 1.2)
+        #expect(try state.verdict(Frame.ipv4(source: "203.0.113.9")) == .drop)
+        #expect(try state.entry("203.0.113.0/24")?.droppedPackets == 1)
+    }
+
+    @Test func anExpiredNarrowPrefixDoesNotHideALiveWideOne() throws {
+        let state = try ScratchState()
+        _ = try state.block("2001:db8:1::/64", for: .seconds(1))
+        _ = try state.block("2001:db8:1::/56", for: .seconds(1))
+        _ = try state.block("2001:db8::/32")
+        Thread.sleep(forTimeInterval: 1.2)
+        #expect(try state.verdict(Frame.ipv6(source: "2001:db8:1::5")) == .drop)
+        // Only expired blocks match: it passes, counted as expired.
+        _ = try state.datapath.unblock(try BlockTarget.parse("2001:db8::/32").target)
+        #expect(try state.verdict(Frame.ipv6(source: "2001:db8:1::5")) == .pass)
+        #expect(try state.datapath.statistics().passedExpired == 1)
+    }
+}

@@ -130,6 +130,18 @@ struct WazuhActiveResponseTests {
         #expect(try emulator.run(Messages.delete("203.0.113.12"), withStdout: false).status == 0, "deleting again succeeds")
     }
 
+    @Test func aDeleteNeverLiftsABlockAnotherSourceOwns() throws {
+        let home = try WazuhHome()
+        #expect(try Command.portcullis(["block", "203.0.113.40", "--reason", "operator"], pins: home.pins).status == 0)
+        let emulator = ExecdEmulator(home: home)
+        #expect(try emulator.run(Messages.add("203.0.113.40")).status == 0)
+        #expect(try emulator.run(Messages.delete("203.0.113.40"), withStdout: false).status == 0)
+        let block = try #require(try list(home).first)
+        #expect(block["permanent"] as? Bool == true, "the operator's permanent block stays")
+        #expect(block["source"] as? String == "cli")
+        #expect(try home.logMessages().contains { $0.contains("Keeping the block on 203.0.113.40: it was set by cli") })
+    }
+
     @Test func addingAnActiveAddressRefreshesIt() throws {
         let home = try WazuhHome()
         let emulator = ExecdEmulator(home: home)

@@ -270,3 +270,23 @@ struct ActiveResponseConfigurationTests {
     }
 }
 
+
+/// The user name is the attacker's: an address written into it must never be the one blocked.
+struct InjectionTests {
+    static let lines: [String] = [
+        "Invalid user x from 192.0.2.50 port 1 from 203.0.113.5 port 4444",
+        "Connection closed by invalid user x 192.0.2.50 port 1 203.0.113.5 port 4444 [preauth]",
+        "Disconnected from invalid user x 192.0.2.50 port 1 203.0.113.5 port 4444 [preauth]",
+        "Failed password for invalid user x from 192.0.2.50 port 1 from 203.0.113.5 port 4444 ssh2",
+        "Failed password for x from 192.0.2.50 port 1 from 203.0.113.5 port 4444 ssh2",
+        "User x from 192.0.2.50 not allowed because y from 203.0.113.5 not allowed because not listed in AllowUsers",
+    ]
+
+    @Test(arguments: lines)
+    func theAddressIsTheOneSshdWroteLast(line: String) {
+        var detector = Detector(rules: .builtIn())
+        let alerts = detector.process(LogMessage(program: "sshd", text: line, line: line), at: .zero)
+        #expect(!alerts.isEmpty, "\(line)")
+        #expect(alerts.allSatisfy { $0.source?.description == "203.0.113.5" }, "\(line): \(alerts.map { $0.sourceText ?? "-" })")
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The detector inside the daemon, fed lines written straight into a log file:
+/// following the file across rotation and truncation, and running a
+/// user-defined <command> with Wazuh's protocol.
+@Suite(.enabled(if: Privileges.canUseBPF && FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"),
+                "needs root, bpffs and curl (run as root; CI does)"))
+struct DetectorDaemonTests {
+    /// A line as rsyslog writes sshd's to auth.log.
+    static func line(_ message: String) -> String {
+        "Nov 28 07:00:00 bastion sshd[4242]: \(message)\n"
+    }
+
+    static func append(_ text: String, to path: String) throws {
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(text.utf8))
+        try handle.close()
+    }
+
+    static func waitFor(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try condition() { return true }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        return try condition()
+    }
+
+    func blocked(_ daemon: DaemonFixture) throws -> Set<String> {
+        let page = try daemon.json("GET", "/v1/blocks?limit=0") as? [String: Any]
+        return Set((page?["blocks"] as? [[String: Any]] ?? []).compactMap { $0["target"] as? String })
+    }
+
+    @Test func theLogIsFollowedAcrossRotationAndTruncation() throws {
+        let daemon = DaemonFixture()
+        let log = "\(daemon.directory)/auth.log"
+        try "".write(toFile: log, atomically: true, encoding: .utf8)
+        try """
+            <ossec_config>
+              <active-response>
+                <command>firewall-drop</command>
+                <location>local</location>
+                <rules_id>5710,5712</rules_id>
+                <timeout>600</timeout>
+              </active-response>
+              <global><white_list>203.0.113.200</white_list></global>
+            </ossec_config>
+            """.write(toFile: "\(daemon.directory)/ossec.conf", atomically: true, encoding: .utf8)
+        try daemon.write("""
+            detector:
+              active_response: \(daemon.directory)/ossec.conf
+              sources:
+                - file: \(log)
+            """)
+        try daemon.start()
+
+        try Self.append(Self.line("Invalid user admin from 203.0.113.1 port 1"), to: log)
+        #expect(try Self.waitFor(5) { try blocked(daemon).contains("203.0.113.1") })
+
+        // Rotation: the old file moves away, a new one takes its name.
+        try FileManager.default.moveItem(atPath: log, toPath: log + ".1")
+        try Self.append(Self.line("Invalid user admin from 203.0.113.2 port 2"), to: log + ".1")
+        try "".write(toFile: log, atomically: false, encoding: .utf8)
+        try Self.append(Self.line("Invalid user admin from 203.0.113.3 port 3"), to: log)
+        #expect(try Self.waitFor(5) { try blocked(daemon).isSuperset(of: ["203.0.113.2", "203.0.113.3"]) },
+                "the rest of the rotated file and the new one are both read")
+
+        // Truncation (logrotate's copytruncate): the file is emptied in place, then written again.
+        truncate(log, 0)
+        Thread.sleep(forTimeInterval: 0.5)
+        try Self.append(Self.line("Invalid user admin from 2001:db8::4 port 4"), to: log)
+        #expect(try Self.waitFor(5) { try blocked(daemon).contains("2001:db8::4") })
+
+        // The white list wins over every rule; an unparseable address blocks nothing and is recorded.
+        try Self.append(Self.line("Invalid user admin from 203.0.113.200 port 5"), to: log)
+        try Self.append(Self.line("Invalid user admin from 203.0.113.999 port 6"), to: log)
+        #expect(try Self.waitFor(5) { daemon.incidents.contains { ($0["error"] as? String)?.contains("cannot be parsed") == true } })
+        #expect(try !blocked(daemon).contains("203.0.113.200"))
+        #expect(daemon.incidents.contains { $0["action"] as? String == "refuse" && $0["target"] as? String == "203.0.113.200" })
+    }
+
+    @Test func aUserDefinedCommandRunsWithWazuhsProtocol() throws {
+        let daemon = DaemonFixture()
+        let log = "\(daemon.directory)/auth.log"
+        let bin = "\(daemon.directory)/active-response/bin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        try "".write(toFile: log, atomically: true, encoding: .utf8)
+        // An active-response script as Wazuh users write them: read a line; on add, ask check_keys and
+        // read the answer; record everything it saw.
+        let script = """
+            #!/bin/sh
+            read -r message
+            echo "$message" >> \(daemon.directory)/seen
+            case $message in
+              *'"command":"add"'*)
+                echo '{"version":1,"origin":{"name":"notify","module":"active-response"},"command":"check_keys","parameters":{"keys":["203.0.113.50"]}}'
+                read -r answer
+                echo "$answer" >> \(daemon.directory)/seen ;;
+            esac
+            """
+        try script.write(toFile: "\(bin)/notify.sh", atomically: true, encoding: .utf8)
+        chmod("\(bin)/notify.sh", 0o755)
+        try """
+            <ossec_config>
+              <command>
+                <name>notify</name>
+                <executable>notify.sh</executable>
+                <timeout_allowed>yes</timeout_allowed>
+                <extra_args>--tag lab</extra_args>
+              </command>
+              <active-response>
+                <command>notify</command>
+                <location>local</location>
+                <rules_id>5718</rules_id>
+                <timeout>2</timeout>
+              </active-response>
+            </ossec_config>
+            """.write(toFile: "\(daemon.directory)/ossec.conf", atomically: true, encoding: .utf8)
+        try daemon.write("""
+            detector:
+              active_response: \(daemon.directory)/ossec.conf
+              commands_dir: \(bin)
+              sources:
+                - file: \(log)
+            """)
+        try daemon.start()
+        try Self.append(Self.line("User root from 203.0.113.50 not allowed because not listed in AllowUsers"), to: log)
+        let seenPath = "\(daemon.directory)/seen"
+        func seen() -> [String] {
+            ((try? String(contentsOfFile: seenPath, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+        // add, its continue, and 2 s later the delete.
+        #expect(Self.waitFor(10) { seen().count >= 3 }, "\(seen())")
+        let lines = seen()
+        #expect(lines.first?.contains(#""command":"add""#) == true)
+        #expect(lines.first?.contains(#""srcip":"203.0.113.50""#) == true)
+        #expect(lines.first?.contains(#""extra_args":["--tag","lab"]"#) == true)
+        #expect(lines.first?.contains(#""id":"5718""#) == true)
+        #expect(lines.dropFirst().first?.contains(#""command":"continue""#) == true)
+        #expect(lines.dropFirst(2).first?.contains(#""command":"delete""#) == true)
+        #expect(try blocked(daemon).isEmpty, "a user-defined command is not Portcullis's own block")
+    }
+}
