@@ -127,13 +127,15 @@ static __always_inline enum match check_block(struct portcullis_block *block, __
  */
 #define PREFIX_NESTING_MAX 8
 
-static __always_inline enum match check_prefixes_v4(struct portcullis_lpm_v4 *lpm, __u64 len)
+static __always_inline enum match check_prefixes(void *trie, void *lpm, __u64 len)
 {
+	/* Both LPM key layouts start with the prefix length. */
+	__u32 *prefixlen = lpm;
 	enum match result = NO_BLOCK;
 	int i;
 
 	for (i = 0; i < PREFIX_NESTING_MAX; i++) {
-		struct portcullis_block *block = bpf_map_lookup_elem(&prefixes_v4, lpm);
+		struct portcullis_block *block = bpf_map_lookup_elem(trie, lpm);
 
 		if (!block)
 			return result;
@@ -142,27 +144,7 @@ static __always_inline enum match check_prefixes_v4(struct portcullis_lpm_v4 *lp
 		result = BLOCK_EXPIRED;
 		if (block->prefixlen == 0)
 			return result;
-		lpm->prefixlen = block->prefixlen - 1;
-	}
-	return result;
-}
-
-static __always_inline enum match check_prefixes_v6(struct portcullis_lpm_v6 *lpm, __u64 len)
-{
-	enum match result = NO_BLOCK;
-	int i;
-
-	for (i = 0; i < PREFIX_NESTING_MAX; i++) {
-		struct portcullis_block *block = bpf_map_lookup_elem(&prefixes_v6, lpm);
-
-		if (!block)
-			return result;
-		if (check_block(block, len) == BLOCK_LIVE)
-			return BLOCK_LIVE;
-		result = BLOCK_EXPIRED;
-		if (block->prefixlen == 0)
-			return result;
-		lpm->prefixlen = block->prefixlen - 1;
+		*prefixlen = block->prefixlen - 1;
 	}
 	return result;
 }
@@ -199,7 +181,7 @@ static __always_inline int verdict_v4(__be32 saddr, __u64 len, struct portcullis
 		result = check_block(block, len);
 	/* An expired exact block must not hide a live prefix block around it. */
 	if (result != BLOCK_LIVE && sizes->prefixes_v4) {
-		enum match prefixes = check_prefixes_v4(&lpm, len);
+		enum match prefixes = check_prefixes(&prefixes_v4, &lpm, len);
 
 		if (prefixes != NO_BLOCK)
 			result = prefixes;
@@ -223,7 +205,7 @@ static __always_inline int verdict_v6(const struct in6_addr *saddr, __u64 len,
 	if (block)
 		result = check_block(block, len);
 	if (result != BLOCK_LIVE && sizes->prefixes_v6) {
-		enum match prefixes = check_prefixes_v6(&lpm, len);
+		enum match prefixes = check_prefixes(&prefixes_v6, &lpm, len);
 
 		if (prefixes != NO_BLOCK)
 			result = prefixes;

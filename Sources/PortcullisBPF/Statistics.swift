@@ -17,15 +17,15 @@ public struct PacketStatistics: Sendable, Codable, Equatable {
     /// Interfaces whose ifindex is below this have counters of their own.
     public static let interfaceSlots = UInt32(PORTCULLIS_STATS_SLOTS)
 
-    mutating func add(_ cpu: portcullis_stats) {
-        seen += cpu.seen
-        dropped += cpu.dropped
-        droppedBytes += cpu.dropped_bytes
-        passed += cpu.passed
-        passedAllowed += cpu.passed_allowed
-        passedExpired += cpu.passed_expired
-        notIP += cpu.not_ip
-        parseFailed += cpu.parse_failed
+    init(_ cpu: portcullis_stats) {
+        seen = cpu.seen
+        dropped = cpu.dropped
+        droppedBytes = cpu.dropped_bytes
+        passed = cpu.passed
+        passedAllowed = cpu.passed_allowed
+        passedExpired = cpu.passed_expired
+        notIP = cpu.not_ip
+        parseFailed = cpu.parse_failed
     }
 
     mutating func add(_ other: PacketStatistics) {
@@ -74,7 +74,7 @@ extension Datapath {
         var result: [UInt32: PacketStatistics] = [:]
         for index in 0..<Int(count) {
             var total = PacketStatistics()
-            for cpu in values[(index * cpus)..<((index + 1) * cpus)] { total.add(cpu) }
+            for cpu in values[(index * cpus)..<((index + 1) * cpus)] { total.add(PacketStatistics(cpu)) }
             if total.seen > 0 { result[keys[index]] = total }
         }
         return result
