@@ -89,7 +89,12 @@ struct JournalFollower {
                     let process = Process()
                     process.executableURL = URL(fileURLWithPath: "/usr/bin/journalctl")
                     var arguments = ["--follow", "--output=json", "--lines=0", "--no-pager"]
-                    if let unit { arguments.append("--unit=\(unit)") } else { arguments += ["_COMM=sshd", "_COMM=sshd-session"] }
+                    if let unit {
+                        arguments.append("--unit=\(unit)")
+                    } else {
+                        // sshd's messages by its process name, or by the identifier it logs through syslog under.
+                        arguments += ["_COMM=sshd", "_COMM=sshd-session", "+", "SYSLOG_IDENTIFIER=sshd", "SYSLOG_IDENTIFIER=sshd-session"]
+                    }
                     process.arguments = arguments
                     let output = Pipe()
                     process.standardOutput = output
