@@ -13,9 +13,8 @@ fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # Tests and demo: iproute2 for network namespaces, ping for traffic, runuser (util-linux) for the
 # unprivileged check, bpftool for perf/ and for looking inside the pins, curl and Debian's Prometheus
 # client (its text-format parser) for the daemon tests.
-# The standalone detector's end-to-end test and the demo: a real OpenSSH server and client; libxml2-dev
-# for reading ossec.conf.
-packages=(libbpf-dev libelf-dev zlib1g-dev libxml2-dev pkg-config iproute2 iputils-ping util-linux bpftool curl
+# The standalone detector's end-to-end test and the demo: a real OpenSSH server and client.
+packages=(libbpf-dev libelf-dev zlib1g-dev pkg-config iproute2 iputils-ping util-linux bpftool curl
           python3-prometheus-client openssh-server openssh-client ca-certificates)
 missing=()
 for package in "${packages[@]}"; do

@@ -1,5 +1,4 @@
-import Foundation
-import FoundationXML
+import FoundationEssentials
 import PortcullisCore
 
 /// The active-response part of an ossec.conf-style file, as Wazuh users write it:
@@ -53,24 +52,17 @@ public struct ActiveResponseConfiguration: Sendable {
     }
 
     public static func parse(_ data: Data, file: String) throws(ActiveResponseConfigurationError) -> ActiveResponseConfiguration {
-        let collector = ElementCollector()
-        // ossec.conf may hold several <ossec_config> sections side by side: give it one root.
-        var wrapped = Data("<portcullis-root>".utf8)
-        wrapped.append(data)
-        wrapped.append(Data("</portcullis-root>".utf8))
-        let parser = XMLParser(data: wrapped)
-        parser.delegate = collector
-        guard parser.parse(), collector.failure == nil else {
-            throw ActiveResponseConfigurationError(
-                file: file, line: parser.lineNumber > 0 ? parser.lineNumber : nil,
-                message: "not well-formed XML: \(collector.failure ?? parser.parserError.map { "\($0)" } ?? "parse error")")
+        let root: Element
+        do {
+            root = try ConfigurationXML.parse([UInt8](data))
+        } catch {
+            throw ActiveResponseConfigurationError(file: file, line: error.line, message: "not well-formed XML: \(error.message)")
         }
         var configuration = ActiveResponseConfiguration()
         func fail(_ element: Element, _ message: String) -> ActiveResponseConfigurationError {
             ActiveResponseConfigurationError(file: file, line: element.line, message: "<\(element.name)>: \(message)")
         }
-        let top = collector.root.children.first?.children ?? []
-        let sections = top.flatMap { $0.name == "ossec_config" ? $0.children : [$0] }
+        let sections = root.children.flatMap { $0.name == "ossec_config" ? $0.children : [$0] }
         for section in sections {
             switch section.name {
             case "global":
@@ -111,13 +103,13 @@ public struct ActiveResponseConfiguration: Sendable {
                     case "command": response.command = child.text
                     case "location": response.location = child.text
                     case "rules_id":
-                        response.rulesIDs = child.text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                        response.rulesIDs = child.text.split(separator: ",").map(\.trimmedSpace)
                         guard !response.rulesIDs.isEmpty, response.rulesIDs.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isNumber) }) else {
                             throw fail(child, "'\(child.text)' is not a comma-separated list of rule ids")
                         }
                     case "rules_group":
                         response.rulesGroups = child.text.split(whereSeparator: { $0 == "," || $0 == "|" })
-                            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+                            .map(\.trimmedSpace).filter { !$0.isEmpty }
                     case "level":
                         guard let level = Int(child.text), (0...16).contains(level) else { throw fail(child, "'\(child.text)' is not a level from 0 to 16") }
                         response.level = level
@@ -127,7 +119,7 @@ public struct ActiveResponseConfiguration: Sendable {
                         }
                         response.timeout = timeout
                     case "repeated_offenders":
-                        let minutes = child.text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+                        let minutes = child.text.split(separator: ",").map { Int($0.trimmedSpace) }
                         let longest = Int(DurationText.maximumSeconds / 60)
                         guard !minutes.isEmpty, minutes.allSatisfy({ (1...longest).contains($0 ?? 0) }) else {
                             throw fail(child, "'\(child.text)' is not a comma-separated list of minutes, each from 1 to \(longest)")
@@ -177,46 +169,6 @@ public struct ActiveResponseConfigurationError: Error, CustomStringConvertible, 
     public let line: Int?
     public let message: String
     public var description: String { "\(file)\(line.map { ":\($0)" } ?? ""): \(message)" }
-}
-
-/// A parsed XML element with the line it starts on.
-final class Element {
-    let name: String
-    let line: Int
-    var children: [Element] = []
-    var characters = ""
-    init(name: String, line: Int) { (self.name, self.line) = (name, line) }
-    var text: String { characters.trimmingCharacters(in: .whitespacesAndNewlines) }
-}
-
-final class ElementCollector: NSObject, XMLParserDelegate {
-    let root = Element(name: "", line: 0)
-    private var stack: [Element] = []
-    var failure: String?
-
-    override init() {
-        super.init()
-        stack = [root]
-    }
-
-    func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
-                attributes: [String: String] = [:]) {
-        let element = Element(name: name, line: parser.lineNumber)
-        stack.last?.children.append(element)
-        stack.append(element)
-    }
-
-    func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
-        stack.removeLast()
-    }
-
-    func parser(_ parser: XMLParser, foundCharacters string: String) {
-        stack.last?.characters += string
-    }
-
-    func parser(_ parser: XMLParser, parseErrorOccurred error: any Error) {
-        failure = "\(error)"
-    }
 }
 
 /// Decides which responses an alert triggers, with the timeouts repeated

@@ -290,3 +290,56 @@ struct InjectionTests {
         #expect(alerts.allSatisfy { $0.source?.description == "203.0.113.5" }, "\(line): \(alerts.map { $0.sourceText ?? "-" })")
     }
 }
+
+/// ossec.conf's XML, read by Portcullis's own reader.
+struct ConfigurationXMLTests {
+    func parse(_ text: String) throws(ActiveResponseConfigurationError) -> ActiveResponseConfiguration {
+        try ActiveResponseConfiguration.parse(Data(text.utf8), file: "ossec.conf")
+    }
+
+    @Test func commentsEntitiesCDATAAndSeveralSections() throws {
+        let configuration = try parse("""
+            <?xml version="1.0" encoding="UTF-8"?>
+            <!-- Wazuh - Agent - Default configuration -->
+            <ossec_config>
+              <command>
+                <name>note &amp; tell</name>
+                <executable>notify.sh</executable>
+                <extra_args><![CDATA[--tag <ssh>]]> &#x41;&#66;</extra_args>
+              </command>
+            </ossec_config>
+            <ossec_config>
+              <global><white_list>192.0.2.10</white_list><alerts_log/></global>
+              <active-response>
+                <command>note &amp; tell</command>
+                <location attribute="ignored">local</location>
+                <rules_id>5710</rules_id>
+              </active-response>
+            </ossec_config>
+            """)
+        #expect(configuration.commands["note & tell"]?.extraArguments == ["--tag", "<ssh>", "AB"])
+        #expect(configuration.responses.first?.line == 12)
+        #expect(configuration.whiteList.map(\.description) == ["192.0.2.10"])
+    }
+
+    static let malformed: [(String, Int)] = [
+        ("<ossec_config>\n<global>\n</ossec_config>", 3),
+        ("<ossec_config>\n<global>", 2),
+        ("<ossec_config>\n<!-- never closed\n</ossec_config>", 2),
+        ("<ossec_config><global>a &bogus; b</global></ossec_config>", 1),
+        ("<!DOCTYPE x [<!ENTITY e \"boom\">]><ossec_config/>", 1),
+        ("stray text <ossec_config/>", 1),
+        ("<ossec_config><global x=unquoted/></ossec_config>", 1),
+    ]
+
+    @Test(arguments: malformed)
+    func malformedXMLIsRefusedWithItsLine(text: String, line: Int) {
+        do {
+            _ = try parse(text)
+            Issue.record("accepted \(text)")
+        } catch {
+            #expect(error.line == line, "\(error)")
+            #expect(error.message.hasPrefix("not well-formed XML"), "\(error)")
+        }
+    }
+}
