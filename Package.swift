@@ -23,7 +23,7 @@ let package = Package(
         .target(name: "PortcullisCore"),
 
         // The incident record: JSON lines, locked and fsync'd. No BPF, no root.
-        .target(name: "PortcullisIncidents"),
+        .target(name: "PortcullisIncidents", dependencies: ["PortcullisCore"]),
 
         // The daemon's YAML configuration, with file, line and key in every error. No BPF, no root.
         .target(

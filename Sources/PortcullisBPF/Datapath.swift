@@ -1,6 +1,7 @@
 import CLibbpf
 import FoundationEssentials
 import Glibc
+import PortcullisCore
 import Synchronization
 
 /// How many blocks the maps hold, fixed when the state is first created.
@@ -285,7 +286,7 @@ enum LibbpfLog {
             _ = vsnprintf(&buffer, buffer.count, format, arguments)
             let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             if level != LIBBPF_DEBUG {
-                LibbpfLog.lines.withLock { $0.append(String(line.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())) }
+                LibbpfLog.lines.withLock { $0.append(line.trimmedSpace) }
             }
             return 0
         }

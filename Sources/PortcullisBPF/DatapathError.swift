@@ -33,26 +33,17 @@ public struct DatapathError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 
     /// Builds the error for a failed libbpf or bpf(2) call from its errno,
-    /// choosing the advice from what that errno means for a BPF operation.
-    static func syscall(_ operation: String, errno code: CInt, advice: String? = nil) -> DatapathError {
+    /// with the advice that errno calls for in a BPF operation.
+    static func syscall(_ operation: String, errno code: CInt) -> DatapathError {
         let errno = Errno(rawValue: code)
-        var text = "\(operation): \(errno.description)"
+        let text = "\(operation): \(errno.description)"
         switch errno {
         case .notPermitted, .permissionDenied:
-            text += advice.map { "; \($0)" } ?? "; run as root (Portcullis needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)"
-            return DatapathError(.permission, text, errno: errno)
-        case .noSuchFileOrDirectory:
-            if let advice { text += "; \(advice)" }
-            return DatapathError(.notFound, text, errno: errno)
-        case Errno(rawValue: E2BIG):
-            text += advice.map { "; \($0)" } ?? ""
-            return DatapathError(.full, text, errno: errno)
-        case .notSupported:
-            text += advice.map { "; \($0)" } ?? ""
-            return DatapathError(.unsupported, text, errno: errno)
-        default:
-            if let advice { text += "; \(advice)" }
-            return DatapathError(.system, text, errno: errno)
+            return DatapathError(.permission, text + "; run as root (Portcullis needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)", errno: errno)
+        case .noSuchFileOrDirectory: return DatapathError(.notFound, text, errno: errno)
+        case Errno(rawValue: E2BIG): return DatapathError(.full, text, errno: errno)
+        case .notSupported: return DatapathError(.unsupported, text, errno: errno)
+        default: return DatapathError(.system, text, errno: errno)
         }
     }
 }

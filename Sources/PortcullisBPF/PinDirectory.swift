@@ -1,5 +1,6 @@
 import CLibbpf
 import Glibc
+import PortcullisCore
 
 /// The bpffs directory that holds Portcullis's maps, programs and XDP links.
 ///
@@ -19,11 +20,7 @@ public struct PinDirectory: Sendable, Equatable {
 
     /// `--pin-dir` wins over `PORTCULLIS_PIN_DIR`, which wins over the default.
     public static func resolve(option: String?) -> PinDirectory {
-        if let option, !option.isEmpty { return PinDirectory(path: option) }
-        if let value = getenv(environmentVariable), let text = String(validatingCString: value), !text.isEmpty {
-            return PinDirectory(path: text)
-        }
-        return PinDirectory(path: defaultPath)
+        PinDirectory(path: setting(option: option, environment: environmentVariable) ?? defaultPath)
     }
 
     func path(of name: String) -> String { "\(path)/\(name)" }

@@ -79,9 +79,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public static func load(path: String) throws(ConfigurationError) -> DaemonConfiguration {
         let text: String
         do {
-            text = try readFile(path)
+            text = String(decoding: try readWholeFile(path), as: UTF8.self)
         } catch {
-            throw ConfigurationError(file: path, line: nil, key: nil, message: error.description)
+            throw ConfigurationError(file: path, line: nil, key: nil, message: "cannot read the configuration: \(String(cString: strerror(error.code)))")
         }
         return try parse(text, file: path)
     }
@@ -350,21 +350,4 @@ private struct Reader {
         }
         return name
     }
-}
-
-private struct ReadError: Error, CustomStringConvertible { let description: String }
-
-private func readFile(_ path: String) throws(ReadError) -> String {
-    guard let file = fopen(path, "r") else {
-        throw ReadError(description: "cannot read the configuration: \(String(cString: strerror(errno)))")
-    }
-    defer { fclose(file) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65_536)
-    while true {
-        let count = fread(&chunk, 1, chunk.count, file)
-        bytes.append(contentsOf: chunk[0..<count])
-        if count < chunk.count { break }
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }

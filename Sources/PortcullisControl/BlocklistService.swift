@@ -111,7 +111,7 @@ public enum RequestParsing {
 
     public static func source(_ name: String?, default fallback: BlockSource) throws(ServiceError) -> BlockSource {
         guard let name else { return fallback }
-        guard let source = BlockSource(name: name) else {
+        guard let source = BlockSource(rawValue: name) else {
             throw ServiceError(.badRequest, "unknown source '\(name)' (cli, file, wazuh, detector or api)")
         }
         return source

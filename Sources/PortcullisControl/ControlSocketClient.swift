@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import PortcullisCore
 
 /// A minimal blocking HTTP/1.1 client for the daemon's Unix control socket.
 ///
@@ -17,11 +18,7 @@ public struct ControlSocketClient: Sendable {
 
     /// `--control-socket` wins over `PORTCULLIS_CONTROL_SOCKET`, which wins over the default.
     public static func resolve(option: String?) -> ControlSocketClient {
-        if let option, !option.isEmpty { return ControlSocketClient(path: option) }
-        if let value = getenv(environmentVariable), let text = String(validatingCString: value), !text.isEmpty {
-            return ControlSocketClient(path: text)
-        }
-        return ControlSocketClient(path: defaultPath)
+        ControlSocketClient(path: setting(option: option, environment: environmentVariable) ?? defaultPath)
     }
 
     public struct Response: Sendable {

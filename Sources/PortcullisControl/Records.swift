@@ -182,16 +182,7 @@ public struct ErrorBody: Codable, Sendable, Error, CustomStringConvertible {
     public var description: String { error }
 }
 
-extension BlockSource {
-    /// Sources a request may claim; anything else is a bad request.
-    public init?(name: String) {
-        self.init(rawValue: name)
-    }
-}
-
 extension Duration {
-    public var wholeSeconds: Int64 { components.seconds }
-
     public var fractionalSeconds: Double {
         let (seconds, attoseconds) = components
         return Double(seconds) + Double(attoseconds) / 1e18

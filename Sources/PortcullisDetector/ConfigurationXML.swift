@@ -1,3 +1,5 @@
+import PortcullisCore
+
 /// The XML of ossec.conf-style files: elements, text, comments, CDATA, the
 /// five entities and character references, with the line of every element.
 /// Wazuh reads ossec.conf with a small reader of its own (os_xml) rather than a
@@ -181,11 +183,4 @@ final class Element {
     var characters = ""
     init(name: String, line: Int) { (self.name, self.line) = (name, line) }
     var text: String { characters.trimmedSpace }
-}
-
-extension StringProtocol {
-    /// Without leading and trailing spaces, tabs and line ends.
-    var trimmedSpace: String {
-        String(drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
-    }
 }

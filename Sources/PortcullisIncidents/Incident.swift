@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import PortcullisCore
 
 /// One line of the incident record: a block, refresh, unblock or expiry, with
 /// who asked for it and, when a block ends, what it achieved. This is the
@@ -126,11 +127,7 @@ public struct IncidentLog: Sendable {
 
     /// `--incident-log` wins over `PORTCULLIS_INCIDENT_LOG`, which wins over the default.
     public static func resolve(option: String?) -> IncidentLog {
-        if let option, !option.isEmpty { return IncidentLog(path: option) }
-        if let value = getenv(environmentVariable), let text = String(validatingCString: value), !text.isEmpty {
-            return IncidentLog(path: text)
-        }
-        return IncidentLog(path: defaultPath)
+        IncidentLog(path: setting(option: option, environment: environmentVariable) ?? defaultPath)
     }
 
     public func append(_ incidents: [Incident]) throws(IncidentLogError) {
@@ -171,22 +168,12 @@ public struct IncidentLog: Sendable {
     /// Every record, oldest first; a line that is not a record (a torn write
     /// from a crash) is skipped rather than hiding the rest.
     public func read() throws(IncidentLogError) -> [Incident] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            if errno == ENOENT { return [] }
-            throw failure("cannot open")
-        }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let count = Glibc.read(fd, &chunk, chunk.count)
-            if count == 0 { break }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw failure("cannot read")
-            }
-            bytes.append(contentsOf: chunk[0..<count])
+        let bytes: [UInt8]
+        do {
+            bytes = try readWholeFile(path)
+        } catch {
+            if error.code == ENOENT { return [] }
+            throw IncidentLogError(description: "cannot read the incident log \(path): \(String(cString: strerror(error.code)))")
         }
         let decoder = JSONDecoder()
         return bytes.split(separator: UInt8(ascii: "\n")).compactMap { line in

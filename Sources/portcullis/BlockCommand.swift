@@ -90,7 +90,12 @@ struct Block: ParsableCommand {
     }
 
     private func blockFile(_ path: String) throws {
-        let text = try readWholeFile(path)
+        let text: String
+        do {
+            text = String(decoding: try readWholeFile(path), as: UTF8.self)
+        } catch {
+            throw RuntimeFailure(error.description)
+        }
         let name = path == "-" ? "standard input" : path
         var items: [BatchBody.Item] = []
         var lineNumber = 0
@@ -141,25 +146,6 @@ struct Block: ParsableCommand {
     }
 
     static let daemonChunkSize = 200_000
-}
-
-/// Reads a file, or standard input for `-`, as UTF-8 text.
-func readWholeFile(_ path: String) throws -> String {
-    let fd = path == "-" ? 0 : open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw RuntimeFailure("cannot read \(path): \(String(cString: strerror(errno)))") }
-    defer { if fd != 0 { close(fd) } }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 20)
-    while true {
-        let count = read(fd, &chunk, chunk.count)
-        if count == 0 { break }
-        if count < 0 {
-            if errno == EINTR { continue }
-            throw RuntimeFailure("cannot read \(path): \(String(cString: strerror(errno)))")
-        }
-        bytes.append(contentsOf: chunk[0..<count])
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// A duration option, with the parser's own message as the usage error.

@@ -88,15 +88,6 @@ struct StateOptions: ParsableArguments {
         try Datapath.open(pins)
     }
 
-    /// Opens the existing state, or nil when none was created yet (nothing blocked, nothing allowed).
-    func openIfPresent() throws(DatapathError) -> Datapath? {
-        do {
-            return try Datapath.open(pins)
-        } catch {
-            if error.kind == .notFound { return nil }
-            throw error
-        }
-    }
 }
 
 /// Options of the commands that create the state on first use.

@@ -153,8 +153,7 @@ enum WazuhActiveResponse {
             let path = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             if let home = WazuhPaths.home(fromExecutable: path) { return home }
         }
-        if let value = getenv("WAZUH_HOME"), let home = String(validatingCString: value), !home.isEmpty { return home }
-        return nil
+        return setting(option: nil, environment: "WAZUH_HOME")
     }
 
     /// One line and a newline to stdout, in as few writes as it takes, unbuffered.
