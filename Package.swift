@@ -1,11 +1,29 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+// Release binaries carry no symbols or debug info: a third of the size, and less for execd to map
+// per alert. Debug builds keep them for the debugger.
+let strippedInRelease: [LinkerSetting] = [.unsafeFlags(["-Xlinker", "--strip-all"], .when(configuration: .release))]
+
+// The active response is linked fully static in release (Swift runtime, libbpf, libelf, zlib and
+// glibc): with no shared objects to find, map and relocate it starts in about a third of the time,
+// and execd starts one per alert.
+let staticInRelease: [LinkerSetting] = [
+    .unsafeFlags(["-static-executable", "-Xlinker", "--strip-all"], .when(configuration: .release)),
+    .linkedLibrary("elf", .when(configuration: .release)),
+    .linkedLibrary("z", .when(configuration: .release)),
+]
+
 let package = Package(
     name: "portcullis",
     platforms: [.macOS(.v15)],
     products: [
+        // The command line; `portcullis run` hands over to portcullis-daemon.
         .executable(name: "portcullis", targets: ["portcullis"]),
+        // The daemon, the only executable that links the HTTP stack, YAML and the detector.
+        .executable(name: "portcullis-daemon", targets: ["portcullis-daemon"]),
+        // The Wazuh active response, which execd starts once per alert: as small as it can be.
+        .executable(name: "portcullis-active-response", targets: ["portcullis-active-response"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -71,13 +89,18 @@ let package = Package(
             name: "PortcullisDaemon",
             dependencies: [
                 "PortcullisBPF", "PortcullisCore", "PortcullisIncidents", "PortcullisControl", "PortcullisConfig",
-                "PortcullisDetector", "PortcullisWazuh",
+                "PortcullisDetector",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
+
+        // The Wazuh active response: one message in, check_keys, one change, the record.
+        .target(
+            name: "PortcullisActiveResponse",
+            dependencies: ["PortcullisBPF", "PortcullisControl", "PortcullisCore", "PortcullisIncidents", "PortcullisWazuh"]),
 
         .executableTarget(
             name: "portcullis",
@@ -87,10 +110,24 @@ let package = Package(
                 "PortcullisWazuh",
                 "PortcullisIncidents",
                 "PortcullisControl",
+                "PortcullisActiveResponse",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            linkerSettings: staticInRelease
+        ),
+        .executableTarget(
+            name: "portcullis-daemon",
+            dependencies: [
                 "PortcullisConfig",
                 "PortcullisDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            linkerSettings: strippedInRelease
+        ),
+        .executableTarget(
+            name: "portcullis-active-response",
+            dependencies: ["PortcullisActiveResponse"],
+            linkerSettings: staticInRelease
         ),
 
         .testTarget(name: "PortcullisCoreTests", dependencies: ["PortcullisCore"]),
@@ -100,7 +137,9 @@ let package = Package(
         // Needs root and bpffs (skips with a message otherwise): verdicts through BPF_PROG_TEST_RUN.
         .testTarget(name: "PortcullisBPFTests", dependencies: ["PortcullisBPF", "PortcullisCore", "CLibbpf"]),
         // Runs the built portcullis binary: usage errors without root, the netns lab with root.
-        .testTarget(name: "PortcullisCLITests", dependencies: ["portcullis", "PortcullisCore"]),
+        .testTarget(
+            name: "PortcullisCLITests",
+            dependencies: ["portcullis", "portcullis-daemon", "portcullis-active-response", "PortcullisCore"]),
     ],
     swiftLanguageModes: [.v6]
 )

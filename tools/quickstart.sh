@@ -8,8 +8,9 @@ source tools/setup.sh
 
 case ${1:-} in
     demo)
-        # --static-swift-stdlib: the binary needs only libc, libbpf, libelf and zlib at run time.
-        swift build -c release --static-swift-stdlib --product portcullis
+        # portcullis and portcullis-active-response are linked fully static; portcullis-daemon
+        # needs only libc, libstdc++, libbpf, libelf and zlib at run time.
+        swift build -c release --static-swift-stdlib
         exec tools/demo.sh "$(swift build -c release --static-swift-stdlib --show-bin-path)/portcullis"
         ;;
     test)

@@ -412,3 +412,13 @@ public final class PreferredBlocklist: BlocklistService {
     public func allowlist() throws(ServiceError) -> [String] { try perform { s throws(ServiceError) in try s.allowlist() } }
     public func statistics() throws(ServiceError) -> PacketStatistics { try perform { s throws(ServiceError) in try s.statistics() } }
 }
+
+/// The answer of `body`, or `absent` when no state was ever created (nothing blocked, nothing allowed).
+public func whenStateExists<T>(or absent: T, _ body: () throws(ServiceError) -> T) throws(ServiceError) -> T {
+    do {
+        return try body()
+    } catch {
+        if error.kind == .notFound { return absent }
+        throw error
+    }
+}

@@ -3,6 +3,7 @@ import Glibc
 import PortcullisBPF
 import PortcullisControl
 import PortcullisCore
+import PortcullisActiveResponse
 import PortcullisIncidents
 
 struct Portcullis: ParsableCommand {
@@ -163,6 +164,14 @@ enum Entry {
         if WazuhActiveResponse.isInvocation(CommandLine.arguments) {
             exit(WazuhActiveResponse.run(program: CommandLine.arguments[0]))
         }
+        if DaemonHandoff.isRequested(CommandLine.arguments) {
+            do {
+                try DaemonHandoff.execute(Array(CommandLine.arguments.dropFirst(2)))
+            } catch {
+                printError("portcullis: \(error.message)")
+                exit(1)
+            }
+        }
         do {
             var command = try Portcullis.parseAsRoot()
             try command.run()
@@ -193,16 +202,6 @@ enum Entry {
             printError("portcullis: \(message) (see `\(command) --help`)")
             exit(2)
         }
-    }
-}
-
-/// The answer of `body`, or `absent` when no state was ever created (nothing blocked, nothing allowed).
-func whenStateExists<T>(or absent: T, _ body: () throws(ServiceError) -> T) throws(ServiceError) -> T {
-    do {
-        return try body()
-    } catch {
-        if error.kind == .notFound { return absent }
-        throw error
     }
 }
 

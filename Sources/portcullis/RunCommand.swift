@@ -1,76 +1,55 @@
 import ArgumentParser
-import Dispatch
 import Glibc
-import PortcullisConfig
-import PortcullisDaemon
 
+/// `portcullis run` is the daemon, which lives in its own executable beside this one: the
+/// daemon's HTTP stack, YAML parser and detector would otherwise be loaded by every command
+/// and by every Wazuh active response, and their start-up is most of what a command costs.
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the Portcullis daemon.",
         discussion: """
-            Attaches to the interfaces in the configuration (reusing the pinned maps, so a restart \
-            keeps every block), then, until SIGTERM or SIGINT:
-
-              - serves the control API, HTTP with JSON on a Unix socket (default \
-            /run/portcullis/control.sock, mode 0660, root and the portcullis group); `portcullis \
-            block` and the Wazuh active response send their changes there while it runs, so the \
-            daemon is the single writer;
-              - serves Prometheus metrics (default http://127.0.0.1:9469/metrics);
-              - sweeps expired blocks every sweep_interval and records each one's outcome in the \
-            incident log.
-
-            SIGHUP reloads the configuration; a bad file is reported and the running \
-            configuration stays. On SIGTERM the XDP program and every block stay in force \
-            unless --detach-on-exit (or detach_on_exit: true) asks otherwise.
-
-            The configuration is YAML; dist/portcullis.yaml in the source tree documents every \
-            key. Without a file at the default path the defaults apply.
-
-            Examples:
-              portcullis run
-              portcullis run --config /etc/portcullis/portcullis.yaml
-              portcullis run --check
-              systemctl reload portcullis    # SIGHUP
+            Hands over to portcullis-daemon, installed beside portcullis, with the same \
+            arguments. `portcullis run --help` prints the daemon's own options.
             """)
 
-    @Option(help: ArgumentHelp("The configuration file.", valueName: "path"))
-    var config: String?
-
-    @Flag(help: "Detach the XDP program from the configured interfaces on exit.")
-    var detachOnExit = false
-
-    @Flag(help: "Check the configuration and exit: 0 when it is valid.")
-    var check = false
+    @Argument(parsing: .captureForPassthrough, help: "The daemon's options (see `portcullis run --help`).")
+    var arguments: [String] = []
 
     func run() throws {
-        let path = config ?? DaemonConfiguration.defaultPath
-        let configured = access(path, F_OK) == 0
-        if config != nil && !configured {
-            throw RuntimeFailure("no configuration file at \(path)")
+        try DaemonHandoff.execute(arguments)
+    }
+}
+
+enum DaemonHandoff {
+    static let executableName = "portcullis-daemon"
+
+    /// Whether `arguments` (the whole command line) asks for the daemon; checked before
+    /// parsing so that `portcullis run --help` reaches the daemon's own help.
+    static func isRequested(_ arguments: [String]) -> Bool {
+        arguments.count >= 2 && arguments[1] == "run"
+    }
+
+    /// Replaces this process with the daemon (execv(2)): same pid, so a supervisor that started
+    /// `portcullis run` supervises the daemon itself.
+    static func execute(_ arguments: [String]) throws(RuntimeFailure) -> Never {
+        let path = daemonPath()
+        let argv = ([executableName] + arguments).map { strdup($0) } + [nil]
+        execv(path, argv)
+        let code = errno
+        if code == ENOENT {
+            throw RuntimeFailure("the daemon executable \(path) is missing; install \(executableName) beside portcullis (see the README's Installing section)")
         }
-        if configured {
-            do {
-                _ = try DaemonConfiguration.load(path: path)
-            } catch {
-                throw RuntimeFailure(error.description)
-            }
-        }
-        if check {
-            print(configured ? "\(path): valid" : "no file at \(path): the defaults apply")
-            return
-        }
-        if !configured { printError("portcullis: warning: no configuration at \(path); running with the defaults") }
-        let configurationPath = configured ? path : "/dev/null"
-        let detach = detachOnExit
-        Task {
-            do {
-                try await Daemon.run(configurationPath: configurationPath, detachOnExit: detach)
-                Glibc.exit(0)
-            } catch {
-                printError("portcullis: \(error)")
-                Glibc.exit(1)
-            }
-        }
-        dispatchMain()
+        throw RuntimeFailure("cannot start the daemon \(path): \(String(cString: strerror(code)))")
+    }
+
+    static func daemonPath() -> String { sibling(named: executableName) }
+
+    /// An executable installed beside the real path of this one, so a symlinked portcullis still finds it.
+    static func sibling(named name: String) -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard realpath("/proc/self/exe", &buffer) != nil else { return "/usr/local/bin/\(name)" }
+        let path = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let slash = path.lastIndex(of: "/") else { return name }
+        return String(path[...slash]) + name
     }
 }

@@ -66,7 +66,7 @@ struct WazuhInstall: ParsableCommand {
             throw RuntimeFailure("no Wazuh installation at \(home) (\(directory) is missing); give the right one with --home")
         }
         let destination = "\(directory)/\(name)"
-        try copySelf(to: destination)
+        try copyActiveResponse(to: destination)
         print("installed \(destination)")
         print("")
         print("Add to \(home)/etc/ossec.conf (on the agent for location local, or on the manager):")
@@ -92,11 +92,17 @@ struct WazuhInstall: ParsableCommand {
         """
     }
 
-    /// Copies the running executable (not a symlink: Wazuh derives its home
-    /// from the real path of the executable) through a temporary file and a rename,
-    /// so a running execd never sees half a binary.
-    private func copySelf(to destination: String) throws {
-        let source = open("/proc/self/exe", O_RDONLY | O_CLOEXEC)
+    /// Copies portcullis-active-response, the small executable beside this one, or this
+    /// executable where it is missing (this one answers execd too, but starts slower). A copy,
+    /// not a symlink: Wazuh derives its home from the real path of the executable. Written
+    /// through a temporary file and a rename, so a running execd never sees half a binary.
+    private func copyActiveResponse(to destination: String) throws {
+        let small = DaemonHandoff.sibling(named: "portcullis-active-response")
+        var source = open(small, O_RDONLY | O_CLOEXEC)
+        if source < 0 {
+            printError("portcullis: note: \(small) is missing; installing this executable instead, which starts slower")
+            source = open("/proc/self/exe", O_RDONLY | O_CLOEXEC)
+        }
         guard source >= 0 else { throw RuntimeFailure("cannot read this executable: \(String(cString: strerror(errno)))") }
         defer { close(source) }
         let temporary = "\(destination).portcullis-new"

@@ -13,15 +13,15 @@ import PortcullisWazuh
 /// blocks only on `continue`; on delete it unblocks. Every step is logged to
 /// `<home>/logs/active-responses.log` exactly as Wazuh's own responses log it.
 /// Nothing but the check_keys line is ever written to stdout.
-enum WazuhActiveResponse {
+public enum WazuhActiveResponse {
     static let maximumMessageBytes = 65_536
 
     /// execd passes no arguments and names the program by its path under active-response/bin.
-    static func isInvocation(_ arguments: [String]) -> Bool {
+    public static func isInvocation(_ arguments: [String]) -> Bool {
         arguments.count == 1 && arguments[0].contains("active-response/bin/")
     }
 
-    static func run(program: String) -> Int32 {
+    public static func run(program: String) -> Int32 {
         // execd may close its end early; a write must fail, not kill us half-way.
         signal(SIGPIPE, SIG_IGN)
         let name = program.split(separator: "/").last.map(String.init) ?? program

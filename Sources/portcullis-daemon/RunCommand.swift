@@ -1,0 +1,121 @@
+import ArgumentParser
+import Dispatch
+import Glibc
+import PortcullisConfig
+import PortcullisDaemon
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        // `portcullis run` hands over to this executable with its arguments, so help reads as the user typed it.
+        commandName: "portcullis run",
+        abstract: "Run the Portcullis daemon.",
+        discussion: """
+            Attaches to the interfaces in the configuration (reusing the pinned maps, so a restart \
+            keeps every block), then, until SIGTERM or SIGINT:
+
+              - serves the control API, HTTP with JSON on a Unix socket (default \
+            /run/portcullis/control.sock, mode 0660, root and the portcullis group); `portcullis \
+            block` and the Wazuh active response send their changes there while it runs, so the \
+            daemon is the single writer;
+              - serves Prometheus metrics (default http://127.0.0.1:9469/metrics);
+              - sweeps expired blocks every sweep_interval and records each one's outcome in the \
+            incident log.
+
+            SIGHUP reloads the configuration; a bad file is reported and the running \
+            configuration stays. On SIGTERM the XDP program and every block stay in force \
+            unless --detach-on-exit (or detach_on_exit: true) asks otherwise.
+
+            The configuration is YAML; dist/portcullis.yaml in the source tree documents every \
+            key. Without a file at the default path the defaults apply.
+
+            Examples:
+              portcullis run
+              portcullis run --config /etc/portcullis/portcullis.yaml
+              portcullis run --check
+              systemctl reload portcullis    # SIGHUP
+            """)
+
+    @Option(help: ArgumentHelp("The configuration file.", valueName: "path"))
+    var config: String?
+
+    @Flag(help: "Detach the XDP program from the configured interfaces on exit.")
+    var detachOnExit = false
+
+    @Flag(help: "Check the configuration and exit: 0 when it is valid.")
+    var check = false
+
+    func run() throws {
+        let path = config ?? DaemonConfiguration.defaultPath
+        let configured = access(path, F_OK) == 0
+        if config != nil && !configured {
+            throw RuntimeFailure("no configuration file at \(path)")
+        }
+        if configured {
+            do {
+                _ = try DaemonConfiguration.load(path: path)
+            } catch {
+                throw RuntimeFailure(error.description)
+            }
+        }
+        if check {
+            print(configured ? "\(path): valid" : "no file at \(path): the defaults apply")
+            return
+        }
+        if !configured { printError("portcullis: warning: no configuration at \(path); running with the defaults") }
+        let configurationPath = configured ? path : "/dev/null"
+        let detach = detachOnExit
+        Task {
+            do {
+                try await Daemon.run(configurationPath: configurationPath, detachOnExit: detach)
+                Glibc.exit(0)
+            } catch {
+                printError("portcullis: \(error)")
+                Glibc.exit(1)
+            }
+        }
+        dispatchMain()
+    }
+}
+
+struct RuntimeFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
+}
+
+func printError(_ line: String) {
+    var stderr = StandardError()
+    print(line, to: &stderr)
+}
+
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) {
+        var bytes = Array(string.utf8)[...]
+        while !bytes.isEmpty {
+            let written = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+            if written <= 0 { return }
+            bytes = bytes.dropFirst(written)
+        }
+    }
+}
+
+@main
+enum Entry {
+    static func main() {
+        do {
+            var command = try Run.parseAsRoot()
+            try command.run()
+        } catch let error as RuntimeFailure {
+            printError("portcullis: \(error.description)")
+            exit(1)
+        } catch {
+            let code = Run.exitCode(for: error)
+            if code == .success {
+                print(Run.fullMessage(for: error))
+                exit(0)
+            }
+            let message = Run.message(for: error).replacing("\n", with: " ")
+            printError(code.rawValue == 1 ? "portcullis: \(message)" : "portcullis: \(message) (see `portcullis run --help`)")
+            exit(code.rawValue == 1 ? 1 : 2)
+        }
+    }
+}
