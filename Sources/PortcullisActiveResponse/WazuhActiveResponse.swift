@@ -52,13 +52,14 @@ public enum WazuhActiveResponse {
         let wazuh = Incident.Wazuh(
             ruleId: alert.ruleID, ruleLevel: alert.ruleLevel, ruleDescription: alert.ruleDescription,
             agentId: alert.agentID, agentName: alert.agentName, alertId: alert.alertID, command: message.commandWord)
+        let context = IncidentContext(wazuh: wazuh)
         let recorder = IncidentRecorder(log: IncidentLog.resolve(option: nil), warn: { log.write("Warning: \($0)") })
         let pins = PinDirectory.resolve(option: extra.pinDirectory)
         // Through the daemon when it runs; straight into the pinned maps when it does not.
         let blocklist = PreferredBlocklist(socket: ControlSocketClient.resolve(option: nil)) { () throws(ServiceError) -> LocalBlocklist in
             do throws(DatapathError) {
                 let datapath = try Datapath.open(pins, creatingWith: message.command == .add ? .standard : nil)
-                return LocalBlocklist(datapath: datapath, recorder: recorder, defaultSource: .wazuh)
+                return LocalBlocklist(datapath: datapath, recorder: recorder)
             } catch {
                 throw ServiceError(error)
             }
@@ -67,18 +68,10 @@ public enum WazuhActiveResponse {
         switch message.command {
         case .add:
             // Refusals come before check_keys, so execd schedules no delete for them.
-            do {
-                try target.validateBlockable()
-            } catch {
-                log.write("Refusing to block: \(error.description)")
-                recorder.recordRefusal(target.description, source: "wazuh", error: error.description, context: IncidentContext(wazuh: wazuh))
-                return 255
-            }
             do throws(ServiceError) {
-                if let entry = try blocklist.allowlistEntry(covering: target) {
-                    let reason = "refusing to block \(target): it is allowlisted by \(entry)"
-                    log.write("Refusing to block: \(reason)")
-                    recorder.recordRefusal(target.description, source: "wazuh", error: reason, context: IncidentContext(wazuh: wazuh))
+                if let refusal = try blocklist.refusal(for: target) {
+                    log.write("Refusing to block: \(refusal.description)")
+                    recorder.recordRefusal(target.description, source: BlockSource.wazuh.rawValue, error: refusal.description, context: context)
                     return 255
                 }
             } catch {
@@ -103,10 +96,10 @@ public enum WazuhActiveResponse {
                 return 255
             }
             do throws(ServiceError) {
-                _ = try blocklist.block(BlockBody(
-                    target: target.description, duration: extra.duration.map { DurationText.format($0) },
-                    reason: alert.reason.utf8Prefix(BlockRequest.maximumReasonBytes),
-                    source: "wazuh", wazuh: wazuh))
+                _ = try blocklist.block(
+                    BlockRequest(target: target, duration: extra.duration,
+                                 reason: alert.reason.utf8Prefix(BlockRequest.maximumReasonBytes), source: .wazuh),
+                    context: context)
             } catch {
                 log.write("Cannot block \(target): \(error.description)")
                 return 255
@@ -114,11 +107,11 @@ public enum WazuhActiveResponse {
 
         case .delete:
             do throws(ServiceError) {
-                let response = try whenStateExists(or: UnblockResponse(target: target.description, block: nil)) { () throws(ServiceError) in
-                    try blocklist.unblock(target.description, ownedBy: "wazuh", wazuh: wazuh)
+                let outcome = try whenStateExists(or: UnblockOutcome.absent) { () throws(ServiceError) in
+                    try blocklist.unblock(target, requestedBy: .wazuh, onlyOwn: true, context: context)
                 }
-                if let owner = response.keptFor {
-                    log.write("Keeping the block on \(target): it was set by \(owner), not by this response")
+                if case .keptForOwner(let kept) = outcome {
+                    log.write("Keeping the block on \(target): it was set by \(kept.source?.rawValue ?? "another source"), not by this response")
                 }
             } catch {
                 log.write("Cannot unblock \(target): \(error.description)")

@@ -1,10 +1,10 @@
 import CLibbpf
 import PortcullisCore
 
-/// Where a target lives in the data plane and the key it has there.
 /// The LPM tries, whose sizes the data plane checks before looking in them.
 enum Trie { case allowV4, allowV6, prefixesV4, prefixesV6 }
 
+/// Where a target lives in the data plane and the key it has there.
 enum BlockSlot {
     case exactV4(UInt32)
     case exactV6(portcullis_addr_v6)

@@ -54,6 +54,16 @@ public struct ServiceError: Error, CustomStringConvertible, Sendable {
         self.init(kind, message)
     }
 
+    /// Runs a data-path call, giving its failure the service's kind: the one place the two
+    /// layers' errors meet.
+    public static func mapping<T>(_ body: () throws(DatapathError) -> T) throws(ServiceError) -> T {
+        do {
+            return try body()
+        } catch {
+            throw ServiceError(error)
+        }
+    }
+
     public init(_ error: DatapathError) {
         let kind: Kind = switch error.kind {
         case .permission: .permission
@@ -66,27 +76,53 @@ public struct ServiceError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-/// What the CLI, the Wazuh active response and the control API can ask of the
-/// blocklist. Two implementations: the pinned maps directly (``LocalBlocklist``),
-/// and the daemon over its control socket (``RemoteBlocklist``).
+/// What the CLI, the Wazuh active response and the daemon can ask of the blocklist, in
+/// typed values: targets and requests in, outcomes out. Two implementations: the pinned
+/// maps directly (``LocalBlocklist``), and the daemon over its control socket
+/// (``RemoteBlocklist``); ``PreferredBlocklist`` picks one per call.
 public protocol BlocklistService {
-    func block(_ body: BlockBody) throws(ServiceError) -> BlockResponse
-    func block(batch: BatchBody) throws(ServiceError) -> BatchResponse
-    func unblock(_ target: String, source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse
-    /// Unblocks only when `source` set the block; another source's block stays (``UnblockResponse/keptFor``).
-    func unblock(_ target: String, ownedBy source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse
-    func list() throws(ServiceError) -> [BlockRecord]
-    func sweep() throws(ServiceError) -> SweepResponse
-    func allow(_ target: String) throws(ServiceError) -> AllowResponse
-    func disallow(_ target: String) throws(ServiceError) -> AllowResponse
-    func allowlist() throws(ServiceError) -> [String]
+    /// Blocks or refreshes one target, after ``Admission``; a refusal is recorded and thrown.
+    func block(_ request: BlockRequest, context: IncidentContext) throws(ServiceError) -> BlockOutcome
+    /// Blocks every item or, when any is refused, none.
+    func block(batch: BlockBatch) throws(ServiceError) -> BatchResult
+    /// Lifts the block on `target`; with `onlyOwn`, only a block `source` set, by
+    /// ``BlockPolicy/mayLift(ownedBy:isExpired:requestedBy:)``.
+    func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockOutcome
+    func list() throws(ServiceError) -> [BlockEntry]
+    func sweep() throws(ServiceError) -> SweepReport
+    func allow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange
+    func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange
+    func allowlist() throws(ServiceError) -> [BlockTarget]
     func statistics() throws(ServiceError) -> PacketStatistics
 }
 
 extension BlocklistService {
-    /// The allowlist entry that covers `target`, if any: such a target is never blocked.
-    public func allowlistEntry(covering target: BlockTarget) throws(ServiceError) -> String? {
-        try allowlist().first { text in (try? BlockTarget.parse(text).target)?.contains(target) == true }
+    /// Why `target` may not be blocked now, by ``Admission/check(_:allowlist:)`` against
+    /// this blocklist's allowlist, or nil: for callers that must refuse before committing
+    /// to anything (the Wazuh response before check_keys, a load sent in chunks).
+    public func refusal(for target: BlockTarget) throws(ServiceError) -> Refusal? {
+        try refusal(for: [target])
+    }
+
+    /// The first refusal among `targets`, reading the allowlist once.
+    public func refusal(for targets: some Collection<BlockTarget>) throws(ServiceError) -> Refusal? {
+        // Loopback needs no state: refusing it never creates or opens any.
+        for target in targets {
+            do throws(Refusal) {
+                try Admission.checkBlockable(target)
+            } catch {
+                return error
+            }
+        }
+        let allowed = try allowlist()
+        for target in targets {
+            do throws(Refusal) {
+                try Admission.check(target, allowlist: allowed)
+            } catch {
+                return error
+            }
+        }
+        return nil
     }
 }
 
@@ -111,10 +147,11 @@ public enum RequestParsing {
 
     public static func source(_ name: String?, default fallback: BlockSource) throws(ServiceError) -> BlockSource {
         guard let name else { return fallback }
-        guard let source = BlockSource(rawValue: name) else {
-            throw ServiceError(.badRequest, "unknown source '\(name)' (cli, file, wazuh, detector or api)")
+        do {
+            return try BlockSource.named(name)
+        } catch {
+            throw ServiceError(.badRequest, error.description)
         }
-        return source
     }
 }
 
@@ -124,149 +161,91 @@ public enum RequestParsing {
 public final class LocalBlocklist: BlocklistService {
     public let datapath: Datapath
     public let recorder: IncidentRecorder
-    let defaultSource: BlockSource
 
-    public init(datapath: Datapath, recorder: IncidentRecorder, defaultSource: BlockSource) {
+    public init(datapath: Datapath, recorder: IncidentRecorder) {
         self.datapath = datapath
         self.recorder = recorder
-        self.defaultSource = defaultSource
     }
 
-    public func block(_ body: BlockBody) throws(ServiceError) -> BlockResponse {
-        let parsed = try RequestParsing.target(body.target)
-        let duration = try RequestParsing.duration(body.duration)
-        let source = try RequestParsing.source(body.source, default: defaultSource)
-        let reason = body.reason ?? ""
-        guard reason.utf8.count <= BlockRequest.maximumReasonBytes else {
-            throw ServiceError(.badRequest, "the reason is \(reason.utf8.count) bytes long; at most \(BlockRequest.maximumReasonBytes) are kept")
+    public func block(_ request: BlockRequest, context: IncidentContext) throws(ServiceError) -> BlockOutcome {
+        guard request.reason.utf8.count <= BlockRequest.maximumReasonBytes else {
+            throw ServiceError(.badRequest, "the reason is \(request.reason.utf8.count) bytes long; at most \(BlockRequest.maximumReasonBytes) are kept")
         }
-        do {
-            try parsed.target.validateBlockable()
+        do throws(Refusal) {
+            try Admission.checkBlockable(request.target)
         } catch {
-            recorder.recordRefusal(parsed.target.description, source: source.rawValue, error: error.description, context: body.context)
+            recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: error.description, context: context)
             throw ServiceError(.badRequest, error.description)
         }
         do {
-            let outcome = try datapath.block(BlockRequest(target: parsed.target, duration: duration, reason: reason, source: source))
-            recorder.record(outcome, requested: duration, context: body.context)
-            return BlockResponse(change: outcome.change.rawValue, block: BlockRecord(outcome.entry), notes: parsed.notes)
+            let outcome = try datapath.block(request)
+            recorder.record(outcome, requested: request.duration, context: context)
+            return outcome
         } catch {
             if error.kind == .refused || error.kind == .full {
-                recorder.recordRefusal(parsed.target.description, source: source.rawValue, error: error.description, context: body.context)
+                recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: error.description, context: context)
             }
             throw ServiceError(error)
         }
     }
 
-    public func block(batch: BatchBody) throws(ServiceError) -> BatchResponse {
-        let source = try RequestParsing.source(batch.source, default: .file)
-        let reason = batch.reason ?? ""
-        var requests: [BlockRequest] = []
-        requests.reserveCapacity(batch.items.count)
-        for item in batch.items {
-            let parsed = try RequestParsing.target(item.target)
-            if let seconds = item.durationSeconds, !(1...DurationText.maximumSeconds).contains(seconds) {
-                throw ServiceError(.badRequest, "\(item.target): the duration must be from 1 to \(DurationText.maximumSeconds) seconds")
-            }
-            requests.append(BlockRequest(
-                target: parsed.target, duration: item.durationSeconds.map { .seconds($0) }, reason: reason, source: source))
-        }
+    public func block(batch: BlockBatch) throws(ServiceError) -> BatchResult {
         let started = ContinuousClock.now
         do {
-            let outcome = try datapath.block(batch: requests)
+            let outcome = try datapath.block(batch: batch.requests)
             let elapsed = ContinuousClock.now - started
-            recorder.recordBatch(outcome, from: batch.origin ?? "a batch", reason: reason, requested: nil)
-            return BatchResponse(outcome, seconds: elapsed.fractionalSeconds)
+            recorder.recordBatch(outcome, from: batch.origin, reason: batch.reason, requested: nil)
+            return BatchResult(outcome: outcome, elapsed: elapsed)
         } catch {
             throw ServiceError(error)
         }
     }
 
-    public func unblock(_ target: String, source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
-        try unblock(target, requester: source, onlyFrom: nil, wazuh: wazuh)
-    }
-
-    public func unblock(_ target: String, ownedBy source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
-        try unblock(target, requester: source, onlyFrom: try RequestParsing.source(source, default: .api), wazuh: wazuh)
-    }
-
-    private func unblock(_ target: String, requester: String, onlyFrom owner: BlockSource?, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
-        let parsed = try RequestParsing.target(target)
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockOutcome {
         do {
-            switch try datapath.unblock(parsed.target, onlyFrom: owner) {
-            case .removed(let removed):
-                recorder.recordUnblock(removed, source: requester, context: IncidentContext(wazuh: wazuh))
-                return UnblockResponse(target: parsed.target.description, block: BlockRecord(removed))
-            case .absent:
-                return UnblockResponse(target: parsed.target.description, block: nil)
-            case .keptForOwner(let kept):
-                return UnblockResponse(target: parsed.target.description, block: BlockRecord(kept), keptFor: kept.source?.rawValue ?? "unknown")
+            let outcome = try datapath.unblock(target, onlyFrom: onlyOwn ? source : nil)
+            if case .removed(let removed) = outcome {
+                recorder.recordUnblock(removed, source: source.rawValue, context: context)
             }
+            return outcome
         } catch {
             throw ServiceError(error)
         }
     }
 
-    public func list() throws(ServiceError) -> [BlockRecord] {
-        do {
-            return try datapath.list().sorted { $0.target < $1.target }.map(BlockRecord.init)
-        } catch {
-            throw ServiceError(error)
-        }
+    public func list() throws(ServiceError) -> [BlockEntry] {
+        try ServiceError.mapping { () throws(DatapathError) in try datapath.list().sorted { $0.target < $1.target } }
     }
 
-    public func sweep() throws(ServiceError) -> SweepResponse {
+    public func sweep() throws(ServiceError) -> SweepReport {
         do {
             let report = try datapath.sweep()
             recorder.recordExpiries(report.removed)
-            var bySource: [String: Int] = [:]
-            for entry in report.removed { bySource[entry.source?.rawValue ?? "unknown", default: 0] += 1 }
-            return SweepResponse(
-                removedCount: report.removed.count, removedBySource: bySource, removed: report.removed.prefix(SweepResponse.listedLimit).map(BlockRecord.init),
-                scanned: report.scanned, seconds: report.elapsed.fractionalSeconds)
+            return report
         } catch {
             throw ServiceError(error)
         }
     }
 
-    public func allow(_ target: String) throws(ServiceError) -> AllowResponse {
-        let parsed = try RequestParsing.target(target)
-        do {
-            let added = try datapath.allow(parsed.target)
-            return AllowResponse(target: parsed.target.description, change: added ? "added" : "unchanged")
-        } catch {
-            throw ServiceError(error)
-        }
+    public func allow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange {
+        try ServiceError.mapping { () throws(DatapathError) in try datapath.allow(target) ? .added : .unchanged }
     }
 
-    public func disallow(_ target: String) throws(ServiceError) -> AllowResponse {
-        let parsed = try RequestParsing.target(target)
-        do {
-            let removed = try datapath.disallow(parsed.target)
-            return AllowResponse(target: parsed.target.description, change: removed ? "removed" : "absent")
-        } catch {
-            throw ServiceError(error)
-        }
+    public func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange {
+        try ServiceError.mapping { () throws(DatapathError) in try datapath.disallow(target) ? .removed : .absent }
     }
 
-    public func allowlist() throws(ServiceError) -> [String] {
-        do {
-            return try datapath.allowlist().map(\.description)
-        } catch {
-            throw ServiceError(error)
-        }
+    public func allowlist() throws(ServiceError) -> [BlockTarget] {
+        try ServiceError.mapping { () throws(DatapathError) in try datapath.allowlist() }
     }
 
     public func statistics() throws(ServiceError) -> PacketStatistics {
-        do {
-            return try datapath.statistics()
-        } catch {
-            throw ServiceError(error)
-        }
+        try ServiceError.mapping { () throws(DatapathError) in try datapath.statistics() }
     }
 }
 
-/// The blocklist through the daemon's control socket.
+/// The blocklist through the daemon's control socket: the typed requests become the
+/// control API's JSON here, and its answers typed values again.
 public struct RemoteBlocklist: BlocklistService {
     public let client: ControlSocketClient
 
@@ -317,41 +296,56 @@ public struct RemoteBlocklist: BlocklistService {
         return out
     }
 
-    public func block(_ body: BlockBody) throws(ServiceError) -> BlockResponse {
-        try call("POST", "/v1/blocks", body)
+    public func block(_ request: BlockRequest, context: IncidentContext) throws(ServiceError) -> BlockOutcome {
+        let response: BlockResponse = try call("POST", "/v1/blocks", BlockBody(request, context: context))
+        return try response.outcome()
     }
 
-    public func block(batch: BatchBody) throws(ServiceError) -> BatchResponse {
-        try call("POST", "/v1/blocks/batch", batch)
+    public func block(batch: BlockBatch) throws(ServiceError) -> BatchResult {
+        let response: BatchResponse = try call("POST", "/v1/blocks/batch", BatchBody(batch))
+        return response.result
     }
 
-    public func unblock(_ target: String, source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
-        try call("POST", "/v1/unblock", UnblockBody(target: target, source: source, onlyOwn: nil, wazuh: wazuh))
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockOutcome {
+        let response: UnblockResponse = try call(
+            "POST", "/v1/unblock", UnblockBody(target: target, source: source, onlyOwn: onlyOwn, wazuh: context.wazuh))
+        return try response.outcome()
     }
 
-    public func unblock(_ target: String, ownedBy source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
-        try call("POST", "/v1/unblock", UnblockBody(target: target, source: source, onlyOwn: true, wazuh: wazuh))
-    }
-
-    public func list() throws(ServiceError) -> [BlockRecord] {
+    public func list() throws(ServiceError) -> [BlockEntry] {
         let page: BlockPage = try call("GET", "/v1/blocks?limit=0")
-        return page.blocks
+        var entries: [BlockEntry] = []
+        entries.reserveCapacity(page.blocks.count)
+        for record in page.blocks { entries.append(try BlockEntry(record)) }
+        return entries
     }
 
-    public func sweep() throws(ServiceError) -> SweepResponse {
-        try call("POST", "/v1/sweep")
+    public func sweep() throws(ServiceError) -> SweepReport {
+        let response: SweepResponse = try call("POST", "/v1/sweep")
+        return try response.report()
     }
 
-    public func allow(_ target: String) throws(ServiceError) -> AllowResponse {
-        try call("POST", "/v1/allowlist", AllowBody(target: target))
+    public func allow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange {
+        let response: AllowResponse = try call("POST", "/v1/allowlist", AllowBody(target: target.description))
+        return response.change
     }
 
-    public func disallow(_ target: String) throws(ServiceError) -> AllowResponse {
-        try call("DELETE", "/v1/allowlist?target=\(Self.query(target))")
+    public func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange {
+        let response: AllowResponse = try call("DELETE", "/v1/allowlist?target=\(Self.query(target.description))")
+        return response.change
     }
 
-    public func allowlist() throws(ServiceError) -> [String] {
-        try call("GET", "/v1/allowlist")
+    public func allowlist() throws(ServiceError) -> [BlockTarget] {
+        let texts: [String] = try call("GET", "/v1/allowlist")
+        var targets: [BlockTarget] = []
+        for text in texts {
+            do {
+                targets.append(try BlockTarget.parse(text).target)
+            } catch {
+                throw ServiceError(.failed, "the daemon's allowlist holds '\(text)', which is not a target: \(error.description)")
+            }
+        }
+        return targets
     }
 
     public func statistics() throws(ServiceError) -> PacketStatistics {
@@ -397,19 +391,18 @@ public final class PreferredBlocklist: BlocklistService {
         return try operation(local)
     }
 
-    public func block(_ body: BlockBody) throws(ServiceError) -> BlockResponse { try perform { s throws(ServiceError) in try s.block(body) } }
-    public func block(batch: BatchBody) throws(ServiceError) -> BatchResponse { try perform { s throws(ServiceError) in try s.block(batch: batch) } }
-    public func unblock(_ target: String, source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
-        try perform { s throws(ServiceError) in try s.unblock(target, source: source, wazuh: wazuh) }
+    public func block(_ request: BlockRequest, context: IncidentContext) throws(ServiceError) -> BlockOutcome {
+        try perform { s throws(ServiceError) in try s.block(request, context: context) }
     }
-    public func unblock(_ target: String, ownedBy source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
-        try perform { s throws(ServiceError) in try s.unblock(target, ownedBy: source, wazuh: wazuh) }
+    public func block(batch: BlockBatch) throws(ServiceError) -> BatchResult { try perform { s throws(ServiceError) in try s.block(batch: batch) } }
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockOutcome {
+        try perform { s throws(ServiceError) in try s.unblock(target, requestedBy: source, onlyOwn: onlyOwn, context: context) }
     }
-    public func list() throws(ServiceError) -> [BlockRecord] { try perform { s throws(ServiceError) in try s.list() } }
-    public func sweep() throws(ServiceError) -> SweepResponse { try perform { s throws(ServiceError) in try s.sweep() } }
-    public func allow(_ target: String) throws(ServiceError) -> AllowResponse { try perform { s throws(ServiceError) in try s.allow(target) } }
-    public func disallow(_ target: String) throws(ServiceError) -> AllowResponse { try perform { s throws(ServiceError) in try s.disallow(target) } }
-    public func allowlist() throws(ServiceError) -> [String] { try perform { s throws(ServiceError) in try s.allowlist() } }
+    public func list() throws(ServiceError) -> [BlockEntry] { try perform { s throws(ServiceError) in try s.list() } }
+    public func sweep() throws(ServiceError) -> SweepReport { try perform { s throws(ServiceError) in try s.sweep() } }
+    public func allow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange { try perform { s throws(ServiceError) in try s.allow(target) } }
+    public func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange { try perform { s throws(ServiceError) in try s.disallow(target) } }
+    public func allowlist() throws(ServiceError) -> [BlockTarget] { try perform { s throws(ServiceError) in try s.allowlist() } }
     public func statistics() throws(ServiceError) -> PacketStatistics { try perform { s throws(ServiceError) in try s.statistics() } }
 }
 

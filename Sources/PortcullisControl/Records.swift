@@ -2,12 +2,17 @@ import PortcullisBPF
 import PortcullisCore
 import PortcullisIncidents
 
+/// How a block is written on the wire: a single address or a prefix.
+public enum BlockKind: String, Codable, Sendable {
+    case address, prefix
+}
+
 /// A block as the control API and `--json` output show it. The same shape
 /// whether the answer came from the daemon or from the maps directly.
 public struct BlockRecord: Codable, Sendable, Equatable {
     public var target: String
-    public var family: String
-    public var kind: String
+    public var family: AddressFamily
+    public var kind: BlockKind
     public var permanent: Bool
     public var expired: Bool
     public var remainingSeconds: Double?
@@ -16,32 +21,49 @@ public struct BlockRecord: Codable, Sendable, Equatable {
     public var droppedPackets: UInt64
     public var droppedBytes: UInt64
     public var reason: String
-    public var source: String?
+    public var source: BlockSource?
     public var createdAt: String?
     public var createdAtUnixMs: Int64?
     public var refreshedAt: String?
+    public var refreshedAtUnixMs: Int64?
     public var requestedSeconds: Int64?
 
     public init(_ entry: BlockEntry) {
         target = entry.target.description
-        family = entry.target.family.rawValue
-        if case .prefix = entry.target { kind = "prefix" } else { kind = "address" }
+        family = entry.target.family
+        if case .prefix = entry.target { kind = .prefix } else { kind = .address }
         permanent = entry.isPermanent
         expired = entry.isExpired
-        remainingSeconds = entry.remaining.map { duration in
-            let (seconds, attoseconds) = duration.components
-            return (Double(seconds) + Double(attoseconds) / 1e18)
-        }
+        remainingSeconds = entry.remaining?.fractionalSeconds
         expiresAt = entry.expiresUnixMilliseconds.map(Incident.rfc3339(unixMilliseconds:))
         expiresAtUnixMs = entry.expiresUnixMilliseconds
         droppedPackets = entry.droppedPackets
         droppedBytes = entry.droppedBytes
         reason = entry.reason
-        source = entry.source?.rawValue
+        source = entry.source
         createdAt = entry.createdUnixMilliseconds.map(Incident.rfc3339(unixMilliseconds:))
         createdAtUnixMs = entry.createdUnixMilliseconds
         refreshedAt = entry.refreshedUnixMilliseconds.map(Incident.rfc3339(unixMilliseconds:))
+        refreshedAtUnixMs = entry.refreshedUnixMilliseconds
         requestedSeconds = entry.requestedDuration?.components.seconds
+    }
+}
+
+extension BlockEntry {
+    /// The block a daemon's answer describes; a record naming no valid target is a broken answer.
+    public init(_ record: BlockRecord) throws(ServiceError) {
+        let target: BlockTarget
+        do {
+            target = try BlockTarget.parse(record.target).target
+        } catch {
+            throw ServiceError(.failed, "the daemon answered with a block on '\(record.target)', which is not a target: \(error.description)")
+        }
+        self.init(
+            target: target, remaining: record.remainingSeconds.map { .milliseconds(Int64(($0 * 1000).rounded())) },
+            expiresUnixMilliseconds: record.expiresAtUnixMs, isExpired: record.expired,
+            droppedPackets: record.droppedPackets, droppedBytes: record.droppedBytes, reason: record.reason,
+            source: record.source, createdUnixMilliseconds: record.createdAtUnixMs,
+            refreshedUnixMilliseconds: record.refreshedAtUnixMs, requestedDuration: record.requestedSeconds.map { .seconds($0) })
     }
 }
 
@@ -57,24 +79,36 @@ public struct BlockBody: Codable, Sendable {
     /// The detection rule and log line, when the standalone detector asks.
     public var detection: Incident.Detection?
 
-    public init(target: String, duration: String? = nil, reason: String? = nil, source: String? = nil,
-                wazuh: Incident.Wazuh? = nil, detection: Incident.Detection? = nil) {
-        (self.target, self.duration, self.reason, self.source) = (target, duration, reason, source)
-        (self.wazuh, self.detection) = (wazuh, detection)
+    public init(_ request: BlockRequest, context: IncidentContext) {
+        target = request.target.description
+        duration = request.duration.map { DurationText.format($0) }
+        reason = request.reason.isEmpty ? nil : request.reason
+        source = request.source.rawValue
+        (wazuh, detection) = (context.wazuh, context.detection)
     }
 
-    var context: IncidentContext { IncidentContext(wazuh: wazuh, detection: detection) }
+    public var context: IncidentContext { IncidentContext(wazuh: wazuh, detection: detection) }
+
+    /// The request this body asks for, parsed as every path in parses it.
+    public func request(defaultSource: BlockSource) throws(ServiceError) -> BlockRequest {
+        BlockRequest(
+            target: try RequestParsing.target(target).target, duration: try RequestParsing.duration(duration),
+            reason: reason ?? "", source: try RequestParsing.source(source, default: defaultSource))
+    }
 }
 
 public struct BlockResponse: Codable, Sendable {
-    /// added, refreshed or kept-longer
-    public var change: String
+    public var change: BlockChange
     public var block: BlockRecord
     /// How the target was normalized, if it was.
     public var notes: [String]
 
-    public init(change: String, block: BlockRecord, notes: [String] = []) {
-        (self.change, self.block, self.notes) = (change, block, notes)
+    public init(_ outcome: BlockOutcome, notes: [String] = []) {
+        (change, block, self.notes) = (outcome.change, BlockRecord(outcome.entry), notes)
+    }
+
+    public func outcome() throws(ServiceError) -> BlockOutcome {
+        BlockOutcome(entry: try BlockEntry(block), change: change)
     }
 }
 
@@ -91,8 +125,27 @@ public struct BatchBody: Codable, Sendable {
     /// Where the items came from, for the incident record.
     public var origin: String?
 
-    public init(items: [Item], reason: String?, source: String?, origin: String?) {
-        (self.items, self.reason, self.source, self.origin) = (items, reason, source, origin)
+    public init(_ batch: BlockBatch) {
+        items = batch.items.map { Item(target: $0.target.description, durationSeconds: $0.duration?.components.seconds) }
+        reason = batch.reason.isEmpty ? nil : batch.reason
+        source = batch.source.rawValue
+        origin = batch.origin
+    }
+
+    /// The batch this body asks for; any bad item refuses the whole body.
+    public func batch() throws(ServiceError) -> BlockBatch {
+        var parsed: [BlockBatch.Item] = []
+        parsed.reserveCapacity(items.count)
+        for item in items {
+            let target = try RequestParsing.target(item.target).target
+            if let seconds = item.durationSeconds, !(1...DurationText.maximumSeconds).contains(seconds) {
+                throw ServiceError(.badRequest, "\(item.target): the duration must be from 1 to \(DurationText.maximumSeconds) seconds")
+            }
+            parsed.append(BlockBatch.Item(target: target, duration: item.durationSeconds.map { .seconds($0) }))
+        }
+        return BlockBatch(
+            items: parsed, reason: reason ?? "", source: try RequestParsing.source(source, default: .file),
+            origin: origin ?? "a batch")
     }
 }
 
@@ -103,8 +156,16 @@ public struct BatchResponse: Codable, Sendable {
     public var keptLonger: Int
     public var seconds: Double
 
-    public init(_ outcome: BatchOutcome, seconds: Double) {
-        (total, added, refreshed, keptLonger, self.seconds) = (outcome.total, outcome.added, outcome.refreshed, outcome.keptLonger, seconds)
+    public init(_ result: BatchResult) {
+        let outcome = result.outcome
+        (total, added, refreshed, keptLonger) = (outcome.total, outcome.added, outcome.refreshed, outcome.keptLonger)
+        seconds = result.elapsed.fractionalSeconds
+    }
+
+    public var result: BatchResult {
+        var outcome = BatchOutcome()
+        (outcome.added, outcome.refreshed, outcome.keptLonger) = (added, refreshed, keptLonger)
+        return BatchResult(outcome: outcome, elapsed: .milliseconds(Int64((seconds * 1000).rounded())))
     }
 }
 
@@ -114,10 +175,22 @@ public struct UnblockResponse: Codable, Sendable {
     public var wasBlocked: Bool
     public var block: BlockRecord?
     /// Set when the request named a source and another one owns the block, which stays.
-    public var keptFor: String?
+    public var keptFor: BlockSource?
 
-    public init(target: String, block: BlockRecord?, keptFor: String? = nil) {
-        (self.target, self.wasBlocked, self.block, self.keptFor) = (target, block != nil && keptFor == nil, block, keptFor)
+    public init(target: BlockTarget, _ outcome: UnblockOutcome) {
+        self.target = target.description
+        switch outcome {
+        case .removed(let entry): (wasBlocked, block, keptFor) = (true, BlockRecord(entry), nil)
+        case .absent: (wasBlocked, block, keptFor) = (false, nil, nil)
+        // A block of unknown origin is nobody's to lift either; .cli stands for the operator.
+        case .keptForOwner(let entry): (wasBlocked, block, keptFor) = (false, BlockRecord(entry), entry.source ?? .cli)
+        }
+    }
+
+    public func outcome() throws(ServiceError) -> UnblockOutcome {
+        guard let block else { return .absent }
+        let entry = try BlockEntry(block)
+        return keptFor == nil && wasBlocked ? .removed(entry) : .keptForOwner(entry)
     }
 }
 
@@ -128,6 +201,10 @@ public struct UnblockBody: Codable, Sendable {
     /// true: lift the block only when `source` set it.
     public var onlyOwn: Bool?
     public var wazuh: Incident.Wazuh?
+
+    public init(target: BlockTarget, source: BlockSource, onlyOwn: Bool, wazuh: Incident.Wazuh?) {
+        (self.target, self.source, self.onlyOwn, self.wazuh) = (target.description, source.rawValue, onlyOwn ? true : nil, wazuh)
+    }
 }
 
 /// GET /v1/blocks
@@ -146,7 +223,7 @@ public struct BlockPage: Codable, Sendable {
 public struct SweepResponse: Codable, Sendable {
     /// How many expired blocks were removed.
     public var removedCount: Int
-    /// How many of them each source had blocked.
+    /// How many of them each source had blocked ("unknown" for a block of no known source).
     public var removedBySource: [String: Int]
     /// The removed blocks, the first ``SweepResponse/listedLimit`` of them: a sweep of a
     /// million expired blocks answers with a count, not a million records.
@@ -156,9 +233,21 @@ public struct SweepResponse: Codable, Sendable {
 
     public static let listedLimit = 1000
 
-    public init(removedCount: Int, removedBySource: [String: Int], removed: [BlockRecord], scanned: Int, seconds: Double) {
-        (self.removedCount, self.removedBySource, self.removed) = (removedCount, removedBySource, removed)
-        (self.scanned, self.seconds) = (scanned, seconds)
+    public init(_ report: SweepReport) {
+        removedCount = report.removedCount
+        removedBySource = report.removedBySource
+        removed = report.removed.prefix(Self.listedLimit).map(BlockRecord.init)
+        scanned = report.scanned
+        seconds = report.elapsed.fractionalSeconds
+    }
+
+    /// The report as far as the answer carries it: the first ``listedLimit`` removed blocks.
+    public func report() throws(ServiceError) -> SweepReport {
+        var entries: [BlockEntry] = []
+        for record in removed { entries.append(try BlockEntry(record)) }
+        return SweepReport(
+            removed: entries, removedCount: removedCount, removedBySource: removedBySource, scanned: scanned,
+            elapsed: .milliseconds(Int64((seconds * 1000).rounded())))
     }
 }
 
@@ -170,9 +259,8 @@ public struct AllowBody: Codable, Sendable {
 
 public struct AllowResponse: Codable, Sendable {
     public var target: String
-    /// added, unchanged, removed or absent
-    public var change: String
-    public init(target: String, change: String) { (self.target, self.change) = (target, change) }
+    public var change: AllowlistChange
+    public init(target: BlockTarget, change: AllowlistChange) { (self.target, self.change) = (target.description, change) }
 }
 
 /// Every 4xx and 5xx answer.

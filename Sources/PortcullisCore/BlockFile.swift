@@ -71,8 +71,8 @@ public enum BlockFile {
         case .success(let value):
             parsed = value
         }
-        do {
-            try parsed.target.validateBlockable()
+        do throws(Refusal) {
+            try Admission.checkBlockable(parsed.target)
         } catch {
             return .failure(BlockFileError(line: number, message: error.description))
         }

@@ -26,7 +26,7 @@ actor BlocklistKeeper {
         let recorder = IncidentRecorder(log: IncidentLog(path: configuration.incidentLog)) { [logger] message in
             logger.error("incident record: \(message)")
         }
-        self.blocklist = LocalBlocklist(datapath: datapath, recorder: recorder, defaultSource: .api)
+        self.blocklist = LocalBlocklist(datapath: datapath, recorder: recorder)
         self.metrics = metrics
         self.logger = logger
         self.configuration = configuration
@@ -36,37 +36,31 @@ actor BlocklistKeeper {
 
     // MARK: - Changes
 
-    func block(_ body: BlockBody) throws(ServiceError) -> BlockResponse {
-        let response = try blocklist.block(body)
-        metrics.recordBlock(change: response.change, source: response.block.source ?? "api")
-        return response
+    func block(_ request: BlockRequest, context: IncidentContext) throws(ServiceError) -> BlockOutcome {
+        let outcome = try blocklist.block(request, context: context)
+        metrics.recordBlock(outcome.change, source: outcome.entry.source ?? request.source)
+        return outcome
     }
 
-    func block(batch: BatchBody) throws(ServiceError) -> BatchResponse {
-        let response = try blocklist.block(batch: batch)
-        metrics.recordBatch(response, source: batch.source ?? "file")
-        return response
+    func block(batch: BlockBatch) throws(ServiceError) -> BatchResult {
+        let result = try blocklist.block(batch: batch)
+        metrics.recordBatch(result.outcome, source: batch.source)
+        return result
     }
 
-    func unblock(_ target: String, source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
-        let response = try blocklist.unblock(target, source: source, wazuh: wazuh)
-        if let block = response.block { metrics.recordUnblock(source: block.source ?? source) }
-        return response
+    func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockOutcome {
+        let outcome = try blocklist.unblock(target, requestedBy: source, onlyOwn: onlyOwn, context: context)
+        if case .removed(let entry) = outcome { metrics.recordUnblock(source: entry.source) }
+        return outcome
     }
 
-    func unblock(_ target: String, ownedBy source: String, wazuh: Incident.Wazuh?) throws(ServiceError) -> UnblockResponse {
-        let response = try blocklist.unblock(target, ownedBy: source, wazuh: wazuh)
-        if response.wasBlocked { metrics.recordUnblock(source: response.block?.source ?? source) }
-        return response
-    }
-
-    func sweep() throws(ServiceError) -> SweepResponse {
-        let response = try blocklist.sweep()
-        metrics.recordSweep(response)
-        if response.removedCount > 0 {
-            logger.info("swept \(response.removedCount) expired blocks of \(response.scanned) in \(Int(response.seconds * 1000)) ms")
+    func sweep() throws(ServiceError) -> SweepReport {
+        let report = try blocklist.sweep()
+        metrics.recordSweep(report)
+        if report.removedCount > 0 {
+            logger.info("swept \(report.removedCount) expired blocks of \(report.scanned) in \(Int(report.elapsed.fractionalSeconds * 1000)) ms")
         }
-        return response
+        return report
     }
 
     func recordDetection(_ detection: Incident.Detection, target: String, error: String? = nil) {
@@ -75,30 +69,31 @@ actor BlocklistKeeper {
     }
 
     func recordRefusal(_ target: String, detection: Incident.Detection, error: String) {
-        blocklist.recorder.recordRefusal(target, source: "detector", error: error, context: IncidentContext(detection: detection))
+        blocklist.recorder.recordRefusal(target, source: BlockSource.detector.rawValue, error: error, context: IncidentContext(detection: detection))
     }
 
-    /// Why `target` may not be blocked (loopback, unspecified, allowlisted), or nil.
-    func refusal(for target: BlockTarget) -> String? {
-        do {
-            try target.validateBlockable()
-            if let entry = try blocklist.allowlistEntry(covering: target) {
-                return "refusing to respond to \(target): it is allowlisted by \(entry)"
-            }
-            return nil
-        } catch {
-            return "\(error)"
-        }
+    /// Why `target` may not be blocked now (loopback, unspecified, allowlisted), or nil.
+    func refusal(for target: BlockTarget) throws(ServiceError) -> Refusal? {
+        try blocklist.refusal(for: target)
     }
 
-    func allow(_ target: String) throws(ServiceError) -> AllowResponse { try blocklist.allow(target) }
-    func disallow(_ target: String) throws(ServiceError) -> AllowResponse { try blocklist.disallow(target) }
+    func allow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange { try blocklist.allow(target) }
+    func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange { try blocklist.disallow(target) }
 
     // MARK: - Reading
 
-    func list() throws(ServiceError) -> [BlockRecord] { try blocklist.list() }
-    func allowlist() throws(ServiceError) -> [String] { try blocklist.allowlist() }
+    func list() throws(ServiceError) -> [BlockEntry] { try blocklist.list() }
+    func allowlist() throws(ServiceError) -> [BlockTarget] { try blocklist.allowlist() }
     func statistics() throws(ServiceError) -> PacketStatistics { try blocklist.statistics() }
+
+    /// One block, read from the map by its key: an answer for one target never walks the blocklist.
+    func entry(for target: BlockTarget) throws(ServiceError) -> BlockEntry? {
+        do {
+            return try datapath.entry(for: target)
+        } catch {
+            throw ServiceError(error)
+        }
+    }
 
     func status() throws(ServiceError) -> DaemonStatus {
         do throws(DatapathError) {
@@ -196,7 +191,7 @@ actor BlocklistKeeper {
 struct MetricsSnapshot {
     let byInterface: [UInt32: PacketStatistics]
     let attachments: [Attachment]
-    let blocks: [BlockRecord]
+    let blocks: [BlockEntry]
     let maps: [MapUsage]
 }
 

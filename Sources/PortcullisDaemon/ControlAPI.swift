@@ -27,96 +27,57 @@ enum ControlAPI {
     static func router(keeper: BlocklistKeeper) -> Router<BasicRequestContext> {
         let router = Router()
         router.middlewares.add(JSONErrors())
+        let blocks = BlockRoutes(keeper: keeper)
+        let allowlist = AllowlistRoutes(keeper: keeper)
+        let state = StateRoutes(keeper: keeper)
 
         router.get("v1/health") { _, _ in try json(["status": "ok"]) }
-
-        router.post("v1/blocks") { request, context in
-            let body = try await decode(BlockBody.self, request, context)
-            return try json(await keeper.block(body))
-        }
-        router.post("v1/blocks/batch") { request, context in
-            let body = try await decode(BatchBody.self, request, context)
-            return try json(await keeper.block(batch: body))
-        }
-        router.get("v1/blocks") { request, _ in
-            try json(await page(keeper.list(), request.uri.queryParameters))
-        }
-        router.get("v1/block") { request, _ in
-            let target = try RequestParsing.target(try required("target", request)).target.description
-            guard let block = try await keeper.list().first(where: { $0.target == target }) else {
-                throw ServiceError(.notFound, "\(target) is not blocked")
-            }
-            return try json(block)
-        }
-        router.delete("v1/blocks") { request, _ in
-            try json(await keeper.unblock(try required("target", request), source: "api", wazuh: nil))
-        }
-        router.post("v1/unblock") { request, context in
-            let body = try await decode(UnblockBody.self, request, context)
-            if body.onlyOwn == true {
-                return try json(await keeper.unblock(body.target, ownedBy: body.source ?? "api", wazuh: body.wazuh))
-            }
-            return try json(await keeper.unblock(body.target, source: body.source ?? "api", wazuh: body.wazuh))
-        }
-        router.post("v1/sweep") { _, _ in try json(await keeper.sweep()) }
-        router.get("v1/stats") { _, _ in try json(await keeper.statistics()) }
-        router.get("v1/allowlist") { _, _ in try json(await keeper.allowlist()) }
-        router.post("v1/allowlist") { request, context in
-            let body = try await decode(AllowBody.self, request, context)
-            return try json(await keeper.allow(body.target))
-        }
-        router.delete("v1/allowlist") { request, _ in
-            try json(await keeper.disallow(try required("target", request)))
-        }
-        router.get("v1/incidents") { request, _ in
-            let parameters = request.uri.queryParameters
-            let query = try IncidentQuery(
-                since: parameters["since"].map(String.init), address: parameters["address"].map(String.init))
-            let path = await keeper.configuration.incidentLog
-            let limit = try number("limit", parameters, default: 1000)
-            do {
-                return try json(Array(query.filter(try IncidentLog(path: path).read()).suffix(limit == 0 ? Int.max : limit)))
-            } catch let error as IncidentLogError {
-                throw ServiceError(.failed, error.description)
-            }
-        }
-        router.get("v1/status") { _, _ in try json(await keeper.status()) }
+        router.post("v1/blocks", use: blocks.block)
+        router.post("v1/blocks/batch", use: blocks.blockBatch)
+        router.get("v1/blocks", use: blocks.list)
+        router.get("v1/block", use: blocks.one)
+        router.delete("v1/blocks", use: blocks.unblockByQuery)
+        router.post("v1/unblock", use: blocks.unblock)
+        router.post("v1/sweep", use: blocks.sweep)
+        router.get("v1/allowlist", use: allowlist.list)
+        router.post("v1/allowlist", use: allowlist.allow)
+        router.delete("v1/allowlist", use: allowlist.disallow)
+        router.get("v1/stats", use: state.statistics)
+        router.get("v1/incidents", use: state.incidents)
+        router.get("v1/status", use: state.status)
         return router
     }
 
-    static func page(_ blocks: [BlockRecord], _ parameters: Parameters) throws -> BlockPage {
-        var selected = blocks
+    /// The blocks matching the query's filters, a page of them, formatted: only the page is formatted.
+    static func page(_ blocks: [BlockEntry], _ parameters: Parameters) throws -> BlockPage {
+        var selected = blocks[...]
         if let family = parameters["family"].map(String.init) {
-            guard family == "ipv4" || family == "ipv6" else { throw ServiceError(.badRequest, "family must be ipv4 or ipv6") }
-            selected = selected.filter { $0.family == family }
+            guard let wanted = AddressFamily(rawValue: family) else { throw ServiceError(.badRequest, "family must be ipv4 or ipv6") }
+            selected = selected.filter { $0.target.family == wanted }[...]
         }
         if let kind = parameters["kind"].map(String.init) {
-            guard kind == "address" || kind == "prefix" else { throw ServiceError(.badRequest, "kind must be address or prefix") }
-            selected = selected.filter { $0.kind == kind }
+            guard let wanted = BlockKind(rawValue: kind) else { throw ServiceError(.badRequest, "kind must be address or prefix") }
+            selected = selected.filter { entry in
+                if case .prefix = entry.target { wanted == .prefix } else { wanted == .address }
+            }[...]
         }
         if let source = parameters["source"].map(String.init) {
-            _ = try RequestParsing.source(source, default: .api)
-            selected = selected.filter { $0.source == source }
+            let wanted = try RequestParsing.source(source, default: .api)
+            selected = selected.filter { $0.source == wanted }[...]
         }
         if let expired = parameters["expired"].map(String.init) {
             guard expired == "true" || expired == "false" else { throw ServiceError(.badRequest, "expired must be true or false") }
-            selected = selected.filter { $0.expired == (expired == "true") }
+            selected = selected.filter { $0.isExpired == (expired == "true") }[...]
         }
         if let contains = parameters["contains"].map(String.init) {
             let address: IPAddress
             do { address = try IPAddress(parsing: contains) } catch { throw ServiceError(.badRequest, error.description) }
-            selected = selected.filter { record in
-                switch try? BlockTarget.parse(record.target).target {
-                case .address(let blocked): blocked == address
-                case .prefix(let prefix): prefix.contains(address)
-                case nil: false
-                }
-            }
+            selected = selected.filter { $0.target.contains(.address(address)) }[...]
         }
         let offset = try number("offset", parameters, default: 0)
         let limit = try number("limit", parameters, default: 100)
         let window = selected.dropFirst(offset).prefix(limit == 0 ? Int.max : limit)
-        return BlockPage(total: selected.count, offset: offset, limit: limit, blocks: Array(window))
+        return BlockPage(total: selected.count, offset: offset, limit: limit, blocks: window.map(BlockRecord.init))
     }
 
     static func number(_ name: String, _ parameters: Parameters, default fallback: Int) throws -> Int {
@@ -158,6 +119,99 @@ enum ControlAPI {
         return Response(
             status: status, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// Blocks: each handler turns the wire's JSON into typed requests for the keeper, and its
+/// typed answer back into JSON.
+struct BlockRoutes: Sendable {
+    let keeper: BlocklistKeeper
+
+    @Sendable func block(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let body = try await ControlAPI.decode(BlockBody.self, request, context)
+        let parsed = try RequestParsing.target(body.target)
+        let outcome = try await keeper.block(try body.request(defaultSource: .api), context: body.context)
+        return try ControlAPI.json(BlockResponse(outcome, notes: parsed.notes))
+    }
+
+    @Sendable func blockBatch(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let body = try await ControlAPI.decode(BatchBody.self, request, context)
+        return try ControlAPI.json(BatchResponse(try await keeper.block(batch: try body.batch())))
+    }
+
+    @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        try ControlAPI.json(ControlAPI.page(try await keeper.list(), request.uri.queryParameters))
+    }
+
+    @Sendable func one(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let target = try RequestParsing.target(try ControlAPI.required("target", request)).target
+        guard let entry = try await keeper.entry(for: target) else {
+            throw ServiceError(.notFound, "\(target) is not blocked")
+        }
+        return try ControlAPI.json(BlockRecord(entry))
+    }
+
+    @Sendable func unblockByQuery(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let target = try RequestParsing.target(try ControlAPI.required("target", request)).target
+        let outcome = try await keeper.unblock(target, requestedBy: .api, onlyOwn: false, context: .none)
+        return try ControlAPI.json(UnblockResponse(target: target, outcome))
+    }
+
+    @Sendable func unblock(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let body = try await ControlAPI.decode(UnblockBody.self, request, context)
+        let target = try RequestParsing.target(body.target).target
+        let source = try RequestParsing.source(body.source, default: .api)
+        let outcome = try await keeper.unblock(
+            target, requestedBy: source, onlyOwn: body.onlyOwn == true, context: IncidentContext(wazuh: body.wazuh))
+        return try ControlAPI.json(UnblockResponse(target: target, outcome))
+    }
+
+    @Sendable func sweep(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        try ControlAPI.json(SweepResponse(try await keeper.sweep()))
+    }
+}
+
+struct AllowlistRoutes: Sendable {
+    let keeper: BlocklistKeeper
+
+    @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        try ControlAPI.json(try await keeper.allowlist().map(\.description))
+    }
+
+    @Sendable func allow(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let body = try await ControlAPI.decode(AllowBody.self, request, context)
+        let target = try RequestParsing.target(body.target).target
+        return try ControlAPI.json(AllowResponse(target: target, change: try await keeper.allow(target)))
+    }
+
+    @Sendable func disallow(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let target = try RequestParsing.target(try ControlAPI.required("target", request)).target
+        return try ControlAPI.json(AllowResponse(target: target, change: try await keeper.disallow(target)))
+    }
+}
+
+struct StateRoutes: Sendable {
+    let keeper: BlocklistKeeper
+
+    @Sendable func statistics(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        try ControlAPI.json(try await keeper.statistics())
+    }
+
+    @Sendable func status(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        try ControlAPI.json(try await keeper.status())
+    }
+
+    @Sendable func incidents(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let parameters = request.uri.queryParameters
+        let query = try IncidentQuery(
+            since: parameters["since"].map(String.init), address: parameters["address"].map(String.init))
+        let path = await keeper.configuration.incidentLog
+        let limit = try ControlAPI.number("limit", parameters, default: 1000)
+        do {
+            return try ControlAPI.json(Array(query.filter(try IncidentLog(path: path).read()).suffix(limit == 0 ? Int.max : limit)))
+        } catch let error as IncidentLogError {
+            throw ServiceError(.failed, error.description)
+        }
     }
 }
 

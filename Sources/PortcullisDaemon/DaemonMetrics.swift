@@ -1,5 +1,6 @@
 import PortcullisBPF
 import PortcullisControl
+import PortcullisCore
 import Prometheus
 import Synchronization
 
@@ -20,30 +21,30 @@ final class DaemonMetrics: Sendable {
         gauge("up", labels: [], help: "1 while the Portcullis daemon runs.").set(to: 1.0)
     }
 
-    func recordBlock(change: String, source: String) {
-        let name = change == "added" ? "blocks_added_total" : "blocks_refreshed_total"
-        let help = change == "added" ? "Blocks added, by who asked." : "Blocks refreshed (blocked again while active), by who asked."
-        counter(name, labels: [("source", source)], help: help).increment()
+    func recordBlock(_ change: BlockChange, source: BlockSource) {
+        let name = change == .added ? "blocks_added_total" : "blocks_refreshed_total"
+        let help = change == .added ? "Blocks added, by who asked." : "Blocks refreshed (blocked again while active), by who asked."
+        counter(name, labels: [("source", source.rawValue)], help: help).increment()
     }
 
-    func recordBatch(_ response: BatchResponse, source: String) {
-        counter("blocks_added_total", labels: [("source", source)], help: "Blocks added, by who asked.")
-            .increment(by: Int64(response.added))
-        counter("blocks_refreshed_total", labels: [("source", source)], help: "Blocks refreshed (blocked again while active), by who asked.")
-            .increment(by: Int64(response.refreshed + response.keptLonger))
+    func recordBatch(_ outcome: BatchOutcome, source: BlockSource) {
+        counter("blocks_added_total", labels: [("source", source.rawValue)], help: "Blocks added, by who asked.")
+            .increment(by: Int64(outcome.added))
+        counter("blocks_refreshed_total", labels: [("source", source.rawValue)], help: "Blocks refreshed (blocked again while active), by who asked.")
+            .increment(by: Int64(outcome.refreshed + outcome.keptLonger))
     }
 
     func recordDetection(rule: String) {
         counter("detections_total", labels: [("rule", rule)], help: "Detection rules that fired on watched logs, by rule id.").increment()
     }
 
-    func recordUnblock(source: String) {
-        counter("blocks_removed_total", labels: [("source", source)], help: "Blocks lifted by an unblock, by who had blocked them.").increment()
+    func recordUnblock(source: BlockSource?) {
+        counter("blocks_removed_total", labels: [("source", source?.rawValue ?? "unknown")], help: "Blocks lifted by an unblock, by who had blocked them.").increment()
     }
 
-    func recordSweep(_ response: SweepResponse) {
-        sweepDuration.record(.milliseconds(Int64((response.seconds * 1000).rounded())))
-        for (source, count) in response.removedBySource {
+    func recordSweep(_ report: SweepReport) {
+        sweepDuration.record(report.elapsed)
+        for (source, count) in report.removedBySource {
             counter("blocks_expired_total", labels: [("source", source)], help: "Blocks removed by a sweep after they expired, by who had blocked them.").increment(by: Int64(count))
         }
     }
@@ -91,7 +92,10 @@ final class DaemonMetrics: Sendable {
         }
         var active: [String: Int] = [:]
         for family in ["ipv4", "ipv6"] { for kind in ["address", "prefix"] { active["\(family)|\(kind)"] = 0 } }
-        for block in snapshot.blocks where !block.expired { active["\(block.family)|\(block.kind)", default: 0] += 1 }
+        for block in snapshot.blocks where !block.isExpired {
+            let kind = if case .prefix = block.target { "prefix" } else { "address" }
+            active["\(block.target.family.rawValue)|\(kind)", default: 0] += 1
+        }
         for (key, count) in active {
             let parts = key.split(separator: "|").map(String.init)
             gauge("blocks_active", labels: [("family", parts[0]), ("kind", parts[1])], help: "Blocks in force (not expired), by family and kind.").set(to: Double(count))

@@ -92,20 +92,28 @@ struct DetectorService: Service {
             return
         }
         // The daemon's allowlist and the loopback rule bind user-defined commands as well as Portcullis's own block.
-        if let refusal = await keeper.refusal(for: .address(address)) {
-            await keeper.recordRefusal(address.description, detection: detection, error: refusal)
+        let refusal: Refusal?
+        do {
+            refusal = try await keeper.refusal(for: .address(address))
+        } catch {
+            logger.warning("no response to \(address): cannot read the allowlist: \(error.description)")
+            return
+        }
+        if let refusal {
+            await keeper.recordRefusal(address.description, detection: detection, error: refusal.description)
             logger.info("no response to \(address): \(refusal)")
             return
         }
         for plan in planner.plan(alert, at: time) {
             if plan.command.isPortcullisBlock {
-                do {
-                    let response = try await keeper.block(BlockBody(
-                        target: address.description, duration: plan.timeout.map { DurationText.format($0) },
+                do throws(ServiceError) {
+                    let request = BlockRequest(
+                        target: .address(address), duration: plan.timeout,
                         reason: "rule \(alert.ruleID): \(alert.description)".utf8Prefix(BlockRequest.maximumReasonBytes),
-                        source: "detector", detection: detection))
+                        source: .detector)
+                    let outcome = try await keeper.block(request, context: IncidentContext(detection: detection))
                     let length = plan.timeout.map { "for \(DurationText.format($0))" } ?? "until unblocked"
-                    logger.info("\(response.change == "added" ? "blocked" : "refreshed") \(address) \(length) (\(plan.command.name), offense \(plan.offense))")
+                    logger.info("\(outcome.change == .added ? "blocked" : "refreshed") \(address) \(length) (\(plan.command.name), offense \(plan.offense))")
                 } catch {
                     logger.warning("did not block \(address): \(error.description)")
                 }

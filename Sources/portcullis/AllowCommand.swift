@@ -47,11 +47,11 @@ struct Allow: ParsableCommand {
             return
         }
         target.printNotes()
-        let response = try state.blocklist(creating: creation).allow(target.target.description)
+        let change = try state.blocklist(creating: creation).allow(target.target)
         if json {
-            print(Output.json(response))
+            print(Output.json(AllowResponse(target: target.target, change: change)))
         } else {
-            print(response.change == "added" ? "allowed \(target.target)" : "\(target.target) was already allowed")
+            print(change == .added ? "allowed \(target.target)" : "\(target.target) was already allowed")
         }
     }
 }
@@ -75,7 +75,7 @@ struct Disallow: ParsableCommand {
 
     func run() throws {
         target.printNotes()
-        let response = try state.blocklist().disallow(target.target.description)
-        print(response.change == "removed" ? "removed \(target.target) from the allowlist" : "\(target.target) was not in the allowlist")
+        let change = try state.blocklist().disallow(target.target)
+        print(change == .removed ? "removed \(target.target) from the allowlist" : "\(target.target) was not in the allowlist")
     }
 }

@@ -72,20 +72,19 @@ struct Block: ParsableCommand {
         }
         guard let target else { return }
         target.printNotes()
-        let response = try state.blocklist(creating: creation).block(BlockBody(
-            target: target.target.description, duration: duration.map { DurationText.format($0) },
-            reason: reason.isEmpty ? nil : reason, source: "cli"))
+        let outcome = try state.blocklist(creating: creation).block(
+            BlockRequest(target: target.target, duration: duration, reason: reason, source: .cli), context: .none)
         if json {
-            print(Output.json(response))
+            print(Output.json(BlockResponse(outcome, notes: target.parsed.notes)))
             return
         }
-        let block = response.block
-        let until = block.expiresAtUnixMs.map { " (until \(Output.localTime(unixMilliseconds: $0)))" } ?? ""
-        let length = block.remainingSeconds.map { "for \(Output.duration(seconds: $0))" } ?? "permanently"
-        switch response.change {
-        case "added": print("blocked \(block.target) \(length)\(until)")
-        case "refreshed": print("refreshed \(block.target): blocked \(length)\(until)")
-        default: print("\(block.target) is already blocked \(length)\(until); kept the longer block")
+        let block = outcome.entry
+        let until = block.expiresUnixMilliseconds.map { " (until \(Output.localTime(unixMilliseconds: $0)))" } ?? ""
+        let length = block.remaining.map { "for \(Output.duration(seconds: $0.fractionalSeconds))" } ?? "permanently"
+        switch outcome.change {
+        case .added: print("blocked \(block.target) \(length)\(until)")
+        case .refreshed: print("refreshed \(block.target): blocked \(length)\(until)")
+        case .keptLonger: print("\(block.target) is already blocked \(length)\(until); kept the longer block")
         }
     }
 
@@ -97,52 +96,44 @@ struct Block: ParsableCommand {
             throw RuntimeFailure(error.description)
         }
         let name = path == "-" ? "standard input" : path
-        var items: [BatchBody.Item] = []
+        var items: [BlockBatch.Item] = []
         var lineNumber = 0
         // Split on the byte: as Characters, "\r\n" is one and would not split.
         for line in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
             do {
                 guard let entry = try BlockFile.parseLine(Substring(line), number: lineNumber) else { continue }
-                items.append(.init(target: entry.target.description, durationSeconds: (entry.duration ?? duration)?.components.seconds))
+                items.append(BlockBatch.Item(target: entry.target, duration: entry.duration ?? duration))
             } catch {
                 throw ValidationError("\(name): \(error.description)")
             }
         }
         let started = ContinuousClock.now
         let blocklist = state.blocklist(creating: creation)
-        var total = BatchResponse(BatchOutcome(), seconds: 0)
+        var total = BatchResult(outcome: BatchOutcome(), elapsed: .zero)
         // Through the daemon, chunks keep each request body small; directly, one batch
         // reads the map's existing entries once instead of once per chunk.
         let throughDaemon = blocklist.reachesDaemon
         let chunkSize = throughDaemon ? Self.daemonChunkSize : max(items.count, 1)
         if throughDaemon && items.count > chunkSize {
             // Chunks are separate requests: check every line against the allowlist before the first one.
-            let allowed = try blocklist.allowlist().compactMap { try? BlockTarget.parse($0).target }
-            for item in items {
-                guard let target = try? BlockTarget.parse(item.target).target else { continue }
-                if let entry = allowed.first(where: { $0.contains(target) }) {
-                    throw RuntimeFailure("refusing to block \(target) from \(name): it is allowlisted by \(entry); nothing was blocked")
-                }
+            if let refusal = try blocklist.refusal(for: items.map(\.target)) {
+                throw RuntimeFailure("\(name): \(refusal.description); nothing was blocked")
             }
         }
         var start = 0
         repeat {
             let chunk = Array(items[start..<min(start + chunkSize, items.count)])
-            let response = try blocklist.block(batch: BatchBody(
-                items: chunk, reason: reason.isEmpty ? nil : reason, source: "file", origin: name))
-            total.total += response.total
-            total.added += response.added
-            total.refreshed += response.refreshed
-            total.keptLonger += response.keptLonger
+            total = total + (try blocklist.block(batch: BlockBatch(items: chunk, reason: reason, source: .file, origin: name)))
             start += chunk.count
         } while start < items.count
-        total.seconds = (ContinuousClock.now - started).fractionalSeconds
+        total.elapsed = ContinuousClock.now - started
         if json {
-            print(Output.json(total))
+            print(Output.json(BatchResponse(total)))
             return
         }
-        print("blocked \(total.total) targets from \(name) in \(Output.fixed(total.seconds, digits: 2)) s: \(total.added) added, \(total.refreshed) refreshed, \(total.keptLonger) already blocked for longer")
+        let outcome = total.outcome
+        print("blocked \(outcome.total) targets from \(name) in \(Output.fixed(total.elapsed.fractionalSeconds, digits: 2)) s: \(outcome.added) added, \(outcome.refreshed) refreshed, \(outcome.keptLonger) already blocked for longer")
     }
 
     static let daemonChunkSize = 200_000
@@ -155,7 +146,7 @@ func parseDuration(_ text: String) throws -> Duration {
 
 /// The loopback and unspecified checks, as a usage error: such a target is bad input.
 func validateBlockable(_ target: BlockTarget) throws {
-    do { try target.validateBlockable() } catch { throw ValidationError(error.description) }
+    do { try Admission.checkBlockable(target) } catch { throw ValidationError(error.description) }
 }
 
 struct Unblock: ParsableCommand {
@@ -182,14 +173,14 @@ struct Unblock: ParsableCommand {
     func run() throws {
         target.printNotes()
         // No state at all means nothing was ever blocked here.
-        let response = try whenStateExists(or: UnblockResponse(target: target.target.description, block: nil)) {
-            () throws(ServiceError) in try state.blocklist().unblock(target.target.description, source: "cli", wazuh: nil)
+        let outcome = try whenStateExists(or: UnblockOutcome.absent) { () throws(ServiceError) in
+            try state.blocklist().unblock(target.target, requestedBy: .cli, onlyOwn: false, context: .none)
         }
         if json {
-            print(Output.json(response))
+            print(Output.json(UnblockResponse(target: target.target, outcome)))
             return
         }
-        guard let block = response.block else {
+        guard case .removed(let block) = outcome else {
             print("\(target.target) was not blocked")
             return
         }

@@ -22,7 +22,7 @@ struct List: ParsableCommand {
     var json = false
 
     func run() throws {
-        let blocks = try whenStateExists(or: []) { () throws(ServiceError) in try state.blocklist().list() }
+        let blocks = try whenStateExists(or: []) { () throws(ServiceError) in try state.blocklist().list() }.map(BlockRecord.init)
         if json {
             print(Output.json(blocks))
             return
@@ -35,7 +35,7 @@ struct List: ParsableCommand {
             [
                 block.target, Output.remaining(block), Output.expiry(block),
                 String(block.droppedPackets), Output.bytes(block.droppedBytes),
-                block.source ?? "-", block.reason,
+                block.source?.rawValue ?? "-", block.reason,
             ]
         }
         print(Output.table(["TARGET", "REMAINING", "EXPIRES", "PACKETS", "BYTES", "SOURCE", "REASON"], rows))
@@ -97,7 +97,7 @@ struct Sweep: ParsableCommand {
     var json = false
 
     func run() throws {
-        let report = try state.blocklist().sweep()
+        let report = SweepResponse(try state.blocklist().sweep())
         if json {
             print(Output.json(report))
             return

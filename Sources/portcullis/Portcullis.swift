@@ -77,7 +77,7 @@ struct StateOptions: ParsableArguments {
             do throws(DatapathError) {
                 let datapath: Datapath
                 if let creation { datapath = try creation.open(self) } else { datapath = try open() }
-                return LocalBlocklist(datapath: datapath, recorder: recorder, defaultSource: .cli)
+                return LocalBlocklist(datapath: datapath, recorder: recorder)
             } catch {
                 throw ServiceError(error)
             }

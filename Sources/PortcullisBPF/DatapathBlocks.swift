@@ -2,10 +2,8 @@ import CLibbpf
 import Glibc
 import PortcullisCore
 
-/// Who asked for a block; kept with the block and in the incident record.
-public enum BlockSource: String, Sendable, Codable, CaseIterable {
-    case cli, file, wazuh, detector, api
-
+extension BlockSource {
+    /// The value `enum portcullis_source` gives this source in a map value.
     var raw: UInt32 {
         switch self {
         case .cli: UInt32(PORTCULLIS_SOURCE_CLI.rawValue)
@@ -22,79 +20,15 @@ public enum BlockSource: String, Sendable, Codable, CaseIterable {
     }
 }
 
-public struct BlockRequest: Sendable {
+extension BlockRequest {
     /// Longer reasons are cut at a character boundary to fit the pinned record.
     public static let maximumReasonBytes = Int(PORTCULLIS_REASON_MAX) - 1
+}
 
-    public var target: BlockTarget
-    /// nil blocks until unblocked.
-    public var duration: Duration?
-    public var reason: String
-    public var source: BlockSource
-
-    public init(target: BlockTarget, duration: Duration?, reason: String = "", source: BlockSource = .cli) {
-        self.target = target
-        self.duration = duration
-        self.reason = reason
-        self.source = source
+extension AllowOrigin {
+    var raw: UInt32 {
+        self == .configuration ? UInt32(PORTCULLIS_ALLOW_CONFIG.rawValue) : UInt32(PORTCULLIS_ALLOW_COMMAND.rawValue)
     }
-}
-
-/// A block as the control plane reports it.
-public struct BlockEntry: Sendable {
-    public let target: BlockTarget
-    /// nil for a permanent block.
-    public let remaining: Duration?
-    public let expiresUnixMilliseconds: Int64?
-    public let isExpired: Bool
-    public let droppedPackets: UInt64
-    public let droppedBytes: UInt64
-    public let reason: String
-    public let source: BlockSource?
-    public let createdUnixMilliseconds: Int64?
-    public let refreshedUnixMilliseconds: Int64?
-    /// What was asked for the last time it was set; nil when permanent or unknown.
-    public let requestedDuration: Duration?
-
-    public var isPermanent: Bool { remaining == nil }
-}
-
-public enum BlockChange: String, Sendable {
-    /// The target was not blocked before.
-    case added
-    /// It was blocked; the expiry now follows the new request.
-    case refreshed
-    /// It was blocked for longer than the new request (or permanently); the longer expiry stays.
-    case keptLonger = "kept-longer"
-}
-
-public struct BlockOutcome: Sendable {
-    public let entry: BlockEntry
-    public let change: BlockChange
-}
-
-public struct BatchOutcome: Sendable {
-    public init() {}
-
-    public var added = 0
-    public var refreshed = 0
-    public var keptLonger = 0
-    public var total: Int { added + refreshed + keptLonger }
-
-    mutating func count(_ change: BlockChange) {
-        switch change {
-        case .added: added += 1
-        case .refreshed: refreshed += 1
-        case .keptLonger: keptLonger += 1
-        }
-    }
-}
-
-public struct SweepReport: Sendable {
-    /// The blocks removed, with what they dropped over their lifetime.
-    public let removed: [BlockEntry]
-    public let scanned: Int
-    public let elapsed: Duration
 }
 
 extension Datapath {
@@ -104,10 +38,10 @@ extension Datapath {
     /// rule win over every request; a refresh keeps the drop counters and never
     /// shortens a longer block.
     public func block(_ request: BlockRequest) throws(DatapathError) -> BlockOutcome {
-        try refuseUnblockable(request.target)
+        try admit(request.target, allowlist: [])
         let lock = try pins.lockForWriting()
         defer { withExtendedLifetime(lock) {} }
-        try refuseAllowlisted(request.target, allowlist: allowlist())
+        try admit(request.target, allowlist: allowlist())
         return try write(request, at: try now())
     }
 
@@ -115,12 +49,12 @@ extension Datapath {
     /// exact addresses; an already blocked target is refreshed as by ``block(_:)``.
     /// Every request is checked before anything changes.
     public func block(batch requests: [BlockRequest]) throws(DatapathError) -> BatchOutcome {
-        for request in requests { try refuseUnblockable(request.target) }
+        for request in requests { try admit(request.target, allowlist: []) }
         let lock = try pins.lockForWriting()
         defer { withExtendedLifetime(lock) {} }
         let allowed = try allowlist()
         if !allowed.isEmpty {
-            for request in requests { try refuseAllowlisted(request.target, allowlist: allowed) }
+            for request in requests { try admit(request.target, allowlist: allowed) }
         }
         let reading = try now()
         var outcome = BatchOutcome()
@@ -197,33 +131,31 @@ extension Datapath {
         return BlockOutcome(entry: entry(request.target, value, reading), change: change)
     }
 
-    /// The value a request leaves: a live block is refreshed, keeping its
-    /// counters and start, and a longer expiry than the new one stays. An
-    /// expired block that no sweep removed yet counts as absent: a new incident.
+    /// The value a request leaves, by ``BlockPolicy/refresh(_:with:)``: a live block keeps
+    /// its counters and start whatever the outcome. An expired block that no sweep removed
+    /// yet counts as absent: a new incident.
     private func merged(_ request: BlockRequest, into previous: portcullis_block?, at reading: ClockReading) -> (portcullis_block, BlockChange) {
         var value = newBlock(for: request, at: reading)
         guard let previous, !reading.isExpired(previous.expires_jiffies) else { return (value, .added) }
+        let (terms, change) = BlockPolicy.refresh(terms(of: previous), with: terms(of: value))
         value.dropped_packets = previous.dropped_packets
         value.dropped_bytes = previous.dropped_bytes
         value.created_unix_ms = previous.created_unix_ms
-        if request.reason.isEmpty { value.reason = previous.reason }
-        if outlasts(previous.expires_jiffies, value.expires_jiffies) {
-            // The longer block stays, and so does whoever set it: its owner, not this
-            // request, decides when it ends (a Wazuh delete must not lift an operator's block).
-            value.expires_jiffies = previous.expires_jiffies
-            value.requested_seconds = previous.requested_seconds
-            value.source = previous.source
-            value.reason = previous.reason
-            return (value, .keptLonger)
+        value.expires_jiffies = switch terms.expiry {
+        case .never: PORTCULLIS_PERMANENT
+        case .at(let jiffies): jiffies
         }
-        return (value, .refreshed)
+        value.requested_seconds = terms.requestedDuration.map { UInt64(max($0.components.seconds, 0)) } ?? 0
+        value.source = terms.source?.raw ?? previous.source
+        setCString(terms.reason, into: &value.reason)
+        return (value, change)
     }
 
-    /// Whether an expiry `a` lasts at least as long as `b` (0 is forever).
-    private func outlasts(_ a: UInt64, _ b: UInt64) -> Bool {
-        if a == PORTCULLIS_PERMANENT { return true }
-        if b == PORTCULLIS_PERMANENT { return false }
-        return a >= b
+    private func terms(of value: portcullis_block) -> BlockTerms<UInt64> {
+        BlockTerms(
+            expiry: value.expires_jiffies == PORTCULLIS_PERMANENT ? .never : .at(value.expires_jiffies),
+            source: BlockSource(raw: value.source), reason: string(fromCString: value.reason),
+            requestedDuration: value.requested_seconds > 0 ? .seconds(Int64(value.requested_seconds)) : nil)
     }
 
     /// A 128-bit key, hashed cheaply while merging a batch.
@@ -241,26 +173,15 @@ extension Datapath {
         return value
     }
 
-    private func refuseUnblockable(_ target: BlockTarget) throws(DatapathError) {
+    /// The admission rule, as the data path's own last line of defence: every caller
+    /// checks first, and a request that slipped past changes nothing here.
+    private func admit(_ target: BlockTarget, allowlist: [BlockTarget]) throws(DatapathError) {
         do {
-            try target.validateBlockable()
+            try Admission.check(target, allowlist: allowlist)
         } catch {
             throw DatapathError(.refused, error.description)
         }
     }
-
-    /// Throws the refusal ``block(_:)`` would give when the allowlist covers `target`,
-    /// so a caller can refuse before committing to anything.
-    public func refuseIfAllowlisted(_ target: BlockTarget) throws(DatapathError) {
-        try refuseAllowlisted(target, allowlist: allowlist())
-    }
-
-    private func refuseAllowlisted(_ target: BlockTarget, allowlist: [BlockTarget]) throws(DatapathError) {
-        for allowed in allowlist where allowed.contains(target) {
-            throw DatapathError(.refused, "refusing to block \(target): it is allowlisted by \(allowed) (see `portcullis allow --list`; `portcullis disallow \(allowed)` removes it)")
-        }
-    }
-
 
     // MARK: - Map access by slot
 
@@ -342,22 +263,17 @@ extension Datapath {
         }
     }
 
-    public enum UnblockResult: Sendable {
-        case removed(BlockEntry)
-        case absent
-        /// Blocked, but by another source than the one that asked: left in force.
-        case keptForOwner(BlockEntry)
-    }
-
-    /// Removes a block, or with `source`, only a block that source set: a
-    /// Wazuh delete lifts Wazuh's block, never an operator's longer one.
-    public func unblock(_ target: BlockTarget, onlyFrom source: BlockSource?) throws(DatapathError) -> UnblockResult {
+    /// Removes a block, or with `source`, only a block that source set, by
+    /// ``BlockPolicy/mayLift(ownedBy:isExpired:requestedBy:)``.
+    public func unblock(_ target: BlockTarget, onlyFrom source: BlockSource?) throws(DatapathError) -> UnblockOutcome {
         let lock = try pins.lockForWriting()
         defer { withExtendedLifetime(lock) {} }
         let reading = try now()
         guard let value = try lookup(target) else { return .absent }
         let current = entry(target, value, reading)
-        if let source, current.source != source, !current.isExpired { return .keptForOwner(current) }
+        guard BlockPolicy.mayLift(ownedBy: current.source, isExpired: current.isExpired, requestedBy: source) else {
+            return .keptForOwner(current)
+        }
         guard try remove(BlockSlot(target)) else { return .absent }
         return .removed(current)
     }
@@ -451,34 +367,24 @@ extension Datapath {
 
     // MARK: - Allowlist
 
-    /// Who put an allowlist entry there: a command (or the API), or the daemon's
-    /// configuration, which removes its own entries when they leave the file.
-    public enum AllowOrigin: Sendable, Equatable {
-        case command, configuration
-
-        var raw: UInt32 {
-            self == .configuration ? UInt32(PORTCULLIS_ALLOW_CONFIG.rawValue) : UInt32(PORTCULLIS_ALLOW_COMMAND.rawValue)
-        }
-    }
-
     /// Addresses and prefixes that are never dropped, whatever is blocked.
     public func allowlist() throws(DatapathError) -> [BlockTarget] {
         try allowlistEntries().map(\.target)
     }
 
-    public func allowlistEntries() throws(DatapathError) -> [(target: BlockTarget, origin: AllowOrigin)] {
-        var entries: [(target: BlockTarget, origin: AllowOrigin)] = []
+    public func allowlistEntries() throws(DatapathError) -> [AllowlistEntry] {
+        var entries: [AllowlistEntry] = []
         func origin(_ value: portcullis_allow?) -> AllowOrigin {
             value?.origin == AllowOrigin.configuration.raw ? .configuration : .command
         }
         for key in try allowV4.keys(as: portcullis_lpm_v4.self) {
             if let target = target(fromPrefixV4: key) {
-                entries.append((target, origin(try allowV4.lookup(key, as: portcullis_allow.self))))
+                entries.append(AllowlistEntry(target: target, origin: origin(try allowV4.lookup(key, as: portcullis_allow.self))))
             }
         }
         for key in try allowV6.keys(as: portcullis_lpm_v6.self) {
             if let target = target(fromPrefixV6: key) {
-                entries.append((target, origin(try allowV6.lookup(key, as: portcullis_allow.self))))
+                entries.append(AllowlistEntry(target: target, origin: origin(try allowV6.lookup(key, as: portcullis_allow.self))))
             }
         }
         return entries.sorted { $0.target < $1.target }

@@ -1,0 +1,204 @@
+/// Who asked for a block; kept with the block and in the incident record.
+public enum BlockSource: String, Sendable, Codable, CaseIterable {
+    case cli, file, wazuh, detector, api
+
+    /// The source named `text`, with an error that lists the known ones.
+    public static func named(_ text: String) throws(UnknownBlockSource) -> BlockSource {
+        guard let source = BlockSource(rawValue: text) else { throw UnknownBlockSource(name: text) }
+        return source
+    }
+}
+
+public struct UnknownBlockSource: Error, Sendable, Equatable, CustomStringConvertible {
+    public let name: String
+    public init(name: String) { self.name = name }
+    public var description: String {
+        "unknown source '\(name)' (\(BlockSource.allCases.map(\.rawValue).joined(separator: ", ")))"
+    }
+}
+
+/// What a caller asks of the blocklist: block a target, for a while or until lifted.
+public struct BlockRequest: Sendable, Equatable {
+    public var target: BlockTarget
+    /// nil blocks until unblocked.
+    public var duration: Duration?
+    public var reason: String
+    public var source: BlockSource
+
+    public init(target: BlockTarget, duration: Duration?, reason: String = "", source: BlockSource = .cli) {
+        self.target = target
+        self.duration = duration
+        self.reason = reason
+        self.source = source
+    }
+}
+
+/// A block as the control plane reports it.
+public struct BlockEntry: Sendable, Equatable {
+    public let target: BlockTarget
+    /// nil for a permanent block.
+    public let remaining: Duration?
+    public let expiresUnixMilliseconds: Int64?
+    public let isExpired: Bool
+    public let droppedPackets: UInt64
+    public let droppedBytes: UInt64
+    public let reason: String
+    public let source: BlockSource?
+    public let createdUnixMilliseconds: Int64?
+    public let refreshedUnixMilliseconds: Int64?
+    /// What was asked for the last time it was set; nil when permanent or unknown.
+    public let requestedDuration: Duration?
+
+    public init(target: BlockTarget, remaining: Duration?, expiresUnixMilliseconds: Int64?, isExpired: Bool,
+                droppedPackets: UInt64, droppedBytes: UInt64, reason: String, source: BlockSource?,
+                createdUnixMilliseconds: Int64?, refreshedUnixMilliseconds: Int64?, requestedDuration: Duration?) {
+        (self.target, self.remaining, self.expiresUnixMilliseconds, self.isExpired) = (target, remaining, expiresUnixMilliseconds, isExpired)
+        (self.droppedPackets, self.droppedBytes, self.reason, self.source) = (droppedPackets, droppedBytes, reason, source)
+        (self.createdUnixMilliseconds, self.refreshedUnixMilliseconds) = (createdUnixMilliseconds, refreshedUnixMilliseconds)
+        self.requestedDuration = requestedDuration
+    }
+
+    public var isPermanent: Bool { remaining == nil }
+}
+
+/// What a block request did to the blocklist.
+public enum BlockChange: String, Sendable, Codable, CaseIterable {
+    /// The target was not blocked before.
+    case added
+    /// It was blocked; the expiry now follows the new request.
+    case refreshed
+    /// It was blocked for longer than the new request (or permanently); the longer expiry stays.
+    case keptLonger = "kept-longer"
+}
+
+public struct BlockOutcome: Sendable {
+    public let entry: BlockEntry
+    public let change: BlockChange
+
+    public init(entry: BlockEntry, change: BlockChange) {
+        self.entry = entry
+        self.change = change
+    }
+}
+
+/// How many targets of a batch each change befell.
+public struct BatchOutcome: Sendable, Equatable {
+    public init() {}
+
+    public var added = 0
+    public var refreshed = 0
+    public var keptLonger = 0
+    public var total: Int { added + refreshed + keptLonger }
+
+    public mutating func count(_ change: BlockChange) {
+        switch change {
+        case .added: added += 1
+        case .refreshed: refreshed += 1
+        case .keptLonger: keptLonger += 1
+        }
+    }
+}
+
+/// What an unblock did.
+public enum UnblockOutcome: Sendable {
+    /// The block was lifted; this is how it stood, with its final counters.
+    case removed(BlockEntry)
+    /// Nothing blocked the target, which is not an error.
+    case absent
+    /// Blocked, but by another source than the one that asked: left in force.
+    case keptForOwner(BlockEntry)
+}
+
+/// Many targets blocked at once, from one origin (a file, a feed), with one reason.
+public struct BlockBatch: Sendable {
+    public struct Item: Sendable, Equatable {
+        public var target: BlockTarget
+        /// nil blocks until unblocked.
+        public var duration: Duration?
+
+        public init(target: BlockTarget, duration: Duration?) {
+            self.target = target
+            self.duration = duration
+        }
+    }
+
+    public var items: [Item]
+    public var reason: String
+    public var source: BlockSource
+    /// Where the items came from, for the incident record: a file's path, "standard input".
+    public var origin: String
+
+    public init(items: [Item], reason: String = "", source: BlockSource = .file, origin: String) {
+        (self.items, self.reason, self.source, self.origin) = (items, reason, source, origin)
+    }
+
+    public var requests: [BlockRequest] {
+        items.map { BlockRequest(target: $0.target, duration: $0.duration, reason: reason, source: source) }
+    }
+}
+
+public struct BatchResult: Sendable, Equatable {
+    public var outcome: BatchOutcome
+    public var elapsed: Duration
+
+    public init(outcome: BatchOutcome, elapsed: Duration) {
+        self.outcome = outcome
+        self.elapsed = elapsed
+    }
+
+    /// Two chunks of one load, as one result.
+    public static func + (lhs: BatchResult, rhs: BatchResult) -> BatchResult {
+        var outcome = lhs.outcome
+        outcome.added += rhs.outcome.added
+        outcome.refreshed += rhs.outcome.refreshed
+        outcome.keptLonger += rhs.outcome.keptLonger
+        return BatchResult(outcome: outcome, elapsed: lhs.elapsed + rhs.elapsed)
+    }
+}
+
+public struct SweepReport: Sendable {
+    /// The blocks removed, with what they dropped over their lifetime; a report that
+    /// crossed the control socket holds only the first of them.
+    public let removed: [BlockEntry]
+    /// How many blocks were removed.
+    public let removedCount: Int
+    /// How many of them each source had blocked ("unknown" for a block of no known source).
+    public let removedBySource: [String: Int]
+    public let scanned: Int
+    public let elapsed: Duration
+
+    public init(removed: [BlockEntry], scanned: Int, elapsed: Duration) {
+        (self.removed, self.scanned, self.elapsed) = (removed, scanned, elapsed)
+        removedCount = removed.count
+        var bySource: [String: Int] = [:]
+        for entry in removed { bySource[entry.source?.rawValue ?? "unknown", default: 0] += 1 }
+        removedBySource = bySource
+    }
+
+    /// A report whose `removed` is only the first of them, with the counts of all.
+    public init(removed: [BlockEntry], removedCount: Int, removedBySource: [String: Int], scanned: Int, elapsed: Duration) {
+        (self.removed, self.removedCount, self.removedBySource) = (removed, removedCount, removedBySource)
+        (self.scanned, self.elapsed) = (scanned, elapsed)
+    }
+}
+
+/// What an allow or disallow did to the allowlist.
+public enum AllowlistChange: String, Sendable, Codable {
+    case added, unchanged, removed, absent
+}
+
+/// Who put an allowlist entry there: a command (or the API), or the daemon's
+/// configuration, which removes its own entries when they leave the file.
+public enum AllowOrigin: String, Sendable, Equatable, Codable {
+    case command, configuration
+}
+
+public struct AllowlistEntry: Sendable, Equatable {
+    public let target: BlockTarget
+    public let origin: AllowOrigin
+
+    public init(target: BlockTarget, origin: AllowOrigin) {
+        self.target = target
+        self.origin = origin
+    }
+}
