@@ -35,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // User-defined active-response commands: async, with time limits and teardown, off the cooperative pool.
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
     ],
     targets: [
         // Pure logic: addresses, prefixes, durations, block files. No BPF, no root.
@@ -89,8 +91,10 @@ let package = Package(
             name: "PortcullisDaemon",
             dependencies: [
                 "PortcullisBPF", "PortcullisCore", "PortcullisIncidents", "PortcullisControl", "PortcullisConfig",
-                "PortcullisDetector",
+                "PortcullisDetector", "PortcullisWazuh",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

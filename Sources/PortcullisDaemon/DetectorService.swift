@@ -7,7 +7,10 @@ import PortcullisBPF
 import PortcullisCore
 import PortcullisDetector
 import PortcullisIncidents
+import PortcullisWazuh
 import ServiceLifecycle
+import Subprocess
+import SystemPackage
 
 /// Watches the configured logs, matches the rules and carries out the
 /// ossec.conf active responses: Portcullis's own XDP block for firewall-drop,
@@ -118,7 +121,7 @@ struct DetectorService: Service {
                     logger.warning("did not block \(address): \(error.description)")
                 }
             } else {
-                await runner.run(plan, alert: alert, address: address)
+                await runner.start(plan, alert: alert, address: address)
             }
         }
     }
@@ -128,41 +131,85 @@ struct DetectorService: Service {
 /// Runs user-defined <command> executables the way wazuh-execd does: the JSON
 /// message on stdin, the check_keys handshake on add, and the delete after the
 /// timeout, so existing active-response scripts work unchanged.
+///
+/// A command never holds up the detector: ``start(_:alert:address:)`` returns at once,
+/// each command runs in a task of its own, at most ``concurrencyLimit`` at a time (the
+/// rest wait in order), and each is stopped after ``timeLimit``.
 actor CommandRunner {
+    static let timeLimit: Duration = .seconds(30)
+    static let concurrencyLimit = 16
+
     let directory: String
     let logger: Logger
     /// Keys of responses in force, with when they end: a repeated add is answered `abort`.
     private var active: [String: ContinuousClock.Instant] = [:]
-    private var pendingDeletes: [String: (message: String, executable: String, task: Task<Void, Never>)] = [:]
+    private var pendingDeletes: [String: (message: ExecdMessage, executable: String, task: Task<Void, Never>)] = [:]
+    private var running: [UInt64: Task<Void, Never>] = [:]
+    private var waiting: [(plan: ResponsePlanner.Plan, message: ExecdMessage, executable: String)] = []
+    private var nextID: UInt64 = 0
 
     init(directory: String, logger: Logger) {
         self.directory = directory
         self.logger = logger
     }
 
-    func run(_ plan: ResponsePlanner.Plan, alert: Alert, address: IPAddress) async {
+    /// Starts the add for `plan`, or queues it behind the commands already running.
+    func start(_ plan: ResponsePlanner.Plan, alert: Alert, address: IPAddress) {
         let executable = "\(directory)/\(plan.command.executable)"
         guard access(executable, X_OK) == 0 else {
             logger.error("command \(plan.command.name): \(executable) is not an executable file")
             return
         }
-        let message = Self.message(command: "add", plan: plan, alert: alert, address: address)
-        let keyPrefix = plan.command.executable
-        let outcome = await Task.detached { await Self.spawn(executable, message: message, handshake: { keys in
-            keys.isEmpty ? keyPrefix : keyPrefix + "-" + keys.joined(separator: "-")
-        }, isActive: { [self] key in await self.isActive(key) }) }.value
-        guard let key = outcome else { return }
-        logger.info("ran \(plan.command.name) for \(address)")
+        let message = ExecdMessage(
+            adding: address, user: alert.user,
+            rule: ExecdMessage.Rule(level: alert.level, description: alert.description, id: alert.ruleID, groups: alert.groups),
+            fullLog: alert.line, host: ProcessInfo.processInfo.hostName,
+            timestamp: Incident.rfc3339(unixMilliseconds: Incident.nowUnixMilliseconds()),
+            executable: plan.command.executable, extraArguments: plan.command.extraArguments)
+        waiting.append((plan, message, executable))
+        startWaiting()
+    }
+
+    private func startWaiting() {
+        while running.count < Self.concurrencyLimit, !waiting.isEmpty {
+            let (plan, message, executable) = waiting.removeFirst()
+            let id = nextID
+            nextID += 1
+            running[id] = Task { [weak self] in
+                guard let self else { return }
+                await self.add(plan, message: message, executable: executable)
+                await self.finished(id)
+            }
+        }
+    }
+
+    private func finished(_ id: UInt64) {
+        running[id] = nil
+        startWaiting()
+    }
+
+    private func add(_ plan: ResponsePlanner.Plan, message: ExecdMessage, executable: String) async {
+        let prefix = plan.command.executable
+        let key: String?
+        do {
+            key = try await Self.add(executable, message: message, keyPrefix: prefix) { [weak self] key in
+                await self?.isActive(key) ?? false
+            }
+        } catch {
+            logger.warning("command \(plan.command.name) for \(message.parameters.alert.data.srcip): \(error)")
+            return
+        }
+        guard let key else { return }
+        logger.info("ran \(plan.command.name) for \(message.parameters.alert.data.srcip)")
         guard let timeout = plan.timeout else { return }
         active[key] = ContinuousClock.now + timeout
-        let delete = ExecdRunnerMessage.replacingCommand(in: message, with: "delete")
         pendingDeletes[key]?.task.cancel()
         let task = Task { [weak self] in
             try? await Task.sleep(for: timeout)
             guard !Task.isCancelled else { return }
             await self?.finish(key)
         }
-        pendingDeletes[key] = (delete, executable, task)
+        pendingDeletes[key] = (message.with(.delete), executable, task)
     }
 
     private func isActive(_ key: String) -> Bool {
@@ -170,134 +217,110 @@ actor CommandRunner {
         return end > ContinuousClock.now
     }
 
-    private func finish(_ key: String) {
+    private func finish(_ key: String) async {
         guard let pending = pendingDeletes.removeValue(forKey: key) else { return }
         active[key] = nil
-        Self.runDelete(pending.executable, message: pending.message)
+        await runDelete(pending.executable, message: pending.message)
     }
 
-    /// As execd does on shutdown: every delete still scheduled runs now.
-    func runPendingDeletes() {
-        for (key, pending) in pendingDeletes {
-            pending.task.cancel()
-            Self.runDelete(pending.executable, message: pending.message)
-            active[key] = nil
-        }
+    /// As execd does on shutdown: every delete still scheduled runs now, all at once, each
+    /// bounded by ``timeLimit``; adds still running are stopped.
+    func runPendingDeletes() async {
+        for task in running.values { task.cancel() }
+        waiting.removeAll()
+        let pending = pendingDeletes
         pendingDeletes.removeAll()
-    }
-
-    static func message(command: String, plan: ResponsePlanner.Plan, alert: Alert, address: IPAddress) -> String {
-        var data: [String: Any] = ["srcip": address.description]
-        if let user = alert.user { data["srcuser"] = user; data["dstuser"] = user }
-        let hostname = ProcessInfo.processInfo.hostName
-        let body: [String: Any] = [
-            "version": 1,
-            "origin": ["name": hostname, "module": "portcullis"],
-            "command": command,
-            "parameters": [
-                "extra_args": plan.command.extraArguments,
-                "alert": [
-                    "timestamp": Incident.rfc3339(unixMilliseconds: Incident.nowUnixMilliseconds()),
-                    "rule": ["level": alert.level, "description": alert.description, "id": alert.ruleID, "groups": alert.groups],
-                    "agent": ["id": "000", "name": hostname],
-                    "full_log": alert.line,
-                    "data": data,
-                ] as [String: Any],
-                "program": "active-response/bin/\(plan.command.executable)",
-            ] as [String: Any],
-        ]
-        let json = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
-        return String(decoding: json, as: UTF8.self)
-    }
-
-    /// Runs an add: writes the message, answers check_keys, waits at most 30 s.
-    /// Returns the response's key, or nil when it was aborted or failed.
-    static func spawn(_ executable: String, message: String, handshake: @Sendable ([String]) -> String,
-                      isActive: @Sendable (String) async -> Bool) async -> String? {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.currentDirectoryURL = homeDirectory(of: executable)
-        let stdin = Pipe(), stdout = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return nil }
-        try? stdin.fileHandleForWriting.write(contentsOf: Data((message + "\n").utf8))
-        var key = handshake([])
-        // One line back, as execd reads it; an executable that answers nothing gets no delete.
-        let reply = readLine(stdout.fileHandleForReading)
-        if let reply, let json = try? JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any],
-           json["command"] as? String == "check_keys" {
-            let keys = ((json["parameters"] as? [String: Any])?["keys"] as? [Any])?.compactMap { $0 as? String } ?? []
-            key = handshake(keys)
-            let verdict = await isActive(key) ? "abort" : "continue"
-            try? stdin.fileHandleForWriting.write(contentsOf: Data((ExecdRunnerMessage.replacingCommand(in: message, with: verdict) + "\n").utf8))
-            try? stdin.fileHandleForWriting.close()
-            wait(process, seconds: 30)
-            return verdict == "continue" ? key : nil
+        active.removeAll()
+        await withTaskGroup(of: Void.self) { group in
+            for (_, delete) in pending {
+                delete.task.cancel()
+                group.addTask { [self] in await self.runDelete(delete.executable, message: delete.message) }
+            }
         }
-        try? stdin.fileHandleForWriting.close()
-        wait(process, seconds: 30)
-        return reply == nil ? key : nil
     }
 
-    static func runDelete(_ executable: String, message: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.currentDirectoryURL = homeDirectory(of: executable)
-        let stdin = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return }
-        try? stdin.fileHandleForWriting.write(contentsOf: Data((message + "\n").utf8))
-        try? stdin.fileHandleForWriting.close()
-        wait(process, seconds: 30)
+    private nonisolated func runDelete(_ executable: String, message: ExecdMessage) async {
+        do {
+            try await Self.delete(executable, message: message)
+        } catch {
+            logger.warning("delete for \(message.parameters.alert.data.srcip) with \(executable): \(error)")
+        }
     }
+
+    /// A command that did not finish in time; it was stopped (SIGTERM, then SIGKILL).
+    struct TimeLimitExceeded: Error, CustomStringConvertible {
+        var description: String { "did not finish within \(DurationText.format(CommandRunner.timeLimit)); stopped it" }
+    }
+
+    static var teardown: PlatformOptions {
+        var options = PlatformOptions()
+        options.teardownSequence = [.send(signal: .terminate, allowedDurationToNextStep: .seconds(2))]
+        return options
+    }
+
+    /// Runs an add: writes the message and answers check_keys as execd does. Returns the
+    /// response's key (for its delete), or nil when it was aborted or answered with
+    /// something other than check_keys.
+    static func add(_ executable: String, message: ExecdMessage, keyPrefix: String,
+                    isActive: @escaping @Sendable (String) async -> Bool) async throws -> String? {
+        try await withTimeLimit {
+            let result = try await Subprocess.run(
+                .path(FilePath(executable)), workingDirectory: FilePath(homeDirectory(of: executable)),
+                platformOptions: teardown, input: .inputWriter, output: .sequence, error: .discarded
+            ) { execution in
+                _ = try await execution.standardInputWriter.write(message.line)
+                var lines = execution.standardOutput.strings(bufferingPolicy: .maxLineLength(64 * 1024)).makeAsyncIterator()
+                let reply = try await lines.next()
+                var outcome: String? = reply == nil ? keyPrefix : nil
+                if let reply, let keys = CheckKeys.keys(in: Array(reply.utf8)) {
+                    let key = keys.isEmpty ? keyPrefix : keyPrefix + "-" + keys.joined(separator: "-")
+                    let verdict: ExecdMessage.Command = await isActive(key) ? .abort : .continue
+                    _ = try await execution.standardInputWriter.write(message.with(verdict).line)
+                    outcome = verdict == .continue ? key : nil
+                }
+                try await execution.standardInputWriter.finish()
+                // Read to the end, so a chatty command never blocks on a full pipe.
+                while try await lines.next() != nil {}
+                return outcome
+            }
+            return result.closureResult
+        }
+    }
+
+    static func delete(_ executable: String, message: ExecdMessage) async throws {
+        _ = try await withTimeLimit {
+            try await Subprocess.run(
+                .path(FilePath(executable)), workingDirectory: FilePath(homeDirectory(of: executable)),
+                platformOptions: teardown, input: .string(message.line), output: .discarded, error: .discarded)
+        }
+    }
+
+    /// The body's result, or ``TimeLimitExceeded`` once ``timeLimit`` passes (which cancels
+    /// the body, and Subprocess then stops the command with ``teardown``).
+    static func withTimeLimit<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: TimedFinish<T>.self) { group in
+            group.addTask { .done(try await body()) }
+            group.addTask {
+                try await Task.sleep(for: timeLimit)
+                return .timedOut
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next() else { throw TimeLimitExceeded() }
+            switch first {
+            case .done(let value): return value
+            case .timedOut: throw TimeLimitExceeded()
+            }
+        }
+    }
+
+    enum TimedFinish<T: Sendable>: Sendable { case done(T), timedOut }
 
     /// The directory above active-response/bin, where execd runs responses; else the executable's own.
-    static func homeDirectory(of executable: String) -> URL {
+    static func homeDirectory(of executable: String) -> String {
         let directory = URL(fileURLWithPath: executable).deletingLastPathComponent()
         if directory.path.hasSuffix("/active-response/bin") {
-            return directory.deletingLastPathComponent().deletingLastPathComponent()
+            return directory.deletingLastPathComponent().deletingLastPathComponent().path
         }
-        return directory
-    }
-
-    /// One line from the command, waiting at most `seconds`: a command that never
-    /// answers (or waits for the end of its input) must not stall every later response.
-    static func readLine(_ handle: FileHandle, seconds: Int32 = 30) -> String? {
-        var bytes: [UInt8] = []
-        let deadline = ContinuousClock.now + .seconds(Int(seconds))
-        var byte: UInt8 = 0
-        while bytes.count < 8192 {
-            let left = deadline - ContinuousClock.now
-            guard left > .zero else { break }
-            var descriptor = pollfd(fd: handle.fileDescriptor, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&descriptor, 1, Int32(left.components.seconds * 1000 + 1))
-            if ready < 0 && errno == EINTR { continue }
-            guard ready > 0 else { break }
-            guard read(handle.fileDescriptor, &byte, 1) == 1 else { break }
-            if byte == 10 { return String(decoding: bytes, as: UTF8.self) }
-            bytes.append(byte)
-        }
-        return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self)
-    }
-
-    static func wait(_ process: Process, seconds: Double) {
-        let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-    }
-}
-
-enum ExecdRunnerMessage {
-    /// The message with its top-level `command` replaced, as execd builds its replies and deletes.
-    static func replacingCommand(in message: String, with command: String) -> String {
-        guard var json = try? JSONSerialization.jsonObject(with: Data(message.utf8)) as? [String: Any] else { return message }
-        json["command"] = command
-        let data = (try? JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
-        return String(decoding: data, as: UTF8.self)
+        return directory.path
     }
 }

@@ -143,4 +143,62 @@ struct DetectorDaemonTests {
         #expect(lines.dropFirst(2).first?.contains(#""command":"delete""#) == true)
         #expect(try blocked(daemon).isEmpty, "a user-defined command is not Portcullis's own block")
     }
+
+    /// A slow user-defined command (here one that takes 25 s before it answers) runs beside
+    /// the detector, never in front of it: the next attacker is blocked at once, and the
+    /// daemon still stops promptly, stopping the command.
+    @Test func aSlowUserCommandDelaysNoBlock() throws {
+        let daemon = DaemonFixture()
+        let log = "\(daemon.directory)/auth.log"
+        let bin = "\(daemon.directory)/active-response/bin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        try "".write(toFile: log, atomically: true, encoding: .utf8)
+        try """
+            #!/bin/sh
+            read -r message
+            echo started >> \(daemon.directory)/seen
+            sleep 25
+            """.write(toFile: "\(bin)/slow.sh", atomically: true, encoding: .utf8)
+        chmod("\(bin)/slow.sh", 0o755)
+        try """
+            <ossec_config>
+              <command>
+                <name>slow</name>
+                <executable>slow.sh</executable>
+                <timeout_allowed>yes</timeout_allowed>
+              </command>
+              <active-response>
+                <command>slow</command>
+                <location>local</location>
+                <rules_id>5718</rules_id>
+                <timeout>60</timeout>
+              </active-response>
+              <active-response>
+                <command>firewall-drop</command>
+                <location>local</location>
+                <rules_id>5710</rules_id>
+                <timeout>600</timeout>
+              </active-response>
+            </ossec_config>
+            """.write(toFile: "\(daemon.directory)/ossec.conf", atomically: true, encoding: .utf8)
+        try daemon.write("""
+            detector:
+              active_response: \(daemon.directory)/ossec.conf
+              commands_dir: \(bin)
+              sources:
+                - file: \(log)
+            """)
+        try daemon.start()
+        try Self.append(Self.line("User root from 203.0.113.60 not allowed because not listed in AllowUsers"), to: log)
+        #expect(Self.waitFor(5) { FileManager.default.fileExists(atPath: "\(daemon.directory)/seen") }, "the slow command never started")
+        let written = Date()
+        try Self.append(Self.line("Invalid user admin from 203.0.113.61 port 1"), to: log)
+        #expect(try Self.waitFor(5) { try blocked(daemon).contains("203.0.113.61") }, "the block waited for the slow command")
+        #expect(Date().timeIntervalSince(written) < 5)
+
+        let stopping = Date()
+        let (status, output) = try daemon.stop()
+        #expect(status == 0, "\(output)")
+        #expect(Date().timeIntervalSince(stopping) < 8, "the daemon waited for the slow command to stop: \(output)")
+    }
 }
