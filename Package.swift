@@ -140,6 +140,14 @@ let package = Package(
         .testTarget(name: "PortcullisWazuhTests", dependencies: ["PortcullisWazuh", "PortcullisCore"]),
         // Needs root and bpffs (skips with a message otherwise): verdicts through BPF_PROG_TEST_RUN.
         .testTarget(name: "PortcullisBPFTests", dependencies: ["PortcullisBPF", "PortcullisCore", "CLibbpf"]),
+        // The control API's route handlers in process (HummingbirdTesting) over a real keeper; needs root and bpffs.
+        .testTarget(
+            name: "PortcullisDaemonTests",
+            dependencies: [
+                "PortcullisDaemon", "PortcullisConfig",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // Runs the built portcullis binary: usage errors without root, the netns lab with root.
         .testTarget(
             name: "PortcullisCLITests",
