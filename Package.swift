@@ -39,16 +39,22 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
     ],
     targets: [
-        // Pure logic: addresses, prefixes, durations, block files. No BPF, no root.
+        // Pure logic: addresses, prefixes, durations, block files, and the domain: block
+        // sources, requests and outcomes, the refresh, owner and admission rules. No BPF, no root,
+        // no files, no environment.
         .target(name: "PortcullisCore"),
 
+        // POSIX plumbing in one place: EINTR retries with errno captured at the call, mkdir -p,
+        // whole-file reads, settings from options or the environment, the wall clock.
+        .target(name: "PortcullisSystem", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
+
         // The incident record: JSON lines, locked and fsync'd. No BPF, no root.
-        .target(name: "PortcullisIncidents", dependencies: ["PortcullisCore"]),
+        .target(name: "PortcullisIncidents", dependencies: ["PortcullisCore", "PortcullisSystem"]),
 
         // The daemon's YAML configuration, with file, line and key in every error. No BPF, no root.
         .target(
             name: "PortcullisConfig",
-            dependencies: ["PortcullisCore", .product(name: "Yams", package: "Yams")]),
+            dependencies: ["PortcullisCore", "PortcullisSystem", .product(name: "Yams", package: "Yams")]),
 
         // Standalone detection: log parsing, sshd rules as data, frequency counting,
         // ossec.conf active-response blocks. No BPF, no root.
@@ -75,6 +81,7 @@ let package = Package(
             dependencies: [
                 "CLibbpf",
                 "PortcullisCore",
+                "PortcullisSystem",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             plugins: ["EmbedBPFObject"]
@@ -84,14 +91,14 @@ let package = Package(
         // socket, with the JSON records both speak and every change written to the incident record.
         .target(
             name: "PortcullisControl",
-            dependencies: ["PortcullisBPF", "PortcullisCore", "PortcullisIncidents"]),
+            dependencies: ["PortcullisBPF", "PortcullisCore", "PortcullisIncidents", "PortcullisSystem"]),
 
         // `portcullis run`: the single writer, sweeper, control API and metrics.
         .target(
             name: "PortcullisDaemon",
             dependencies: [
                 "PortcullisBPF", "PortcullisCore", "PortcullisIncidents", "PortcullisControl", "PortcullisConfig",
-                "PortcullisDetector", "PortcullisWazuh",
+                "PortcullisDetector", "PortcullisSystem", "PortcullisWazuh",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -104,7 +111,7 @@ let package = Package(
         // The Wazuh active response: one message in, check_keys, one change, the record.
         .target(
             name: "PortcullisActiveResponse",
-            dependencies: ["PortcullisBPF", "PortcullisControl", "PortcullisCore", "PortcullisIncidents", "PortcullisWazuh"]),
+            dependencies: ["PortcullisBPF", "PortcullisControl", "PortcullisCore", "PortcullisIncidents", "PortcullisSystem", "PortcullisWazuh"]),
 
         .executableTarget(
             name: "portcullis",
@@ -115,6 +122,7 @@ let package = Package(
                 "PortcullisIncidents",
                 "PortcullisControl",
                 "PortcullisActiveResponse",
+                "PortcullisSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             linkerSettings: staticInRelease

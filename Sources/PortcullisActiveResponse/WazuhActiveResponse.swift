@@ -2,6 +2,7 @@ import Glibc
 import PortcullisBPF
 import PortcullisControl
 import PortcullisCore
+import PortcullisSystem
 import PortcullisIncidents
 import PortcullisWazuh
 
@@ -151,18 +152,8 @@ public enum WazuhActiveResponse {
 
     /// One line and a newline to stdout, in as few writes as it takes, unbuffered.
     private static func writeLine(_ text: String) -> Bool {
-        var bytes = Array(text.utf8) + [UInt8(ascii: "\n")]
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeMutableBytes { write(1, $0.baseAddress, $0.count) }
-            if written < 0 {
-                if errno == EINTR { continue }
-                return false
-            }
-            offset += written
-        }
-        bytes.removeAll()
-        return true
+        if case .success = SystemCall.writeAll(1, Array(text.utf8) + [UInt8(ascii: "\n")]) { return true }
+        return false
     }
 }
 
@@ -214,12 +205,9 @@ struct LineReader {
                 defer { buffer.removeAll() }
                 return .line(buffer)
             }
-            let count = read(fileDescriptor, &chunk, chunk.count)
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 {
-                ended = true
-            } else {
-                buffer.append(contentsOf: chunk[0..<count])
+            switch SystemCall.retryingInterrupts({ read(fileDescriptor, &chunk, chunk.count) }) {
+            case .success(let count) where count > 0: buffer.append(contentsOf: chunk[0..<count])
+            case .success, .failure: ended = true
             }
         }
     }

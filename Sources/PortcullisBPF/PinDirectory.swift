@@ -1,6 +1,7 @@
 import CLibbpf
 import Glibc
 import PortcullisCore
+import PortcullisSystem
 
 /// The bpffs directory that holds Portcullis's maps, programs and XDP links.
 ///
@@ -60,12 +61,8 @@ public struct PinDirectory: Sendable, Equatable {
     /// Creates the directory and its parents below the bpffs mount point.
     func create(_ relative: String? = nil) throws(DatapathError) {
         let target = relative.map(path(of:)) ?? path
-        var built = ""
-        for component in target.split(separator: "/") {
-            built += "/\(component)"
-            if mkdir(built, 0o700) != 0 && errno != EEXIST {
-                throw .syscall("cannot create directory \(built)", errno: errno)
-            }
+        if case .failure(let error) = SystemCall.makeDirectories(target, mode: 0o700) {
+            throw .syscall("cannot create directory \(error.path)", errno: error.code)
         }
     }
 
@@ -90,11 +87,9 @@ public struct PinDirectory: Sendable, Equatable {
     func lockForWriting() throws(DatapathError) -> WriterLock {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw .syscall("cannot open pin directory \(path)", errno: errno) }
-        while flock(fd, LOCK_EX) != 0 {
-            let code = errno
-            if code == EINTR { continue }
+        if case .failure(let code) = SystemCall.retryingInterrupts({ flock(fd, LOCK_EX) }) {
             close(fd)
-            throw .syscall("cannot lock pin directory \(path)", errno: code)
+            throw .syscall("cannot lock pin directory \(path)", errno: code.rawValue)
         }
         return WriterLock(fileDescriptor: fd)
     }

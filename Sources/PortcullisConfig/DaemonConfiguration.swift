@@ -1,5 +1,6 @@
 import Glibc
 import PortcullisCore
+import PortcullisSystem
 import Yams
 
 /// The daemon's configuration, from /etc/portcullis/portcullis.yaml (see

@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import PortcullisCore
+import PortcullisSystem
 
 /// A minimal blocking HTTP/1.1 client for the daemon's Unix control socket.
 ///
@@ -90,12 +91,10 @@ public struct ControlSocketClient: Sendable {
         var bytes = Array(request.utf8) + (body ?? [])
         var offset = 0
         while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if written < 0 {
-                if errno == EINTR { continue }
-                throw .failed("cannot send to the daemon: \(String(cString: strerror(errno)))")
+            switch SystemCall.retryingInterrupts({ bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }) {
+            case .success(let written): offset += written
+            case .failure(let code): throw .failed("cannot send to the daemon: \(code)")
             }
-            offset += written
         }
         bytes.removeAll()
         var response: [UInt8] = []
@@ -103,12 +102,12 @@ public struct ControlSocketClient: Sendable {
         // Known once the headers are in: how many bytes the whole response has.
         var expectedLength: Int?
         while true {
-            let count = recv(fd, &chunk, chunk.count, 0)
-            if count == 0 { break }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw .failed("no answer from the daemon: \(String(cString: strerror(errno)))")
+            let count: Int
+            switch SystemCall.retryingInterrupts({ recv(fd, &chunk, chunk.count, 0) }) {
+            case .success(let received): count = received
+            case .failure(let code): throw .failed("no answer from the daemon: \(code)")
             }
+            if count == 0 { break }
             response.append(contentsOf: chunk[0..<count])
             if expectedLength == nil { expectedLength = Self.expectedLength(response) }
             if let expectedLength, response.count >= expectedLength, let complete = Self.parse(response) { return complete }

@@ -7,6 +7,7 @@ import PortcullisControl
 import PortcullisDetector
 import ServiceLifecycle
 import UnixSignals
+import PortcullisSystem
 
 /// `portcullis run`: attaches to the configured interfaces, serves the control
 /// socket and the metrics endpoint, sweeps expired blocks, reloads its
@@ -104,12 +105,8 @@ public enum Daemon {
     /// Makes the socket's directory, and clears a socket a dead daemon left
     /// behind, but refuses to take over one a live daemon answers on.
     static func prepareSocket(at path: String) throws {
-        if let slash = path.lastIndex(of: "/"), slash != path.startIndex {
-            var built = ""
-            for component in path[..<slash].split(separator: "/") {
-                built += "/\(component)"
-                mkdir(built, 0o755)
-            }
+        if let directory = SystemCall.parent(of: path), case .failure(let error) = SystemCall.makeDirectories(directory, mode: 0o755) {
+            throw StartupError(description: "\(error.description) for the control socket \(path)")
         }
         guard access(path, F_OK) == 0 else { return }
         do {

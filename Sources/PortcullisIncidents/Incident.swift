@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import PortcullisCore
+import PortcullisSystem
 
 /// One line of the incident record: a block, refresh, unblock or expiry, with
 /// who asked for it and, when a block ends, what it achieved. This is the

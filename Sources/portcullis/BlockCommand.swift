@@ -3,6 +3,7 @@ import Glibc
 import PortcullisBPF
 import PortcullisControl
 import PortcullisCore
+import PortcullisSystem
 
 struct Block: ParsableCommand {
     static let configuration = CommandConfiguration(

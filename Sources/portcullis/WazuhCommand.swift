@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import PortcullisWazuh
+import PortcullisSystem
 
 struct Wazuh: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -110,17 +111,13 @@ struct WazuhInstall: ParsableCommand {
         guard target >= 0 else { throw RuntimeFailure("cannot write \(temporary): \(String(cString: strerror(errno)))") }
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         var failed = false
-        while true {
-            let count = read(source, &buffer, buffer.count)
-            if count == 0 { break }
-            if count < 0 { if errno == EINTR { continue }; failed = true; break }
-            var offset = 0
-            while offset < count {
-                let written = buffer[offset..<count].withUnsafeBytes { write(target, $0.baseAddress, $0.count) }
-                if written < 0 { if errno == EINTR { continue }; failed = true; break }
-                offset += written
+        copying: while true {
+            switch SystemCall.retryingInterrupts({ read(source, &buffer, buffer.count) }) {
+            case .success(0): break copying
+            case .success(let count):
+                guard case .success = SystemCall.writeAll(target, buffer[0..<count]) else { failed = true; break copying }
+            case .failure: failed = true; break copying
             }
-            if failed { break }
         }
         let synced = fsync(target) == 0
         close(target)

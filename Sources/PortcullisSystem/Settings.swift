@@ -17,25 +17,23 @@ public struct FileReadError: Error, CustomStringConvertible, Sendable {
 
 /// Every byte of a file, or of standard input for `-`.
 public func readWholeFile(_ path: String) throws(FileReadError) -> [UInt8] {
-    let fd = path == "-" ? 0 : open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw FileReadError(path: path, code: errno) }
+    let fd: CInt
+    if path == "-" {
+        fd = 0
+    } else {
+        switch SystemCall.retryingInterrupts({ open(path, O_RDONLY | O_CLOEXEC) }) {
+        case .success(let opened): fd = opened
+        case .failure(let code): throw FileReadError(path: path, code: code.rawValue)
+        }
+    }
     defer { if fd != 0 { close(fd) } }
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 1 << 20)
     while true {
-        let count = read(fd, &chunk, chunk.count)
-        if count == 0 { return bytes }
-        if count < 0 {
-            if errno == EINTR { continue }
-            throw FileReadError(path: path, code: errno)
+        switch SystemCall.retryingInterrupts({ read(fd, &chunk, chunk.count) }) {
+        case .success(0): return bytes
+        case .success(let count): bytes.append(contentsOf: chunk[0..<count])
+        case .failure(let code): throw FileReadError(path: path, code: code.rawValue)
         }
-        bytes.append(contentsOf: chunk[0..<count])
-    }
-}
-
-extension StringProtocol {
-    /// Without leading and trailing spaces, tabs and line ends.
-    public var trimmedSpace: String {
-        String(drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
     }
 }

@@ -1,0 +1,67 @@
+import Glibc
+import SystemPackage
+
+/// The POSIX plumbing every layer needs, in one place: a call retried on EINTR with its
+/// errno captured right after it fails, `mkdir -p`, and the wall clock.
+public enum SystemCall {
+    /// Runs `call` (a system call that returns -1 and sets errno on failure) until it does
+    /// not fail with EINTR; a failure carries the errno read at once, before anything
+    /// (string formatting, another call) can change it.
+    public static func retryingInterrupts<Value: BinaryInteger>(_ call: () -> Value) -> Result<Value, Errno> {
+        while true {
+            let value = call()
+            if value != -1 { return .success(value) }
+            let code = Errno(rawValue: errno)
+            if code != .interrupted { return .failure(code) }
+        }
+    }
+
+    /// Writes every byte, however many writes it takes; the errno of a failed write otherwise.
+    public static func writeAll(_ fd: CInt, _ bytes: some Collection<UInt8>) -> Result<Void, Errno> {
+        let bytes = Array(bytes)
+        var offset = 0
+        while offset < bytes.count {
+            let written = retryingInterrupts { bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
+            switch written {
+            case .success(let count): offset += count
+            case .failure(let code): return .failure(code)
+            }
+        }
+        return .success(())
+    }
+
+    /// Creates `path` and any missing parents with `mode` (`mkdir -p`); the directory that
+    /// could not be made and why otherwise.
+    public static func makeDirectories(_ path: String, mode: mode_t) -> Result<Void, DirectoryError> {
+        var built = ""
+        for component in path.split(separator: "/") {
+            built += "/\(component)"
+            if mkdir(built, mode) != 0 {
+                let code = errno
+                if code != EEXIST { return .failure(DirectoryError(path: built, code: code)) }
+            }
+        }
+        return .success(())
+    }
+
+    /// The directory part of `path` ("/a/b" for "/a/b/c"), or nil for a name in the working directory or at the root.
+    public static func parent(of path: String) -> String? {
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return nil }
+        return String(path[..<slash])
+    }
+}
+
+public struct DirectoryError: Error, Sendable, CustomStringConvertible {
+    public let path: String
+    public let code: CInt
+    public var description: String { "cannot create directory \(path): \(String(cString: strerror(code)))" }
+}
+
+/// The wall clock, for records people read; expiries in the data plane use the kernel's.
+public enum WallClock {
+    public static func nowUnixMilliseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+    }
+}
