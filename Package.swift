@@ -132,6 +132,7 @@ let package = Package(
             dependencies: [
                 "PortcullisConfig",
                 "PortcullisDaemon",
+                "PortcullisSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             linkerSettings: strippedInRelease

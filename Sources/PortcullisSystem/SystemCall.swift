@@ -65,3 +65,18 @@ public enum WallClock {
         return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
     }
 }
+
+/// Standard error, unbuffered, for one-line messages a person reads.
+public struct StandardError: TextOutputStream {
+    public init() {}
+
+    public mutating func write(_ string: String) {
+        _ = SystemCall.writeAll(2, Array(string.utf8))
+    }
+}
+
+/// One line on standard error.
+public func printError(_ line: String) {
+    var stderr = StandardError()
+    print(line, to: &stderr)
+}

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Glibc
+import PortcullisSystem
 import PortcullisConfig
 import PortcullisDaemon
 
@@ -80,22 +81,6 @@ struct Run: ParsableCommand {
 struct RuntimeFailure: Error, CustomStringConvertible {
     let description: String
     init(_ message: String) { description = message }
-}
-
-func printError(_ line: String) {
-    var stderr = StandardError()
-    print(line, to: &stderr)
-}
-
-struct StandardError: TextOutputStream {
-    mutating func write(_ string: String) {
-        var bytes = Array(string.utf8)[...]
-        while !bytes.isEmpty {
-            let written = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
-            if written <= 0 { return }
-            bytes = bytes.dropFirst(written)
-        }
-    }
 }
 
 @main

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import PortcullisSystem
 import PortcullisBPF
 import PortcullisControl
 import PortcullisCore
@@ -139,22 +140,6 @@ struct TargetArgument: ExpressibleByArgument, Sendable {
 
     func printNotes() {
         for note in parsed.notes { printError("note: \(note)") }
-    }
-}
-
-func printError(_ line: String) {
-    var stderr = StandardError()
-    print(line, to: &stderr)
-}
-
-struct StandardError: TextOutputStream {
-    mutating func write(_ string: String) {
-        var bytes = Array(string.utf8)[...]
-        while !bytes.isEmpty {
-            let written = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
-            if written <= 0 { return }
-            bytes = bytes.dropFirst(written)
-        }
     }
 }
 
