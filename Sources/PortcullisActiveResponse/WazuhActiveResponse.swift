@@ -16,6 +16,11 @@ import PortcullisWazuh
 /// Nothing but the check_keys line is ever written to stdout.
 public enum WazuhActiveResponse {
     static let maximumMessageBytes = 65_536
+    /// How long execd's answer to check_keys may take; execd answers at once, so a longer
+    /// silence means it will not answer, and nothing is blocked.
+    public static let checkKeysReplyTimeout: Duration = .seconds(10)
+    /// How long the daemon may take before the response writes the maps itself.
+    public static let daemonTimeout: Duration = .seconds(5)
 
     /// execd passes no arguments and names the program by its path under active-response/bin.
     public static func isInvocation(_ arguments: [String]) -> Bool {
@@ -57,7 +62,7 @@ public enum WazuhActiveResponse {
         let recorder = IncidentRecorder(log: IncidentLog.resolve(option: nil), warn: { log.write("Warning: \($0)") })
         let pins = PinDirectory.resolve(option: extra.pinDirectory)
         // Through the daemon when it runs; straight into the pinned maps when it does not.
-        let blocklist = PreferredBlocklist(socket: ControlSocketClient.resolve(option: nil)) { () throws(ServiceError) -> LocalBlocklist in
+        let blocklist = PreferredBlocklist(socket: ControlSocketClient.resolve(option: nil).with(timeout: daemonTimeout)) { () throws(ServiceError) -> LocalBlocklist in
             do throws(DatapathError) {
                 let datapath = try Datapath.open(pins, creatingWith: message.command == .add ? .standard : nil)
                 return LocalBlocklist(datapath: datapath, recorder: recorder)
@@ -86,7 +91,7 @@ public enum WazuhActiveResponse {
                 return 255
             }
             log.write(keys)
-            guard let replyLine = readMessage(&input, log: log) else { return 255 }
+            guard let replyLine = readMessage(&input, log: log, timeout: checkKeysReplyTimeout) else { return 255 }
             do {
                 if try ActiveResponseReply.parse(replyLine) == .abort {
                     log.write("Aborted")
@@ -125,8 +130,11 @@ public enum WazuhActiveResponse {
 
     /// One line from execd, logged as received; nil (after logging Wazuh's
     /// message for it) when there is none or it is longer than execd may send.
-    private static func readMessage(_ input: inout LineReader, log: ActiveResponseLogger) -> [UInt8]? {
-        switch input.readLine(limit: maximumMessageBytes) {
+    private static func readMessage(_ input: inout LineReader, log: ActiveResponseLogger, timeout: Duration? = nil) -> [UInt8]? {
+        switch input.readLine(limit: maximumMessageBytes, timeout: timeout) {
+        case .timedOut:
+            log.write("No answer to check_keys within \(DurationText.format(checkKeysReplyTimeout)); nothing was blocked")
+            return nil
         case .line(let line):
             log.write(String(decoding: line, as: UTF8.self))
             return line
@@ -182,7 +190,7 @@ struct ActiveResponseLogger: Sendable {
 /// Reads lines from a descriptor without reading past what it needs: execd
 /// sends its reply only after it read check_keys, and never closes stdin first.
 struct LineReader {
-    enum Result { case line([UInt8]), endOfFile, tooLong }
+    enum Result { case line([UInt8]), endOfFile, tooLong, timedOut }
 
     let fileDescriptor: CInt
     private var buffer: [UInt8] = []
@@ -190,8 +198,10 @@ struct LineReader {
 
     init(fileDescriptor: CInt) { self.fileDescriptor = fileDescriptor }
 
-    mutating func readLine(limit: Int) -> Result {
+    /// The next line; with `timeout`, `.timedOut` when no whole line came in that time.
+    mutating func readLine(limit: Int, timeout: Duration? = nil) -> Result {
         var chunk = [UInt8](repeating: 0, count: 4096)
+        let deadline = timeout.map { ContinuousClock.now + $0 }
         while true {
             if let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
                 var line = Array(buffer[..<newline])
@@ -204,6 +214,14 @@ struct LineReader {
                 guard !buffer.isEmpty else { return .endOfFile }
                 defer { buffer.removeAll() }
                 return .line(buffer)
+            }
+            if let deadline {
+                let left = deadline - ContinuousClock.now
+                guard left > .zero else { return .timedOut }
+                var descriptor = pollfd(fd: fileDescriptor, events: Int16(POLLIN), revents: 0)
+                let milliseconds = Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
+                guard case .success(let ready) = SystemCall.retryingInterrupts({ poll(&descriptor, 1, milliseconds) }) else { return .endOfFile }
+                if ready == 0 { continue }
             }
             switch SystemCall.retryingInterrupts({ read(fileDescriptor, &chunk, chunk.count) }) {
             case .success(let count) where count > 0: buffer.append(contentsOf: chunk[0..<count])

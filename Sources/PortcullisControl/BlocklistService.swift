@@ -14,8 +14,10 @@ public struct ServiceError: Error, CustomStringConvertible, Sendable {
         case full
         case notFound
         case permission
-        /// The daemon is not running.
+        /// The daemon is not running, or did not answer in time.
         case unavailable
+        /// The request's deadline passed before the daemon got to it. Nothing changed.
+        case expired
         case failed
     }
 
@@ -37,6 +39,7 @@ public struct ServiceError: Error, CustomStringConvertible, Sendable {
         case .refused: 409
         case .full: 507
         case .unavailable: 503
+        case .expired: 408
         case .failed: 500
         }
     }
@@ -49,6 +52,7 @@ public struct ServiceError: Error, CustomStringConvertible, Sendable {
         case 409: .refused
         case 507: .full
         case 503: .unavailable
+        case 408: .expired
         default: .failed
         }
         self.init(kind, message)
@@ -263,7 +267,7 @@ public struct RemoteBlocklist: BlocklistService {
             }
         } catch {
             switch error {
-            case .notRunning: throw ServiceError(.unavailable, error.description)
+            case .notRunning, .timedOut: throw ServiceError(.unavailable, error.description)
             case .permissionDenied: throw ServiceError(.permission, error.description)
             case .failed: throw ServiceError(.failed, error.description)
             }
@@ -354,7 +358,9 @@ public struct RemoteBlocklist: BlocklistService {
 }
 
 /// The daemon when it runs, the pinned maps otherwise: a process that finds the
-/// daemon down still blocks, and while the daemon runs it is the single writer.
+/// daemon down, or not answering in time (stopped, overloaded), still blocks, and while
+/// the daemon answers it is the single writer. A request that timed out is not carried
+/// out by the daemon later: it sees the request's deadline passed.
 public final class PreferredBlocklist: BlocklistService {
     let remote: RemoteBlocklist
     let makeLocal: () throws(ServiceError) -> LocalBlocklist
@@ -372,13 +378,20 @@ public final class PreferredBlocklist: BlocklistService {
         self.makeLocal = local
     }
 
+    /// Set once the daemon did not answer: the rest of this process's requests go to the
+    /// maps at once, instead of each waiting out the timeout again.
+    private var daemonUnavailable = false
+
     private func perform<T>(_ operation: (any BlocklistService) throws(ServiceError) -> T) throws(ServiceError) -> T {
-        do {
-            let result = try operation(remote)
-            usedDaemon = true
-            return result
-        } catch {
-            guard error.kind == .unavailable else { throw error }
+        if !daemonUnavailable {
+            do {
+                let result = try operation(remote)
+                usedDaemon = true
+                return result
+            } catch {
+                guard error.kind == .unavailable else { throw error }
+                daemonUnavailable = true
+            }
         }
         usedDaemon = false
         let local: LocalBlocklist

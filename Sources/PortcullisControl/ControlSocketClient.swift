@@ -13,9 +13,21 @@ public struct ControlSocketClient: Sendable {
     public static let defaultPath = "/run/portcullis/control.sock"
     public static let environmentVariable = "PORTCULLIS_CONTROL_SOCKET"
 
-    public let path: String
+    /// The header that carries a request's deadline (Unix milliseconds): the daemon carries
+    /// out no request whose client has given up on it.
+    public static let deadlineHeader = "Portcullis-Deadline"
+    public static let defaultTimeout: Duration = .seconds(15)
 
-    public init(path: String) { self.path = path }
+    public let path: String
+    /// How long a request may take before this client gives up on it (and the daemon with it).
+    public let timeout: Duration
+
+    public init(path: String, timeout: Duration = Self.defaultTimeout) {
+        self.path = path
+        self.timeout = timeout
+    }
+
+    public func with(timeout: Duration) -> ControlSocketClient { ControlSocketClient(path: path, timeout: timeout) }
 
     /// `--control-socket` wins over `PORTCULLIS_CONTROL_SOCKET`, which wins over the default.
     public static func resolve(option: String?) -> ControlSocketClient {
@@ -32,11 +44,14 @@ public struct ControlSocketClient: Sendable {
         case notRunning
         /// A daemon listens, but this user may not talk to it.
         case permissionDenied(String)
+        /// The daemon did not answer in time; it will not carry the request out later.
+        case timedOut(Duration)
         case failed(String)
 
         public var description: String {
             switch self {
             case .notRunning: "the Portcullis daemon is not running"
+            case .timedOut(let limit): "the Portcullis daemon did not answer within \(DurationText.format(limit)); it drops the request once it sees the deadline passed"
             case .permissionDenied(let path): "permission denied on the control socket \(path): run as root or as a member of its group (portcullis)"
             case .failed(let message): message
             }
@@ -69,7 +84,8 @@ public struct ControlSocketClient: Sendable {
             default: throw .failed("cannot connect to \(path): \(String(cString: strerror(code)))")
             }
         }
-        var timeout = timeval(tv_sec: 60, tv_usec: 0)
+        let (seconds, attoseconds) = self.timeout.components
+        var timeout = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         return fd
@@ -85,7 +101,9 @@ public struct ControlSocketClient: Sendable {
         let fd = try connect()
         defer { close(fd) }
         let body = try makeBody()
+        let deadline = WallClock.nowUnixMilliseconds() + Int64(timeout.components.seconds) * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
         var request = "\(method) \(target) HTTP/1.1\r\nHost: portcullis\r\nConnection: close\r\nAccept: application/json\r\n"
+        request += "\(Self.deadlineHeader): \(deadline)\r\n"
         if let body { request += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
         request += "\r\n"
         var bytes = Array(request.utf8) + (body ?? [])
@@ -93,6 +111,7 @@ public struct ControlSocketClient: Sendable {
         while offset < bytes.count {
             switch SystemCall.retryingInterrupts({ bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }) {
             case .success(let written): offset += written
+            case .failure(.wouldBlock): throw .timedOut(timeout)
             case .failure(let code): throw .failed("cannot send to the daemon: \(code)")
             }
         }
@@ -105,6 +124,7 @@ public struct ControlSocketClient: Sendable {
             let count: Int
             switch SystemCall.retryingInterrupts({ recv(fd, &chunk, chunk.count, 0) }) {
             case .success(let received): count = received
+            case .failure(.wouldBlock): throw .timedOut(timeout)
             case .failure(let code): throw .failed("no answer from the daemon: \(code)")
             }
             if count == 0 { break }

@@ -4,6 +4,8 @@ import PortcullisBPF
 import PortcullisControl
 import PortcullisCore
 import PortcullisIncidents
+import PortcullisSystem
+import Logging
 
 /// The control API: HTTP with JSON over the Unix control socket.
 ///
@@ -27,6 +29,7 @@ enum ControlAPI {
     static func router(keeper: BlocklistKeeper) -> Router<BasicRequestContext> {
         let router = Router()
         router.middlewares.add(JSONErrors())
+        router.middlewares.add(DeadlineMiddleware(logger: keeper.logger))
         let blocks = BlockRoutes(keeper: keeper)
         let allowlist = AllowlistRoutes(keeper: keeper)
         let state = StateRoutes(keeper: keeper)
@@ -212,6 +215,29 @@ struct StateRoutes: Sendable {
         } catch let error as IncidentLogError {
             throw ServiceError(.failed, error.description)
         }
+    }
+}
+
+/// Refuses a request whose client has given up on it (its `Portcullis-Deadline` passed):
+/// a daemon that was stopped or slow must not carry out, minutes later, a block or an
+/// unblock its client already reported as failed, or did another way.
+struct DeadlineMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let name = ControlSocketClient.deadlineHeader.lowercased()
+        if let text = request.headers.first(where: { $0.name.canonicalName == name })?.value {
+            guard let deadline = Int64(text) else {
+                throw ServiceError(.badRequest, "the \(ControlSocketClient.deadlineHeader) header must be Unix milliseconds, not '\(text)'")
+            }
+            let late = WallClock.nowUnixMilliseconds() - deadline
+            if late > 0 {
+                logger.warning("dropped \(request.method) \(request.uri.path): its client gave up \(late) ms ago")
+                throw ServiceError(.expired, "the request's deadline passed \(late) ms ago; nothing was done")
+            }
+        }
+        return try await next(request, context)
     }
 }
 
