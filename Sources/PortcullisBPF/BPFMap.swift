@@ -61,7 +61,8 @@ public struct BPFMap: Sendable {
         if bpf_map_update_elem(fileDescriptor, &key, &value, mode.flags) == 0 { return true }
         let code = Glibc.errno
         if (code == EEXIST && mode == .onlyNew) || (code == ENOENT && mode == .onlyExisting) { return false }
-        if code == E2BIG {
+        // A hash map says E2BIG when full, an LPM trie ENOSPC.
+        if code == E2BIG || code == ENOSPC {
             throw DatapathError(.full, "map \(name) is full (capacity \(maxEntries)); remove entries, or recreate the state with a larger capacity")
         }
         throw .syscall("cannot write map \(name)", errno: code)
@@ -152,7 +153,7 @@ public struct BPFMap: Sendable {
             return Int(count)
         }
         let code = Glibc.errno
-        if code == E2BIG {
+        if code == E2BIG || code == ENOSPC {
             throw DatapathError(.full, "map \(name) is full (capacity \(maxEntries)) after \(count) more entries; remove entries, or recreate the state with a larger capacity")
         }
         throw .syscall("cannot write map \(name) in batches (\(count) of \(keys.count) written)", errno: code)

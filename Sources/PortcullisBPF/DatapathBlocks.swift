@@ -47,7 +47,8 @@ extension Datapath {
 
     /// Blocks many targets at once under one lock, with batched map updates for
     /// exact addresses; an already blocked target is refreshed as by ``block(_:)``.
-    /// Every request is checked before anything changes.
+    /// All or nothing: every request is admitted, and every map checked for room, before
+    /// anything changes; a map without room for the batch is named in the error.
     public func block(batch requests: [BlockRequest]) throws(DatapathError) -> BatchOutcome {
         for request in requests { try admit(request.target, allowlist: []) }
         let lock = try pins.lockForWriting()
@@ -60,64 +61,101 @@ extension Datapath {
         var outcome = BatchOutcome()
         var v4: [(UInt32, BlockRequest)] = []
         var v6: [(portcullis_addr_v6, BlockRequest)] = []
+        var prefixes: [BlockRequest] = []
         for request in requests {
             switch BlockSlot(request.target) {
             case .exactV4(let key): v4.append((key, request))
             case .exactV6(let key): v6.append((key, request))
-            case .prefixV4, .prefixV6: outcome.count(try write(request, at: reading).change)
+            case .prefixV4, .prefixV6: prefixes.append(request)
             }
         }
-        try batchInsert(v4, into: blocksV4, at: reading, outcome: &outcome) { $0 }
-        try batchInsert(v6, into: blocksV6, at: reading, outcome: &outcome) { key in
+        let planV4 = try plan(v4, in: blocksV4, at: reading, outcome: &outcome) { $0 }
+        let planV6 = try plan(v6, in: blocksV6, at: reading, outcome: &outcome) { key in
             withUnsafeBytes(of: key.addr) { Key128(high: $0.load(as: UInt64.self), low: $0.load(fromByteOffset: 8, as: UInt64.self)) }
         }
+        try requireRoom(forPrefixes: prefixes)
+        for request in prefixes { outcome.count(try write(request, at: reading).change) }
+        try planV4.write(into: blocksV4)
+        try planV6.write(into: blocksV6)
         return outcome
     }
 
-    /// Writes blocks a chunk at a time with one bpf(BPF_MAP_UPDATE_BATCH) each.
-    /// The existing entries are read once, in batches, so a refresh keeps its
-    /// counters and start exactly as ``block(_:)`` would; a target listed twice
-    /// is merged in order.
-    private func batchInsert<Key: BitwiseCopyable, KeyID: Hashable>(
-        _ items: [(Key, BlockRequest)], into map: BPFMap, at reading: ClockReading, outcome: inout BatchOutcome,
-        id: (Key) -> KeyID
-    ) throws(DatapathError) {
-        guard !items.isEmpty else { return }
-        var previous: [KeyID: portcullis_block] = [:]
-        for (key, value) in try map.entries(as: Key.self, portcullis_block.self) where !reading.isExpired(value.expires_jiffies) {
-            previous[id(key)] = value
-        }
+    /// The values a batch leaves in one exact map, merged with what it holds.
+    private struct BatchPlan<Key: BitwiseCopyable> {
         var keys: [Key] = []
         var values: [portcullis_block] = []
+
+        /// A chunk at a time, with one bpf(BPF_MAP_UPDATE_BATCH) each.
+        func write(into map: BPFMap) throws(DatapathError) {
+            let chunkSize = 16_384
+            var start = 0
+            while start < keys.count {
+                let end = min(start + chunkSize, keys.count)
+                _ = try keys[start..<end].withUnsafeBufferPointer { keys throws(DatapathError) in
+                    try values[start..<end].withUnsafeBufferPointer { values throws(DatapathError) in
+                        try map.updateBatch(keys: keys, values: values)
+                    }
+                }
+                start = end
+            }
+        }
+    }
+
+    /// Merges a batch with the map's entries, read once in batches, so a refresh keeps its
+    /// counters and start exactly as ``block(_:)`` would; a target listed twice is merged
+    /// in order. Throws, writing nothing, when the map has no room for the new keys.
+    private func plan<Key: BitwiseCopyable, KeyID: Hashable>(
+        _ items: [(Key, BlockRequest)], in map: BPFMap, at reading: ClockReading, outcome: inout BatchOutcome,
+        id: (Key) -> KeyID
+    ) throws(DatapathError) -> BatchPlan<Key> {
+        var plan = BatchPlan<Key>()
+        guard !items.isEmpty else { return plan }
+        // Expired entries still take a slot until a sweep; a key present in any state needs no new one.
+        var present: [KeyID: portcullis_block] = [:]
+        for (key, value) in try map.entries(as: Key.self, portcullis_block.self) { present[id(key)] = value }
         var position: [KeyID: Int] = [:]
-        keys.reserveCapacity(items.count)
-        values.reserveCapacity(items.count)
+        plan.keys.reserveCapacity(items.count)
+        plan.values.reserveCapacity(items.count)
         position.reserveCapacity(items.count)
+        var newKeys = 0
         for (key, request) in items {
             let keyID = id(key)
             if let index = position[keyID] {
                 // Listed twice: the later request refreshes what the earlier one set.
-                let (value, change) = merged(request, into: values[index], at: reading)
-                values[index] = value
+                let (value, change) = merged(request, into: plan.values[index], at: reading)
+                plan.values[index] = value
                 outcome.count(change)
             } else {
-                let (value, change) = merged(request, into: previous[keyID], at: reading)
-                position[keyID] = keys.count
-                keys.append(key)
-                values.append(value)
+                let previous = present[keyID]
+                if previous == nil { newKeys += 1 }
+                let (value, change) = merged(request, into: previous, at: reading)
+                position[keyID] = plan.keys.count
+                plan.keys.append(key)
+                plan.values.append(value)
                 outcome.count(change)
             }
         }
-        let chunkSize = 16_384
-        var start = 0
-        while start < keys.count {
-            let end = min(start + chunkSize, keys.count)
-            _ = try keys[start..<end].withUnsafeBufferPointer { keys throws(DatapathError) in
-                try values[start..<end].withUnsafeBufferPointer { values throws(DatapathError) in
-                    try map.updateBatch(keys: keys, values: values)
-                }
+        let room = Int(map.maxEntries) - present.count
+        if newKeys > room {
+            throw DatapathError(.full, "map \(map.name) has room for \(max(room, 0)) more entries (capacity \(map.maxEntries)) but the batch adds \(newKeys); nothing was blocked (sweep or unblock entries, or recreate the state with a larger --capacity)")
+        }
+        return plan
+    }
+
+    /// Throws, before anything is written, when a prefix trie has no room for the new prefixes.
+    private func requireRoom(forPrefixes requests: [BlockRequest]) throws(DatapathError) {
+        guard !requests.isEmpty else { return }
+        var newPrefixes: [Trie: Set<BlockTarget>] = [:]
+        for request in requests where try lookup(request.target) == nil {
+            if let trie = BlockSlot(request.target).trie { newPrefixes[trie, default: []].insert(request.target) }
+        }
+        let counts = try trieSizeCounts()
+        for (trie, targets) in newPrefixes {
+            let (map, held) = trie == .prefixesV4 ? (prefixesV4, counts[2]) : (prefixesV6, counts[3])
+            let room = Int(map.maxEntries) - Int(held)
+            if targets.count > room {
+                throw DatapathError(.full, "map \(map.name) has room for \(max(room, 0)) more prefixes (capacity \(map.maxEntries)) but the batch adds \(targets.count); nothing was blocked (unblock prefixes, or recreate the state with a larger --prefix-capacity)")
             }
-            start = end
         }
     }
 

@@ -125,7 +125,13 @@ struct Block: ParsableCommand {
         var start = 0
         repeat {
             let chunk = Array(items[start..<min(start + chunkSize, items.count)])
-            total = total + (try blocklist.block(batch: BlockBatch(items: chunk, reason: reason, source: .file, origin: name)))
+            do throws(ServiceError) {
+                total = total + (try blocklist.block(batch: BlockBatch(items: chunk, reason: reason, source: .file, origin: name)))
+            } catch {
+                guard start > 0 else { throw error }
+                // Earlier chunks are in force and recorded; say exactly how much.
+                throw RuntimeFailure("\(name): \(error.description); the first \(start) of \(items.count) targets were blocked by earlier requests (each recorded in the incident log), the rest were not")
+            }
             start += chunk.count
         } while start < items.count
         total.elapsed = ContinuousClock.now - started

@@ -81,6 +81,50 @@ struct BlocklistTests {
         #expect(try state.block("192.0.2.1", for: .seconds(6000)).change == .refreshed)
     }
 
+    @Test func aBatchTooLargeForAMapChangesNothingAndNamesTheMap() throws {
+        let state = try ScratchState(capacity: Capacity(exact: 10, prefixes: 4))
+        for host in 1...4 { _ = try state.block("192.0.2.\(host)", for: .seconds(600)) }
+        func requests(_ texts: [String]) throws -> [BlockRequest] {
+            try texts.map { BlockRequest(target: try BlockTarget.parse($0).target, duration: .seconds(60), source: .file) }
+        }
+        // 4 refreshes and 7 new addresses: 11 in a map of 10.
+        let tooMany = try requests((1...11).map { "192.0.2.\($0)" } + ["2001:db8::1", "198.51.100.0/24"])
+        do {
+            _ = try state.datapath.block(batch: tooMany)
+            Issue.record("a batch larger than the map's room was applied")
+        } catch {
+            #expect(error.kind == .full)
+            #expect(error.description.hasPrefix("map blocks_v4 has room for 6 more entries (capacity 10) but the batch adds 7; nothing was blocked"))
+        }
+        #expect(try state.datapath.list().count == 4, "nothing of the batch, of any family or kind, was applied")
+        #expect(try state.verdict(Frame.ipv4(source: "192.0.2.5")) == .pass)
+
+        let prefixes = try requests(["198.51.100.0/24", "198.51.101.0/24", "198.51.102.0/24", "198.51.103.0/24", "198.51.104.0/24", "192.0.2.5"])
+        do {
+            _ = try state.datapath.block(batch: prefixes)
+            Issue.record("a batch larger than the prefix trie's room was applied")
+        } catch {
+            #expect(error.kind == .full)
+            #expect(error.description.hasPrefix("map prefixes_v4 has room for 4 more prefixes (capacity 4) but the batch adds 5"))
+        }
+        #expect(try state.datapath.list().count == 4)
+        // What fits goes in whole.
+        #expect(try state.datapath.block(batch: try requests((1...10).map { "192.0.2.\($0)" })).total == 10)
+    }
+
+    @Test func aFullPrefixTrieIsNamed() throws {
+        let state = try ScratchState(capacity: Capacity(exact: 8, prefixes: 2))
+        _ = try state.block("198.51.100.0/24", for: .seconds(600))
+        _ = try state.block("198.51.101.0/24", for: .seconds(600))
+        do {
+            _ = try state.block("198.51.102.0/24", for: .seconds(600))
+            Issue.record("a third prefix went into a trie of two")
+        } catch let error as DatapathError {
+            #expect(error.kind == .full)
+            #expect(error.description.contains("map prefixes_v4 is full (capacity 2)"), "\(error)")
+        }
+    }
+
     @Test func batchBlockingAddsRefreshesAndCountsEachTarget() throws {
         let state = try ScratchState(capacity: Capacity(exact: 50_000, prefixes: 64))
         _ = try state.block("198.51.100.1", for: .seconds(10), reason: "earlier")
