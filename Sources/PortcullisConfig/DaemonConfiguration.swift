@@ -77,12 +77,36 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     public init() {}
 
+    /// A configuration is a page of YAML; anything this large is a mistake (or /dev/zero).
+    public static let maximumFileBytes = 1 << 20
+
+    /// Where the first byte that is not UTF-8 stands.
+    static func utf8ErrorOffset(_ bytes: [UInt8]) -> Int? {
+        var iterator = bytes.makeIterator()
+        var decoder = UTF8()
+        var offset = 0
+        var consumed = 0
+        while true {
+            switch decoder.decode(&iterator) {
+            case .scalarValue(let scalar):
+                consumed += UTF8.width(scalar)
+                offset = consumed
+            case .emptyInput: return nil
+            case .error: return offset
+            }
+        }
+    }
+
     public static func load(path: String) throws(ConfigurationError) -> DaemonConfiguration {
-        let text: String
+        let bytes: [UInt8]
         do {
-            text = String(decoding: try readWholeFile(path), as: UTF8.self)
+            bytes = try readWholeFile(path, maximumBytes: maximumFileBytes)
         } catch {
-            throw ConfigurationError(file: path, line: nil, key: nil, message: "cannot read the configuration: \(String(cString: strerror(error.code)))")
+            throw ConfigurationError(file: path, line: nil, key: nil, message: error.problem ?? "cannot read the configuration: \(String(cString: strerror(error.code)))")
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            let line = 1 + (utf8ErrorOffset(bytes).map { offset in bytes[..<offset].count { $0 == UInt8(ascii: "\n") } } ?? 0)
+            throw ConfigurationError(file: path, line: line, key: nil, message: "the file is not valid UTF-8")
         }
         return try parse(text, file: path)
     }
@@ -117,7 +141,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
                 configuration.capacityPrefixes = prefixes
             case "sweep_interval": configuration.sweepInterval = try reader.duration(value, key)
             case "allowlist": configuration.allowlist = try reader.targets(value, key)
-            case "control_socket": configuration.controlSocket = try reader.absolutePath(value, key)
+            case "control_socket": configuration.controlSocket = try reader.socketPath(value, key)
             case "control_group": configuration.controlGroup = try reader.nonEmptyString(value, key)
             case "metrics_address": configuration.metricsAddress = try reader.address(value, key)
             case "incident_log": configuration.incidentLog = try reader.absolutePath(value, key)
@@ -192,6 +216,15 @@ private struct Reader {
     func absolutePath(_ node: Node, _ key: String) throws(ConfigurationError) -> String {
         let text = try nonEmptyString(node, key)
         guard text.hasPrefix("/") else { throw fail(node, key, "'\(text)' must be an absolute path") }
+        return text
+    }
+
+    /// A Unix socket's path: sun_path holds 107 bytes and a NUL.
+    func socketPath(_ node: Node, _ key: String) throws(ConfigurationError) -> String {
+        let text = try absolutePath(node, key)
+        guard text.utf8.count <= 107 else {
+            throw fail(node, key, "the path is \(text.utf8.count) bytes long; a Unix socket's path holds at most 107")
+        }
         return text
     }
 

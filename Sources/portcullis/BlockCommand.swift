@@ -92,7 +92,7 @@ struct Block: ParsableCommand {
     private func blockFile(_ path: String) throws {
         let text: String
         do {
-            text = String(decoding: try readWholeFile(path), as: UTF8.self)
+            text = String(decoding: try readWholeFile(path, maximumBytes: Self.maximumFileBytes), as: UTF8.self)
         } catch {
             throw RuntimeFailure(error.description)
         }
@@ -144,6 +144,8 @@ struct Block: ParsableCommand {
     }
 
     static let daemonChunkSize = 200_000
+    /// 16 million lines of an address and a duration; anything larger is not a block file.
+    static let maximumFileBytes = 512 << 20
 }
 
 /// A duration option, with the parser's own message as the usage error.

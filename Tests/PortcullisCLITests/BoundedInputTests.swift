@@ -1,0 +1,63 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Inputs that are not files, or are too large, are refused at once with one line,
+/// and change nothing: nothing reads an endless device or waits for a FIFO's writer.
+@Suite struct BoundedInputTests {
+    static let pins = "/tmp/portcullis-bounded-never"
+
+    @Test(arguments: ["/dev/zero", "/dev/urandom", "/tmp"])
+    func aBlockFileThatIsNotARegularFileIsRefused(path: String) throws {
+        let result = try Command.portcullis(["block", "--file", path], pins: Self.pins)
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stderr == "portcullis: \(path) is not a regular file (give a file, or - for standard input)\n")
+        #expect(!FileManager.default.fileExists(atPath: Self.pins))
+    }
+
+    @Test func aFIFOWithoutAWriterIsRefusedAtOnce() throws {
+        let fifo = "/tmp/portcullis-fifo-\(UUID().uuidString.prefix(8))"
+        try #require(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        let started = Date()
+        let result = try Command.portcullis(["block", "--file", fifo], pins: Self.pins)
+        #expect(Date().timeIntervalSince(started) < 5)
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stderr.contains("is not a regular file"), "\(result)")
+        let check = try Command.run(Command.portcullis, ["run", "--check", "--config", fifo], timeout: 10)
+        #expect(check.status == 1, "\(check)")
+        #expect(check.stderr.contains("is not a regular file"), "\(check)")
+    }
+
+    @Test func aConfigurationThatIsADeviceOrTooLargeIsRefused() throws {
+        let zero = try Command.run(Command.portcullis, ["run", "--check", "--config", "/dev/zero"], timeout: 10)
+        #expect(zero.status == 1, "\(zero)")
+        #expect(zero.stderr == "portcullis: /dev/zero: is not a regular file (give a file, or - for standard input)\n", "\(zero)")
+        let large = "/tmp/portcullis-large-\(UUID().uuidString.prefix(8)).yaml"
+        try Data(repeating: UInt8(ascii: "#"), count: 2 << 20).write(to: URL(fileURLWithPath: large))
+        defer { unlink(large) }
+        let result = try Command.run(Command.portcullis, ["run", "--check", "--config", large], timeout: 10)
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stderr.contains("is larger than 1 MiB"), "\(result)")
+    }
+
+    @Test func aConfigurationThatIsNotUTF8IsRefusedWithItsLine() throws {
+        let path = "/tmp/portcullis-latin1-\(UUID().uuidString.prefix(8)).yaml"
+        try Data("sweep_interval: 10s\n# caf".utf8 + [0xE9] + Data("\nincident_log: /tmp/x\n".utf8)).write(to: URL(fileURLWithPath: path))
+        defer { unlink(path) }
+        let result = try Command.run(Command.portcullis, ["run", "--check", "--config", path], timeout: 10)
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stderr.contains("\(path):2"), "\(result)")
+        #expect(result.stderr.contains("not valid UTF-8"), "\(result)")
+    }
+
+    @Test func aControlSocketPathLongerThanSunPathIsRefusedByCheck() throws {
+        let path = "/tmp/portcullis-socket-\(UUID().uuidString.prefix(8)).yaml"
+        let socket = "/run/" + String(repeating: "s", count: 110) + ".sock"
+        try "control_socket: \(socket)\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path) }
+        let result = try Command.run(Command.portcullis, ["run", "--check", "--config", path], timeout: 10)
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stderr.contains("holds at most 107"), "\(result)")
+    }
+}
