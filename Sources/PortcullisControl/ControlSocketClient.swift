@@ -30,8 +30,19 @@ public struct ControlSocketClient: Sendable {
     public func with(timeout: Duration) -> ControlSocketClient { ControlSocketClient(path: path, timeout: timeout) }
 
     /// `--control-socket` wins over `PORTCULLIS_CONTROL_SOCKET`, which wins over the default.
+    /// Root talks to the daemon on root's own socket beside it, when the daemon made one.
     public static func resolve(option: String?) -> ControlSocketClient {
-        ControlSocketClient(path: setting(option: option, environment: environmentVariable) ?? defaultPath)
+        let shared = setting(option: option, environment: environmentVariable) ?? defaultPath
+        let root = rootSocketPath(for: shared)
+        if geteuid() == 0, access(root, F_OK) == 0 { return ControlSocketClient(path: root) }
+        return ControlSocketClient(path: shared)
+    }
+
+    /// Root's own socket for a shared one: `private/NAME` beside it, in a directory only root may enter.
+    public static func rootSocketPath(for shared: String) -> String {
+        guard let directory = SystemCall.parent(of: shared) else { return "private/\(shared)" }
+        let name = shared[shared.index(after: shared.lastIndex(of: "/") ?? shared.startIndex)...]
+        return "\(directory)/private/\(name)"
     }
 
     public struct Response: Sendable {

@@ -25,6 +25,14 @@ import Logging
 /// A bad request gets a 4xx status and `{"error": "..."}`, and changes nothing.
 enum ControlAPI {
     static let maximumBody = 16 << 20
+    /// Connections the shared socket (root and the control group) holds at once; the rest wait.
+    static let sharedConnectionLimit = 256
+    /// Connections root's own socket holds at once. With the shared socket's, far below the
+    /// daemon's descriptor limit (the unit's LimitNOFILE=8192), which the maps, logs and
+    /// user-defined commands also need.
+    static let rootConnectionLimit = 64
+    /// A connection that sends nothing for this long is closed.
+    static let idleTimeout: Duration = .seconds(10)
 
     static func router(keeper: BlocklistKeeper) -> Router<BasicRequestContext> {
         let router = Router()

@@ -50,11 +50,19 @@ public enum Daemon {
         if group == nil {
             logger.warning("no group \(configuration.controlGroup): the control socket is for root only")
         }
+        // Root's own socket, in a directory only root may enter: however many connections the
+        // group's members hold open on the shared one, the CLI and the Wazuh response get in.
+        let rootSocketPath = ControlSocketClient.rootSocketPath(for: socketPath)
+        try prepareRootSocket(at: rootSocketPath)
+        let router = ControlAPI.router(keeper: keeper)
         // The socket is created 0660 from the start: no window in which others may connect.
         let previousMask = umask(0o117)
         let control = Application(
-            router: ControlAPI.router(keeper: keeper),
-            configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "portcullis"),
+            router: router,
+            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(ControlAPI.idleTimeout.components.seconds)))),
+            configuration: .init(
+                address: .unixDomainSocket(path: socketPath), serverName: "portcullis",
+                availableConnectionsDelegate: .maximum(ControlAPI.sharedConnectionLimit, logger: logger)),
             onServerRunning: { [logger] _ in
                 umask(previousMask)
                 chown(socketPath, 0, group ?? 0)
@@ -62,8 +70,16 @@ public enum Daemon {
                 logger.info("control socket ready at \(socketPath)")
             },
             logger: Logger(label: "portcullis.control"))
+        let rootControl = Application(
+            router: router,
+            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(ControlAPI.idleTimeout.components.seconds)))),
+            configuration: .init(
+                address: .unixDomainSocket(path: rootSocketPath), serverName: "portcullis",
+                availableConnectionsDelegate: .maximum(ControlAPI.rootConnectionLimit, logger: logger)),
+            onServerRunning: { [logger] _ in logger.info("root's control socket ready at \(rootSocketPath)") },
+            logger: Logger(label: "portcullis.control.root"))
 
-        var services: [any Service] = [control, Sweeper(keeper: keeper), Reloader(keeper: keeper, path: configurationPath)]
+        var services: [any Service] = [control, rootControl, Sweeper(keeper: keeper), Reloader(keeper: keeper, path: configurationPath)]
         if let detector = configuration.detector, let (rules, responses) = detectorSetup {
             services.append(DetectorService(keeper: keeper, configuration: detector, rules: rules, responses: responses, logger: logger))
         }
@@ -91,15 +107,33 @@ public enum Daemon {
             try await serviceGroup.run()
         } catch {
             unlink(socketPath)
+            unlink(rootSocketPath)
             throw error
         }
         unlink(socketPath)
+        unlink(rootSocketPath)
         let detachConfigured = await keeper.configuration.detachOnExit
         if detachOnExit || detachConfigured {
             await keeper.detachConfiguredInterfaces()
         } else {
             logger.info("stopped; the XDP program and every block stay in force")
         }
+    }
+
+    /// Makes root's socket directory (0700, root's: nobody else may even look up the socket)
+    /// and clears a socket a dead daemon left there; the shared socket's check already
+    /// refused to take over from a live daemon.
+    static func prepareRootSocket(at path: String) throws {
+        guard let directory = SystemCall.parent(of: path) else { return }
+        if case .failure(let error) = SystemCall.makeDirectories(directory, mode: 0o700) {
+            throw StartupError(description: "\(error.description) for root's control socket \(path)")
+        }
+        var info = stat()
+        guard lstat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, info.st_uid == 0 else {
+            throw StartupError(description: "\(directory) must be a directory owned by root; remove it and start again")
+        }
+        chmod(directory, 0o700)
+        unlink(path)
     }
 
     /// Makes the socket's directory, and clears a socket a dead daemon left
