@@ -342,4 +342,26 @@ struct ConfigurationXMLTests {
             #expect(error.message.hasPrefix("not well-formed XML"), "\(error)")
         }
     }
+
+    /// 50,000 nested elements once overflowed the stack (releasing the tree recursed);
+    /// now the reader stops at the 65th level, with the line.
+    @Test func deepNestingIsRefusedWithItsLine() {
+        let depth = 50_000
+        let text = "<ossec_config>\n" + String(repeating: "<a>", count: depth) + String(repeating: "</a>", count: depth) + "</ossec_config>"
+        do {
+            _ = try parse(text)
+            Issue.record("accepted \(depth) nested elements")
+        } catch {
+            #expect(error.line == 2, "\(error)")
+            #expect(error.message.contains("nested more than 64"), "\(error)")
+        }
+        // 64 levels, the root included, are still a document.
+        let deepest = String(repeating: "<a>", count: 63) + String(repeating: "</a>", count: 63)
+        #expect((try? parse("<ossec_config>" + deepest + "</ossec_config>")) != nil)
+    }
+
+    @Test func anOversizedFileIsRefused() {
+        let text = "<ossec_config>" + String(repeating: " ", count: 16 << 20) + "</ossec_config>"
+        #expect(throws: ActiveResponseConfigurationError.self) { try parse(text) }
+    }
 }
