@@ -22,21 +22,18 @@ struct DetectorService: Service {
 
     /// Loads the rules and the responses, so that a mistake in either stops the start.
     static func prepare(_ configuration: DaemonConfiguration.Detector, logger: Logger) throws -> (RuleSet, ActiveResponseConfiguration) {
-        var rules = RuleSet.builtIn()
-        for path in configuration.rules {
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw Daemon.StartupError(description: "\(path): cannot read the rules file")
-            }
-            rules = rules.adding(try RuleSet(yaml: String(decoding: data, as: UTF8.self), file: path))
+        let setup: DetectorSetup
+        do {
+            setup = try DetectorSetup.load(
+                wazuhRuleset: configuration.wazuhRuleset, ruleFiles: configuration.rules, activeResponse: configuration.activeResponse)
+        } catch {
+            throw Daemon.StartupError(description: error.description)
         }
-        var responses = ActiveResponseConfiguration()
-        if let path = configuration.activeResponse {
-            responses = try ActiveResponseConfiguration.load(path: path)
-            for warning in responses.warnings { logger.warning("\(warning)") }
-        } else {
+        for warning in setup.warnings { logger.warning("\(warning)") }
+        if configuration.activeResponse == nil {
             logger.warning("detector: no active_response file; alerts are recorded but nothing is blocked")
         }
-        return (rules, responses)
+        return (setup.rules, setup.responses)
     }
 
     func run() async throws {
@@ -51,7 +48,11 @@ struct DetectorService: Service {
                     logger.info("detector: watching \(source)")
                 }
                 group.addTask {
-                    var detector = Detector(rules: rules)
+                    // prepare() built this same tree before the start; it cannot fail here.
+                    guard var detector = try? Detector(rules: rules) else {
+                        logger.error("detector: the rules no longer load; not watching")
+                        return
+                    }
                     var planner = ResponsePlanner(configuration: responses)
                     let start = ContinuousClock.now
                     var lastCleanup = start
