@@ -100,13 +100,18 @@ struct DetectorService: Service {
         }
         for plan in planner.plan(alert, at: time) {
             if plan.command.isPortcullisBlock {
+                var target = plan.target ?? .address(address)
+                if case .prefix = target, let refusal = await keeper.refusal(for: target) {
+                    logger.info("blocking \(address) alone, not \(target): \(refusal)")
+                    target = .address(address)
+                }
                 do {
                     let response = try await keeper.block(BlockBody(
-                        target: address.description, duration: plan.timeout.map { DurationText.format($0) },
+                        target: target.description, duration: plan.timeout.map { DurationText.format($0) },
                         reason: "rule \(alert.ruleID): \(alert.description)".utf8Prefix(BlockRequest.maximumReasonBytes),
                         source: "detector", detection: detection))
                     let length = plan.timeout.map { "for \(DurationText.format($0))" } ?? "until unblocked"
-                    logger.info("\(response.change == "added" ? "blocked" : "refreshed") \(address) \(length) (\(plan.command.name), offense \(plan.offense))")
+                    logger.info("\(response.change == "added" ? "blocked" : "refreshed") \(target) \(length) (\(plan.command.name), offense \(plan.offense))")
                 } catch {
                     logger.warning("did not block \(address): \(error.description)")
                 }

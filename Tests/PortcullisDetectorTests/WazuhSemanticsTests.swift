@@ -355,3 +355,48 @@ struct LineAssemblerTests {
         #expect(assembler.discardedLines == 1)
     }
 }
+
+struct IPv6PrefixResponseTests {
+    func planner(_ extra: String, whiteList: String = "") throws -> ResponsePlanner {
+        let text = """
+            <ossec_config>
+              <global>\(whiteList)</global>
+              <active-response>
+                <command>firewall-drop</command><location>local</location><rules_id>5710</rules_id><timeout>100</timeout>
+                <repeated_offenders>10</repeated_offenders>
+                \(extra)
+              </active-response>
+            </ossec_config>
+            """
+        return ResponsePlanner(configuration: try ActiveResponseConfiguration.parse(Data(text.utf8), file: "ossec.conf"))
+    }
+
+    func alert(_ source: String) throws -> Alert {
+        Alert(ruleID: "5710", level: 5, description: "d", groups: [], sourceText: source,
+              source: try IPAddress(parsing: source), user: nil, line: "")
+    }
+
+    @Test func anIPv6SourceIsBlockedByItsPrefix() throws {
+        var planner = try planner("<ipv6_prefix>64</ipv6_prefix>")
+        let first = try #require(planner.plan(try alert("2001:db8:1:2:aaaa::1"), at: .zero).first)
+        #expect(first.target?.description == "2001:db8:1:2::/64")
+        // A new address in the same /64, after the block ended: a repeated offender of the same prefix.
+        let second = try #require(planner.plan(try alert("2001:db8:1:2:bbbb::9"), at: .seconds(200)).first)
+        #expect(second.target?.description == "2001:db8:1:2::/64")
+        #expect(second.offense == 2)
+        #expect(second.timeout == .seconds(600))
+        // IPv4 stays an address.
+        #expect(planner.plan(try alert("198.51.100.7"), at: .zero).first?.target?.description == "198.51.100.7")
+    }
+
+    @Test func withoutTheOptionOrOverAWhiteListedAddressTheAddressIsBlocked() throws {
+        var plain = try planner("")
+        #expect(plain.plan(try alert("2001:db8:1:2:aaaa::1"), at: .zero).first?.target?.description == "2001:db8:1:2:aaaa::1")
+        var listed = try planner("<ipv6_prefix>64</ipv6_prefix>", whiteList: "<white_list>2001:db8:1:2::10</white_list>")
+        #expect(listed.plan(try alert("2001:db8:1:2:aaaa::1"), at: .zero).first?.target?.description == "2001:db8:1:2:aaaa::1")
+    }
+
+    @Test func aBadLengthIsRefusedWithTheLine() {
+        #expect(throws: ActiveResponseConfigurationError.self) { try planner("<ipv6_prefix>8</ipv6_prefix>") }
+    }
+}
