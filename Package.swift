@@ -89,6 +89,7 @@ let package = Package(
                 "PortcullisControl",
                 "PortcullisConfig",
                 "PortcullisDaemon",
+                "PortcullisDetector",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

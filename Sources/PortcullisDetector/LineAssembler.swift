@@ -39,6 +39,12 @@ public struct LineAssembler: Sendable {
         return lines
     }
 
+    /// The last line when the input ended without a newline (unless it was overlong).
+    public mutating func finish() -> String? {
+        defer { reset() }
+        return discarding || pending.isEmpty ? nil : String(decoding: pending, as: UTF8.self)
+    }
+
     /// Forgets a partial line (after a truncation or a rotation).
     public mutating func reset() {
         pending.removeAll()

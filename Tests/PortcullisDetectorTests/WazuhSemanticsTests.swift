@@ -1,6 +1,6 @@
 import Foundation
 import PortcullisCore
-import PortcullisDetector
+@testable import PortcullisDetector
 import Testing
 
 /// The header forms Wazuh's pre-decoder reads.
@@ -398,5 +398,84 @@ struct IPv6PrefixResponseTests {
 
     @Test func aBadLengthIsRefusedWithTheLine() {
         #expect(throws: ActiveResponseConfigurationError.self) { try planner("<ipv6_prefix>8</ipv6_prefix>") }
+    }
+}
+
+/// What `portcullis logtest` prints, through the session it runs.
+struct LogtestTests {
+    func session(responses: String? = nil, allowlist: [BlockTarget] = []) throws -> LogtestSession {
+        var path: String?
+        if let responses {
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-logtest-\(UUID().uuidString).conf").path
+            try responses.write(toFile: file, atomically: true, encoding: .utf8)
+            path = file
+        }
+        defer { if let path { try? FileManager.default.removeItem(atPath: path) } }
+        let setup = try DetectorSetup.load(wazuhRuleset: [], ruleFiles: [], activeResponse: path)
+        return try LogtestSession(setup: setup, allowlist: allowlist, responsesFile: path)
+    }
+
+    static let ossec = """
+        <ossec_config>
+          <global><white_list>198.51.100.200</white_list></global>
+          <active-response>
+            <command>firewall-drop</command><location>local</location>
+            <rules_id>5710,5763</rules_id><timeout>100</timeout>
+          </active-response>
+        </ossec_config>
+        """
+
+    @Test(arguments: WazuhSemanticsTests.cases)
+    func everyCaseReportsItsRule(example: (line: String, rule: String, source: String?, user: String?)) throws {
+        var logtest = try session()
+        let report = logtest.test(example.line, at: .zero)
+        #expect(report.rule?.id == example.rule)
+        #expect(report.alert)
+        #expect(report.decoder?.name == "sshd")
+        #expect(report.decoder?.fields["srcip"] == example.source)
+        #expect(report.text.contains("rule: \(example.rule) "), "\(report.text)")
+        #expect(report.responses.first?.hasPrefix("none: no <active-response> is configured") == true)
+    }
+
+    @Test func theResponseTheConfigurationWouldRun() throws {
+        var logtest = try session(responses: Self.ossec, allowlist: [.address(try IPAddress(parsing: "198.51.100.50"))])
+        let report = logtest.test("Nov 28 07:00:00 bastion sshd[1]: Invalid user admin from 198.51.100.7 port 22", at: .zero)
+        #expect(report.predecoding == .init(timestamp: "Nov 28 07:00:00", hostname: "bastion", program: "sshd", text: "Invalid user admin from 198.51.100.7 port 22"))
+        #expect(report.decoder?.order == ["srcuser", "srcip", "srcport"])
+        #expect(report.rule?.firedtimes == 1)
+        #expect(report.responses == ["firewall-drop 198.51.100.7 for 1m40s"])
+        #expect(report.text.contains("  response: firewall-drop 198.51.100.7 for 1m40s"))
+        #expect(logtest.test("sshd[1]: Invalid user admin from 198.51.100.200 port 22", at: .zero).responses == ["none: 198.51.100.200 is in the <white_list>"])
+        #expect(logtest.test("sshd[1]: Invalid user admin from 198.51.100.50 port 22", at: .zero).responses.first?.contains("daemon's allowlist") == true)
+        #expect(logtest.test("sshd[1]: Failed publickey for root from 198.51.100.7 port 22 ssh2", at: .zero).responses
+            == ["none: no <active-response> names rule 5716, its groups or its level"])
+        // The 5710 → 5760 chain: 5710's response does not fire for "Failed password for invalid user".
+        let chained = logtest.test("sshd[1]: Failed password for invalid user x from 198.51.100.8 port 22 ssh2", at: .zero)
+        #expect(chained.rule?.id == "5760")
+        #expect(chained.responses == ["none: no <active-response> names rule 5760, its groups or its level"])
+    }
+
+    @Test func nothingFiresAndWhy() throws {
+        var logtest = try session()
+        let foreign = logtest.test("Nov 28 07:00:00 bastion cron[1]: Invalid user admin from 198.51.100.7 port 22", at: .zero)
+        #expect(!foreign.alert)
+        #expect(foreign.decoder == nil)
+        #expect(foreign.text.contains("no alert: no decoder took the message (program 'cron')"), "\(foreign.text)")
+        let silenced = logtest.test("sshd[1]: Connection closed by 198.51.100.7 port 22", at: .zero)
+        #expect(silenced.rule?.id == "5722")
+        #expect(silenced.silence?.contains("level 0") == true)
+    }
+
+    @Test func frequencyRulesShowTheirCountAndFiredTimes() throws {
+        var logtest = try session(responses: Self.ossec)
+        var reports: [LogtestReport] = []
+        for index in 1...8 { reports.append(logtest.test("sshd[1]: Failed password for invalid user u\(index) from 198.51.100.9 port \(index) ssh2", at: .seconds(index))) }
+        #expect(reports[6].counts.contains(.init(rule: "5763", count: 7, needed: 8)))
+        let last = try #require(reports.last)
+        #expect(last.rule == .init(id: "5763", level: 10, description: "sshd: brute force trying to get access to the system. Authentication failed.",
+                                   groups: ["syslog", "sshd", "authentication_failures"], firedtimes: 1, frequency: 8, timeframe: 120))
+        #expect(last.responses == ["firewall-drop 198.51.100.9 for 1m40s"])
+        let json = String(decoding: try JSONEncoder().encode(last), as: UTF8.self)
+        #expect(json.contains(#""firedtimes":1"#))
     }
 }
