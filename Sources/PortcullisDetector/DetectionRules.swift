@@ -206,8 +206,10 @@ struct WazuhXMLReader {
         warnings.append("\(file):\(element.line): \(message)")
     }
 
-    func text(_ element: Element) -> String {
-        var value = element.text
+    func text(_ element: Element) -> String { substitute(element.text) }
+
+    func substitute(_ text: String) -> String {
+        var value = text
         guard value.contains("$") else { return value }
         // Longest names first, so $BAD_WORDS_2 is not read as $BAD_WORDS followed by _2.
         for (name, replacement) in variables.sorted(by: { $0.key.count > $1.key.count }) {
@@ -230,8 +232,17 @@ struct WazuhXMLReader {
         }
     }
 
+    /// A pattern's text: spaces at either end are part of it (Wazuh's `<prematch>^Failed \S+ </prematch>`
+    /// ends in one that the next regex relies on); only line breaks and tabs around it are layout.
+    func patternText(_ element: Element) -> String {
+        var value = Substring(element.characters)
+        while let first = value.first, first == "\n" || first == "\r" || first == "\t" { value = value.dropFirst() }
+        while let last = value.last, last == "\n" || last == "\r" || last == "\t" { value = value.dropLast() }
+        return substitute(String(value))
+    }
+
     func pattern(_ element: Element, defaultType: String) throws(RulesError) -> Pattern {
-        do { return try Pattern.compile(text(element), type: element.attribute("type"), defaultType: defaultType) } catch {
+        do { return try Pattern.compile(patternText(element), type: element.attribute("type"), defaultType: defaultType) } catch {
             throw fail(element, error.description)
         }
     }
@@ -307,16 +318,17 @@ struct WazuhXMLReader {
                 throw fail(child, "rule \(id): negate is not supported; Portcullis would match the opposite of what is meant")
             }
             switch child.name {
-            case "description": descriptions.append(text(child))
+            // Wazuh joins several <description> lines as written, spaces at the ends included.
+            case "description": descriptions.append(patternText(child))
             case "group": rule.groups += text(child).split(separator: ",").map(\.trimmedSpace).filter { !$0.isEmpty }
             case "decoded_as": rule.decodedAs = text(child)
             case "program_name": rule.programName = try pattern(child, defaultType: "osmatch")
             // Several <match> (or <regex>) elements are one pattern, concatenated, as in Wazuh.
             case "match":
-                matches.append(text(child))
+                matches.append(patternText(child))
                 matchType = child.attribute("type") ?? matchType
             case "regex":
-                regexes.append(text(child))
+                regexes.append(patternText(child))
                 regexType = child.attribute("type") ?? regexType
             case "if_sid":
                 rule.ifSID = text(child).split(whereSeparator: { $0 == "," || $0 == " " }).map(String.init)
@@ -340,7 +352,7 @@ struct WazuhXMLReader {
                 rule.disabledBecause = "<\(child.name)> at \(file):\(child.line) is not supported"
             }
         }
-        rule.description = descriptions.joined()
+        rule.description = descriptions.joined().trimmedSpace
         if !matches.isEmpty { rule.match = try pattern(element, joined: matches.joined(), type: matchType, defaultType: "osmatch", id: id) }
         if !regexes.isEmpty { rule.regex = try pattern(element, joined: regexes.joined(), type: regexType, defaultType: "osregex", id: id) }
         if rule.frequency != nil && rule.ifMatchedSID == nil {

@@ -45,7 +45,8 @@ public struct Evaluation: Sendable {
 ///
 /// - The first top-level decoder whose `program_name` and `prematch` match takes the
 ///   message; the first of its children whose prematch and regex match sets the fields,
-///   and children after it with the same name add theirs (Wazuh's sibling decoders).
+///   and children after it with the same name add theirs (Wazuh's sibling decoders; such
+///   a continuation is never tried on its own).
 /// - Rules form a tree. A rule with `if_sid` (or `if_group`, `if_level`, or a frequency
 ///   rule's `if_matched_sid`) is a child of each rule it names; the rest are top-level.
 ///   Among siblings, higher levels are tried first, then load order.
@@ -196,8 +197,15 @@ public struct Detector {
                 if let found = regex.match(message.text, from: start) { set(found, order: parent.order, into: &evaluation) }
             }
             var taken: String?
+            // Where the last regex ended, for a sibling's offset="after_regex".
+            var regexEnd = parentEnd
+            var seen: Set<String> = []
             for child in rules.decoders where child.parent == parent.name {
                 if let taken, child.name != taken { break }
+                // A child with the name of an earlier one continues it (Wazuh's sibling
+                // decoders): it is tried only after that one matched.
+                let continuesEarlier = !seen.insert(child.name).inserted
+                if continuesEarlier && taken == nil { continue }
                 var childEnd = parentEnd
                 if let prematch = child.prematch {
                     guard let found = prematch.match(message.text, from: child.prematchOffset == .afterParent ? parentEnd : 0) else { continue }
@@ -207,10 +215,12 @@ public struct Detector {
                     let start = switch child.regexOffset {
                     case .start: 0
                     case .afterParent: parentEnd
-                    case .afterPrematch, .afterRegex: childEnd
+                    case .afterPrematch: childEnd
+                    case .afterRegex: regexEnd
                     }
                     guard let found = regex.match(message.text, from: start) else { continue }
                     set(found, order: child.order, into: &evaluation)
+                    regexEnd = found.end
                 }
                 taken = child.name
                 evaluation.childDecoder = evaluation.childDecoder ?? child.name

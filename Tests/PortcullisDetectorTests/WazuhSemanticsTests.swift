@@ -193,9 +193,14 @@ struct WazuhFileTests {
         </decoder>
         <decoder name="knockd-stage">
           <parent>knockd</parent>
-          <prematch>^\S+:</prematch>
-          <regex offset="after_prematch">^ (\S+): Stage (\d+)$</regex>
+          <prematch>^\S+: </prematch>
+          <regex offset="after_prematch">^(\S+): Stage (\d+)</regex>
           <order>srcip, id</order>
+        </decoder>
+        <decoder name="knockd-stage">
+          <parent>knockd</parent>
+          <regex offset="after_regex"> via (\w+)$</regex>
+          <order>protocol</order>
         </decoder>
         <decoder name="knockd-open">
           <parent>knockd</parent>
@@ -221,7 +226,8 @@ struct WazuhFileTests {
           <rule id="100002" level="7" frequency="3" timeframe="60">
             <if_matched_sid>100001</if_matched_sid>
             <same_source_ip />
-            <description>knockd: several stages from one source.</description>
+            <description>knockd: several stages </description>
+            <description>from one source.</description>
           </rule>
           <rule id="100003" level="9">
             <if_group>scanner</if_group>
@@ -291,7 +297,15 @@ struct WazuhFileTests {
         #expect(stage.alert?.groups == ["knockd", "scanner"])
         #expect(stage.alert?.source?.description == "198.51.100.20")
         _ = detector.evaluate(message("opener: 198.51.100.20: Stage 2"), at: .seconds(1))
-        #expect(detector.evaluate(message("opener: 198.51.100.20: Stage 3"), at: .seconds(2)).alert?.ruleID == "100002")
+        let third = detector.evaluate(message("opener: 198.51.100.20: Stage 3"), at: .seconds(2))
+        #expect(third.alert?.ruleID == "100002")
+        #expect(third.alert?.description == "knockd: several stages from one source.", "descriptions joined as written")
+        // A sibling continues the decoder before it (offset after_regex), and is never tried alone.
+        let via = detector.evaluate(message("opener: 198.51.100.21: Stage 5 via tcp"), at: .seconds(2))
+        #expect(via.fields.map(\.name) == ["srcip", "id", "protocol"])
+        let alone = detector.evaluate(message("hello via udp"), at: .seconds(2))
+        #expect(alone.childDecoder == nil)
+        #expect(alone.fields.isEmpty)
         // if_group: 100003 is a child of 100001 (group scanner), and its level puts it first.
         #expect(detector.evaluate(message("opener: 198.51.100.30: Stage 9"), at: .seconds(3)).alert?.ruleID == "100003")
         // overwrite="yes" from local_rules.xml: level 6. 100005 has an unsupported <srcip> and is disabled.
@@ -299,8 +313,8 @@ struct WazuhFileTests {
         #expect(open.alert?.ruleID == "100004")
         #expect(open.alert?.level == 6)
         #expect(open.alert?.user == "alice")
-        #expect(set.warnings.contains { $0.contains("0100-knockd_rules.xml:31") && $0.contains("<srcip>") && $0.contains("disabled") }, "\(set.warnings)")
-        #expect(set.warnings.contains { $0.contains("0100-knockd_decoders.xml:15") && $0.contains("<fts>") }, "\(set.warnings)")
+        #expect(set.warnings.contains { $0.contains("0100-knockd_rules.xml:32") && $0.contains("<srcip>") && $0.contains("disabled") }, "\(set.warnings)")
+        #expect(set.warnings.contains { $0.contains("0100-knockd_decoders.xml:20") && $0.contains("<fts>") }, "\(set.warnings)")
         // Another program: the decoder does not take it.
         #expect(detector.evaluate(LogMessage.predecode("Nov 28 07:00:00 gate other[7]: opener: 198.51.100.20: Stage 1"), at: .seconds(5)).alert == nil)
     }
