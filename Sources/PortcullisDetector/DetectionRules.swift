@@ -48,6 +48,8 @@ public struct DetectionRule: @unchecked Sendable {
     public var sameSourceIP = false
     /// `overwrite="yes"`: replaces the earlier rule with this id where it stands in the tree.
     public var overwrite = false
+    /// `<user>`, `<field name>`, ...: one of the named fields must be set and match.
+    public var fieldConditions: [(fields: [String], pattern: Pattern)] = []
     /// file:line, for messages.
     public var origin: String
     /// Why this rule never matches: it has a condition Portcullis does not evaluate, and
@@ -314,8 +316,11 @@ struct WazuhXMLReader {
         var matchType: String?, regexType: String?
         var descriptions: [String] = []
         for child in element.children {
-            if child.attribute("negate") != nil {
-                throw fail(child, "rule \(id): negate is not supported; Portcullis would match the opposite of what is meant")
+            if let negate = child.attribute("negate"), negate != "no" {
+                // Wazuh's own ruleset uses negate; refusing the file would refuse the whole ruleset.
+                warn(child, "rule \(id): negate on <\(child.name)> is not supported; rule \(id) is disabled")
+                rule.disabledBecause = "negate at \(file):\(child.line) is not supported"
+                continue
             }
             switch child.name {
             // Wazuh joins several <description> lines as written, spaces at the ends included.
@@ -342,6 +347,13 @@ struct WazuhXMLReader {
                 guard !matched.isEmpty, matched.allSatisfy(\.isNumber) else { throw fail(child, "rule \(id): if_matched_sid must be one rule id") }
                 rule.ifMatchedSID = matched
             case "same_source_ip", "same_srcip": rule.sameSourceIP = true
+            // Conditions on decoded fields: OS_Match by default, as in Wazuh; `<user>` is either user.
+            case "user", "id", "status", "action", "url", "extra_data", "system_name", "protocol", "srcport", "dstport":
+                let names = child.name == "user" ? ["srcuser", "dstuser"] : [child.name]
+                rule.fieldConditions.append((names, try pattern(child, defaultType: "osmatch")))
+            case "field":
+                guard let name = child.attribute("name"), !name.isEmpty else { throw fail(child, "rule \(id): <field> needs a name attribute") }
+                rule.fieldConditions.append(([name == "user" ? "dstuser" : name], try pattern(child, defaultType: "osregex")))
             case "info", "mitre", "options", "compliance":
                 // Reporting only: nothing to evaluate.
                 break

@@ -169,6 +169,9 @@ public struct Detector {
         if let programs = rule.programs, !programs.contains(message.program) { return false }
         if let programName = rule.programName, message.program.isEmpty || programName.match(message.program) == nil { return false }
         if let match = rule.match, match.match(message.text) == nil { return false }
+        for condition in rule.fieldConditions {
+            guard condition.fields.contains(where: { name in fields[name].map { condition.pattern.match($0) != nil } ?? false }) else { return false }
+        }
         if let regex = rule.regex {
             guard let found = regex.match(message.text) else { return false }
             if rule.capturesFields {

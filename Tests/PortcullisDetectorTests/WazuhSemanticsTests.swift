@@ -333,12 +333,31 @@ struct WazuhFileTests {
         (#"<rule id="1" level="3"><if_sid>42</if_sid><match>x</match></rule>"#, "if_sid 42 names no rule"),
         (#"<rule id="1" level="30"><match>x</match></rule>"#, "level must be 0 to 16"),
         (#"<rule id="1" level="3"><regex>(x</regex></rule>"#, "unbalanced"),
-        (#"<rule id="1" level="3"><match negate="yes">x</match></rule>"#, "negate"),
         (#"<rule id="1" level="3" frequency="4"><if_matched_sid>1</if_matched_sid></rule>"#, "if_matched_sid 1 names no rule"),
         (#"<rule id="1" level="3"><match type="pcre2">(?&lt;x</match></rule>"#, "invalid pcre2"),
         (#"<decoder name="x"><order>a</order></decoder>"#, "needs a <parent>"),
         ("<group name=\"x\">\n<rule id=\"1\" level=\"3\"><match>a</match></rule>\n<rule id=\"1\" level=\"3\"><match>b</match></rule></group>", "local_rules.xml:3: rule 1 is already defined"),
     ]
+
+    @Test func fieldConditionsAndUnsupportedNegation() throws {
+        let text = """
+            <decoder name="gate"><program_name>^gate$</program_name></decoder>
+            <decoder name="gate-user"><parent>gate</parent><regex>^(\\S+) by (\\S+) from (\\S+)$</regex><order>action, user, srcip</order></decoder>
+            <group name="gate,">
+              <rule id="200" level="0"><decoded_as>gate</decoded_as><description>gate</description></rule>
+              <rule id="201" level="6"><if_sid>200</if_sid><user>^root$</user><description>root at the gate</description></rule>
+              <rule id="202" level="4"><if_sid>200</if_sid><field name="action">^deny$</field><description>denied</description></rule>
+              <rule id="203" level="9"><if_sid>200</if_sid><match negate="yes">allow</match><description>not allowed</description></rule>
+            </group>
+            """
+        let set = try RuleSet(wazuhXML: Array(text.utf8), file: "gate.xml")
+        #expect(set.warnings.contains { $0.hasPrefix("gate.xml:7:") && $0.contains("negate") && $0.contains("disabled") }, "\(set.warnings)")
+        var detector = try Detector(rules: set)
+        func rule(_ line: String) -> String? { detector.evaluate(LogMessage.predecode(Substring("gate[1]: " + line)), at: .zero).alert?.ruleID }
+        #expect(rule("deny by root from 198.51.100.1") == "201")
+        #expect(rule("deny by alice from 198.51.100.1") == "202")
+        #expect(rule("permit by alice from 198.51.100.1") == nil, "203 (negate) is disabled, not inverted")
+    }
 
     @Test(arguments: invalid)
     func invalidFilesAreRefusedWithFileAndLine(text: String, fragment: String) {
