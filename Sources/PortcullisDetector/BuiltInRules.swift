@@ -21,13 +21,18 @@ enum BuiltInRules {
     </decoder>
     <decoder name="sshd-failed-invalid-user">
       <parent>sshd</parent>
-      <regex type="pcre2">^Failed \S+ for (?:invalid|illegal) user (.*) from (\S+)(?: port (\d+))?(?: ssh2)?\s*$</regex>
+      <regex type="pcre2">^Failed \S+ for (?:invalid|illegal) user (.*) from (\S+)(?: port (\d+))?(?: ssh2)?(?: \[preauth\])?\s*$</regex>
       <order>srcuser, srcip, srcport</order>
     </decoder>
     <decoder name="sshd-failed">
       <parent>sshd</parent>
-      <regex type="pcre2">^Failed \S+ for (.*) from (\S+)(?: port (\d+))?(?: ssh2)?\s*$</regex>
+      <regex type="pcre2">^Failed \S+ for (.*) from (\S+)(?: port (\d+))?(?: ssh2)?(?: \[preauth\])?\s*$</regex>
       <order>dstuser, srcip, srcport</order>
+    </decoder>
+    <decoder name="sshd-postponed-invalid-user">
+      <parent>sshd</parent>
+      <regex type="pcre2">^Postponed \S+ for (?:invalid|illegal) user (.*) from (\S+)(?: port (\d+))?(?: ssh2)?(?: \[preauth\])?\s*$</regex>
+      <order>srcuser, srcip, srcport</order>
     </decoder>
     <decoder name="sshd-closed-invalid-user">
       <parent>sshd</parent>
@@ -110,6 +115,14 @@ enum BuiltInRules {
         <group>invalid_login,authentication_failed,</group>
       </rule>
 
+      <!-- sshd writes these beside the "Invalid user" line that carries the address; level 0
+           rules are tried first, so they are silenced, as in Wazuh. -->
+      <rule id="5711" level="0">
+        <if_sid>5700</if_sid>
+        <match>input_userauth_request: invalid user|PAM: User not known to the underlying authentication module for illegal user</match>
+        <description>sshd: Useless/Duplicated SSHD message without a user/ip.</description>
+      </rule>
+
       <rule id="5712" level="10" frequency="8" timeframe="120" ignore="60">
         <if_matched_sid>5710</if_matched_sid>
         <same_source_ip />
@@ -144,7 +157,9 @@ enum BuiltInRules {
         <group>authentication_failures,</group>
       </rule>
 
-      <!-- Messages that carry nothing to act on: recognised, so that logtest can say so. -->
+      <!-- Messages that carry nothing to act on: recognised, so that logtest can say so. Tried
+           before every alerting sibling, so "Connection closed by invalid user ..." is silenced
+           here as in Wazuh; the attempt itself is sshd's "Invalid user" line. -->
       <rule id="5721" level="0">
         <if_sid>5700</if_sid>
         <match>Received disconnect from</match>

@@ -49,7 +49,7 @@ public struct Evaluation: Sendable {
 ///   a continuation is never tried on its own).
 /// - Rules form a tree. A rule with `if_sid` (or `if_group`, `if_level`, or a frequency
 ///   rule's `if_matched_sid`) is a child of each rule it names; the rest are top-level.
-///   Among siblings, higher levels are tried first, then load order.
+///   Among siblings, level 0 rules are tried first (they silence), then higher levels, then load order.
 /// - The first top-level rule that matches is followed down: the first child that matches
 ///   is taken, and so on; the deepest match is the result, one per message. Level 0 (or
 ///   `noalert`) there silences the message.
@@ -302,7 +302,12 @@ struct RuleTree {
             children.append([])
             parentsOf.append(parents)
             index[definition.id] = position
-            if parents.isEmpty {
+            if parents.isEmpty && definition.programs != nil {
+                // A YAML rule without a parent: tried before the tree, in load order, or the
+                // tree's level 0 root (5700, every sshd message) would always silence it first.
+                let after = roots.lastIndex { rules[$0].programs != nil }.map { $0 + 1 } ?? 0
+                roots.insert(position, at: after)
+            } else if parents.isEmpty {
                 Self.insert(position, into: &roots, rules: rules)
             } else {
                 for parent in parents { Self.insert(position, into: &children[parent], rules: rules) }
@@ -320,9 +325,12 @@ struct RuleTree {
         return depth
     }
 
-    /// Before the first sibling of a lower level, as Wazuh inserts children.
+    /// Before the first sibling that sorts after it, as Wazuh inserts children: level 0 rules
+    /// first (a rule that silences a line must win over one that alerts on it), then higher
+    /// levels first; equal ones in load order.
     private static func insert(_ rule: Int, into list: inout [Int], rules: [DetectionRule]) {
-        let position = list.firstIndex { rules[$0].level < rules[rule].level } ?? list.count
+        func priority(_ index: Int) -> Int { rules[index].level == 0 ? Int.max : rules[index].level }
+        let position = list.firstIndex { priority($0) < priority(rule) } ?? list.count
         list.insert(rule, at: position)
     }
 }

@@ -53,7 +53,7 @@ struct RuleTests {
         ("Invalid user oracle from 2001:db8::bad port 22", "2001:db8::bad", "oracle"),
         ("Failed none for invalid user admin from 203.0.113.9 port 30855 ssh2", "203.0.113.9", "admin"),
         ("Disconnected from invalid user admin 203.0.113.9 port 30855 [preauth]", "203.0.113.9", "admin"),
-        ("Connection closed by invalid user admin 203.0.113.9 port 30855 [preauth]", "203.0.113.9", "admin"),
+        ("Connection reset by invalid user admin 203.0.113.9 port 30855 [preauth]", "203.0.113.9", "admin"),
     ]
 
     @Test(arguments: invalidUserForms)
@@ -274,7 +274,7 @@ struct ActiveResponseConfigurationTests {
 struct InjectionTests {
     static let lines: [String] = [
         "Invalid user x from 192.0.2.50 port 1 from 203.0.113.5 port 4444",
-        "Connection closed by invalid user x 192.0.2.50 port 1 203.0.113.5 port 4444 [preauth]",
+        "Connection reset by invalid user x 192.0.2.50 port 1 203.0.113.5 port 4444 [preauth]",
         "Disconnected from invalid user x 192.0.2.50 port 1 203.0.113.5 port 4444 [preauth]",
         "Failed password for invalid user x from 192.0.2.50 port 1 from 203.0.113.5 port 4444 ssh2",
         "Failed password for x from 192.0.2.50 port 1 from 203.0.113.5 port 4444 ssh2",

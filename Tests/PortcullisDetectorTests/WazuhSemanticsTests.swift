@@ -112,7 +112,8 @@ struct WazuhSemanticsTests {
         // Near miss: "Failed none" is not one of 5760's, so 5710 stands.
         ("sshd[1]: Failed none for invalid user admin from 198.51.100.7 port 4242 ssh2", "5710", "198.51.100.7", "admin"),
         ("sshd[1]: error: PAM: unknown user for illegal user oracle from 198.51.100.7", "5710", "198.51.100.7", "oracle"),
-        ("sshd[1]: error: PAM: User not known to the underlying authentication module for illegal user x from 198.51.100.7", "5710", "198.51.100.7", "x"),
+        ("2013-10-30T14:51:21.901728+01:00 srv sshd[12664]: Postponed keyboard-interactive for invalid user warez from 198.51.100.7 port 54197 ssh2 [preauth]", "5710", "198.51.100.7", "warez"),
+        ("sshd[1]: Failed none for invalid user x from 198.51.100.7 port 1 ssh2 [preauth]", "5710", "198.51.100.7", "x"),
         ("sshd[1]: error: PAM: authentication error for illegal user oracle from 198.51.100.7", "5760", "198.51.100.7", "oracle"),
         ("sshd[1]: error: PAM: authentication error for root from 198.51.100.7", "5760", "198.51.100.7", "root"),
         ("sshd[1]: error: PAM: Authentication failure for root from 198.51.100.7", "5716", "198.51.100.7", "root"),
@@ -134,6 +135,21 @@ struct WazuhSemanticsTests {
         #expect(alert.source?.description == example.source, "\(example.line)")
         #expect(alert.user == example.user, "\(example.line)")
         #expect(result.decoder == "sshd")
+    }
+
+    @Test func levelZeroSiblingsAreTriedFirst() throws {
+        // Each would be 5710 ("invalid user") if 5711 and 5722, level 0, were not tried first.
+        for (line, silencer) in [
+            ("sshd[1]: error: PAM: User not known to the underlying authentication module for illegal user x from 198.51.100.7", "5711"),
+            ("sshd[1]: input_userauth_request: invalid user opcione [preauth]", "5711"),
+            ("sshd[1]: Connection closed by invalid user admin 198.51.100.7 port 22 [preauth]", "5722"),
+        ] {
+            let result = try evaluation(line)
+            #expect(result.alert == nil, "\(line)")
+            #expect(result.rule?.id == silencer, "\(line)")
+        }
+        // Near miss: "Disconnected from invalid user" is no "Disconnected from user" (5761).
+        #expect(try evaluation("sshd[1]: Disconnected from invalid user admin 198.51.100.7 port 22 [preauth]").alert?.ruleID == "5710")
     }
 
     @Test func silencedAndForeignLines() throws {
