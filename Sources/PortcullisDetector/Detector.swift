@@ -61,7 +61,7 @@ public struct Detector {
     public let rules: RuleSet
     private let tree: RuleTree
     /// When each rule was the result, with the source, for the frequency rules counting it.
-    private var history: [Int: [(time: Duration, source: String?)]] = [:]
+    private var history: [Int: RuleHistory] = [:]
     private var firedTimes: [Int: Int] = [:]
     private var ignoredSince: [Int: Duration] = [:]
 
@@ -121,11 +121,9 @@ public struct Detector {
         let sourceText = fields["srcip"]
         if let counted = rule.ifMatchedSID.flatMap({ tree.index[$0] }), rule.frequency != nil {
             // The messages counted are spent: the next alert needs a fresh run.
-            history[counted]?.removeAll { entry in
-                time - entry.time < .seconds(rule.timeframe) && (!rule.sameSourceIP || entry.source == sourceText)
-            }
+            history[counted]?.spend(since: time - .seconds(rule.timeframe), source: rule.sameSourceIP ? sourceText ?? "" : nil)
         }
-        history[result, default: []].append((time, sourceText))
+        history[result, default: RuleHistory()].record(time, source: sourceText, keeping: tree.longestWindow[result])
         firedTimes[result, default: 0] += 1
         var alert = Alert(
             ruleID: rule.id, level: rule.level, description: rule.description, groups: rule.groups,
@@ -148,11 +146,9 @@ public struct Detector {
             guard let counted = rule.ifMatchedSID.flatMap({ tree.index[$0] }) else { return false }
             let source = captured["srcip"]
             if rule.sameSourceIP && source == nil { return false }
-            let window = history[counted, default: []].filter { entry in
-                time - entry.time < .seconds(rule.timeframe) && (!rule.sameSourceIP || entry.source == source)
-            }
-            evaluation.counts.append((rule.id, window.count + 1, frequency))
-            guard window.count + 1 >= frequency else { return false }
+            let count = history[counted]?.count(since: time - .seconds(rule.timeframe), source: rule.sameSourceIP ? source ?? "" : nil) ?? 0
+            evaluation.counts.append((rule.id, count + 1, frequency))
+            guard count + 1 >= frequency else { return false }
         }
         fields = captured
         chain.append(index)
@@ -241,11 +237,79 @@ public struct Detector {
 
     /// Forgets counts whose windows have passed, so memory stays bounded on a long-running host.
     public mutating func forgetStale(at time: Duration) {
-        let longest = Duration.seconds(tree.rules.map(\.timeframe).max() ?? 0)
-        history = history.compactMapValues { entries in
-            let kept = entries.filter { time - $0.time < longest }
+        for (rule, window) in tree.longestWindow {
+            history[rule]?.forget(before: time - window)
+            if history[rule]?.isEmpty == true { history[rule] = nil }
+        }
+        // Results no frequency rule counts need no history at all.
+        for rule in history.keys where tree.longestWindow[rule] == nil { history[rule] = nil }
+    }
+}
+
+/// When a rule was a message's result, by source and in all, for the frequency rules
+/// counting it. Times arrive in order, so the oldest are at the front: counting is a
+/// binary search and forgetting a cut, and a long attack costs no more per line than a short one.
+struct RuleHistory {
+    private var all: [Duration] = []
+    private var bySource: [String: [Duration]] = [:]
+
+    var isEmpty: Bool { all.isEmpty && bySource.isEmpty }
+
+    /// `keeping`: the longest timeframe counting this rule; older entries can never count again.
+    /// nil: no frequency rule counts this one, so nothing is kept.
+    mutating func record(_ time: Duration, source: String?, keeping window: Duration?) {
+        guard let window else { return }
+        all.append(time)
+        bySource[source ?? "", default: []].append(time)
+        Self.cut(&all, before: time - window)
+        if var times = bySource[source ?? ""] {
+            Self.cut(&times, before: time - window)
+            bySource[source ?? ""] = times
+        }
+    }
+
+    /// Entries after `start`; from one source, or (nil) from any.
+    func count(since start: Duration, source: String?) -> Int {
+        let times = source.map { bySource[$0] ?? [] } ?? all
+        return times.count - Self.firstIndex(in: times, after: start)
+    }
+
+    /// Removes the entries a frequency rule just counted. A per-source rule spends that
+    /// source's; a rule counting every source spends the common run. No sshd rule is counted
+    /// both ways, so the two never disagree on what was spent.
+    mutating func spend(since start: Duration, source: String?) {
+        if let source {
+            if var times = bySource[source] {
+                times.removeSubrange(Self.firstIndex(in: times, after: start)...)
+                bySource[source] = times.isEmpty ? nil : times
+            }
+        } else {
+            all.removeSubrange(Self.firstIndex(in: all, after: start)...)
+        }
+    }
+
+    mutating func forget(before start: Duration) {
+        Self.cut(&all, before: start)
+        bySource = bySource.compactMapValues { times in
+            var kept = times
+            Self.cut(&kept, before: start)
             return kept.isEmpty ? nil : kept
         }
+    }
+
+    /// The first index whose time is after `start` (inside a window that begins there).
+    private static func firstIndex(in times: [Duration], after start: Duration) -> Int {
+        var low = 0, high = times.count
+        while low < high {
+            let middle = (low + high) / 2
+            if times[middle] > start { high = middle } else { low = middle + 1 }
+        }
+        return low
+    }
+
+    private static func cut(_ times: inout [Duration], before start: Duration) {
+        let first = firstIndex(in: times, after: start)
+        if first > 0 { times.removeFirst(first) }
     }
 }
 
@@ -257,6 +321,8 @@ struct RuleTree {
     var index: [String: Int] = [:]
     var children: [[Int]] = []
     var roots: [Int] = []
+    /// For each rule a frequency rule counts, the longest timeframe counting it.
+    var longestWindow: [Int: Duration] = [:]
 
     init(_ definitions: [DetectionRule]) throws(RulesError) {
         var parentsOf: [[Int]] = []
@@ -294,8 +360,8 @@ struct RuleTree {
                     throw RulesError(description: "\(definition.origin): rule \(definition.id): if_level \(minimum): no rule loaded before it has that level")
                 }
             }
-            let depth = parents.map { Self.depth(of: $0, parentsOf: parentsOf) }.max().map { $0 + 1 } ?? 0
-            guard depth < Self.maximumDepth else {
+            let depthOfParents = parents.map { Self.depth(of: $0, parentsOf: parentsOf) }.max().map { $0 + 1 } ?? 0
+            guard depthOfParents < Self.maximumDepth else {
                 throw RulesError(description: "\(definition.origin): rule \(definition.id) is nested more than \(Self.maximumDepth) rules deep")
             }
             rules.append(definition)
@@ -312,6 +378,10 @@ struct RuleTree {
             } else {
                 for parent in parents { Self.insert(position, into: &children[parent], rules: rules) }
             }
+        }
+        for rule in rules where rule.frequency != nil {
+            guard let counted = rule.ifMatchedSID.flatMap({ index[$0] }) else { continue }
+            longestWindow[counted] = max(longestWindow[counted] ?? .zero, .seconds(rule.timeframe))
         }
     }
 

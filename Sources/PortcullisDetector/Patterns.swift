@@ -46,10 +46,13 @@ public enum Pattern: @unchecked Sendable {
         case .osRegex(let pattern):
             guard let found = pattern.firstMatch(Array(text.utf8.dropFirst(start))) else { return nil }
             return Match(end: start + found.end, captures: found.captures, named: [:])
-        case .pcre2(let regex, _):
+        case .pcre2(let regex, let source):
             let utf8 = text.utf8
             let from = utf8.index(utf8.startIndex, offsetBy: min(start, utf8.count))
-            guard let found = try? regex.firstMatch(in: text[from...]) else { return nil }
+            // An anchored expression can only match at the start: trying it at every later
+            // position (as firstMatch does) costs a decoder of ten such children dearly.
+            let attempt = source.hasPrefix("^") && !source.contains("|") ? try? regex.prefixMatch(in: text[from...]) : try? regex.firstMatch(in: text[from...])
+            guard let found = attempt else { return nil }
             var captures: [String?] = []
             var named: [String: String] = [:]
             for (index, element) in found.output.enumerated() where index > 0 {
@@ -92,16 +95,33 @@ public struct OSMatch: Sendable, Equatable {
 
     public func matches(_ bytes: [UInt8]) -> Bool {
         let text = bytes.map(asciiLowercase)
-        return alternatives.contains { alternative in
-            let needle = alternative.text
-            guard needle.count <= text.count else { return false }
-            switch (alternative.atStart, alternative.atEnd) {
-            case (true, true): return text == needle
-            case (true, false): return text.starts(with: needle)
-            case (false, true): return text.suffix(needle.count).elementsEqual(needle)
-            case (false, false):
-                if needle.isEmpty { return true }
-                return (0...(text.count - needle.count)).contains { start in text[start..<(start + needle.count)].elementsEqual(needle) }
+        return text.withUnsafeBufferPointer { text in
+            alternatives.contains { alternative in
+                alternative.text.withUnsafeBufferPointer { needle in
+                    guard needle.count <= text.count else { return false }
+                    func equal(at offset: Int) -> Bool {
+                        var index = 0
+                        while index < needle.count {
+                            if text[offset + index] != needle[index] { return false }
+                            index += 1
+                        }
+                        return true
+                    }
+                    switch (alternative.atStart, alternative.atEnd) {
+                    case (true, true): return needle.count == text.count && equal(at: 0)
+                    case (true, false): return equal(at: 0)
+                    case (false, true): return equal(at: text.count - needle.count)
+                    case (false, false):
+                        guard let first = needle.first else { return true }
+                        var offset = 0
+                        // A plain scan for the first byte, then a compare: rules are short, lines too.
+                        while offset <= text.count - needle.count {
+                            if text[offset] == first && equal(at: offset) { return true }
+                            offset += 1
+                        }
+                        return false
+                    }
+                }
             }
         }
     }
