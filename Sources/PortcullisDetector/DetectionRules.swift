@@ -4,7 +4,8 @@ import PortcullisCore
 import Yams
 
 /// A decoder in Wazuh's format: a parent picks the lines (`program_name`, `prematch`), its
-/// children extract fields (`regex` with `order`).
+/// children extract fields (`regex` with `order`). (`@unchecked Sendable` for its
+/// patterns; see ``Pattern``.)
 public struct DecoderDefinition: @unchecked Sendable {
     public enum Offset: String, Sendable { case start, afterParent = "after_parent", afterPrematch = "after_prematch", afterRegex = "after_regex" }
     public var name: String
@@ -21,6 +22,7 @@ public struct DecoderDefinition: @unchecked Sendable {
 
 /// A rule in Wazuh's model. Portcullis's built-in rules, a YAML rule file and Wazuh's own
 /// XML files all become these, and ``Detector`` evaluates them as Wazuh's analysisd does.
+/// (`@unchecked Sendable` for its patterns; see ``Pattern``.)
 public struct DetectionRule: @unchecked Sendable {
     public var id: String
     public var level: Int

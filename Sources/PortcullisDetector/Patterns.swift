@@ -8,6 +8,9 @@
 /// Regex, whose syntax is PCRE's for everything a log rule uses (classes, `\d \s \w \S`,
 /// non-greedy and possessive quantifiers, lookaround, named groups) and which needs no
 /// system library in the binary.
+///
+/// `@unchecked Sendable`: Swift's `Regex<AnyRegexOutput>` is not declared Sendable, but a
+/// compiled regex is immutable and only ever read; the other cases are plain values.
 public enum Pattern: @unchecked Sendable {
     case osMatch(OSMatch)
     case osRegex(OSRegex)
