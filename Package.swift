@@ -122,6 +122,8 @@ let package = Package(
                 "PortcullisIncidents",
                 "PortcullisControl",
                 "PortcullisActiveResponse",
+                "PortcullisConfig",
+                "PortcullisDetector",
                 "PortcullisSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

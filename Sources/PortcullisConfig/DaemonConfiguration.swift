@@ -51,8 +51,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
         /// The ossec.conf-style file with <command>, <active-response> and <global><white_list>.
         public var activeResponse: String?
         public var sources: [Source] = []
-        /// Rule files added to the built-in sshd rules.
+        /// Rule files (Portcullis YAML) added to the rules.
         public var rules: [String] = []
+        /// Wazuh's XML rule and decoder files, or directories of them; when given, they
+        /// replace the built-in sshd rules.
+        public var wazuhRuleset: [String] = []
         /// Where executables of user-defined <command>s are (as Wazuh's active-response/bin).
         public var commandsDirectory = "/var/ossec/active-response/bin"
 
@@ -341,7 +344,7 @@ private struct Reader {
     }
 
     func detector(_ node: Node, _ key: String) throws(ConfigurationError) -> DaemonConfiguration.Detector {
-        guard let mapping = node.mapping else { throw fail(node, key, "expected active_response, sources, rules, commands_dir") }
+        guard let mapping = node.mapping else { throw fail(node, key, "expected active_response, sources, rules, wazuh_ruleset, commands_dir") }
         var detector = DaemonConfiguration.Detector()
         for (name, value) in mapping {
             let field = "\(key).\(name.string ?? "?")"
@@ -351,6 +354,9 @@ private struct Reader {
             case "rules":
                 guard let list = value.sequence else { throw fail(value, field, "expected a list of rule files") }
                 detector.rules = try list.map { item throws(ConfigurationError) in try absolutePath(item, field) }
+            case "wazuh_ruleset":
+                guard let list = value.sequence, !list.isEmpty else { throw fail(value, field, "expected a list of Wazuh rule and decoder files or directories") }
+                detector.wazuhRuleset = try list.map { item throws(ConfigurationError) in try absolutePath(item, field) }
             case "sources":
                 guard let list = value.sequence else { throw fail(value, field, "expected a list of `file: PATH` or `journal: UNIT`") }
                 for item in list {
@@ -370,7 +376,7 @@ private struct Reader {
                     default: throw fail(kind, field, "unknown source \(kind.string ?? "?") (file or journal)")
                     }
                 }
-            default: throw fail(name, field, "unknown key (known: active_response, sources, rules, commands_dir)")
+            default: throw fail(name, field, "unknown key (known: active_response, sources, rules, wazuh_ruleset, commands_dir)")
             }
         }
         guard !detector.sources.isEmpty else { throw fail(node, key, "give at least one source to watch") }

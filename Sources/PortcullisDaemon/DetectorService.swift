@@ -25,21 +25,18 @@ struct DetectorService: Service {
 
     /// Loads the rules and the responses, so that a mistake in either stops the start.
     static func prepare(_ configuration: DaemonConfiguration.Detector, logger: Logger) throws -> (RuleSet, ActiveResponseConfiguration) {
-        var rules = RuleSet.builtIn()
-        for path in configuration.rules {
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw Daemon.StartupError(description: "\(path): cannot read the rules file")
-            }
-            rules = rules.adding(try RuleSet(yaml: String(decoding: data, as: UTF8.self), file: path))
+        let setup: DetectorSetup
+        do {
+            setup = try DetectorSetup.load(
+                wazuhRuleset: configuration.wazuhRuleset, ruleFiles: configuration.rules, activeResponse: configuration.activeResponse)
+        } catch {
+            throw Daemon.StartupError(description: error.description)
         }
-        var responses = ActiveResponseConfiguration()
-        if let path = configuration.activeResponse {
-            responses = try ActiveResponseConfiguration.load(path: path)
-            for warning in responses.warnings { logger.warning("\(warning)") }
-        } else {
+        for warning in setup.warnings { logger.warning("\(warning)") }
+        if configuration.activeResponse == nil {
             logger.warning("detector: no active_response file; alerts are recorded but nothing is blocked")
         }
-        return (rules, responses)
+        return (setup.rules, setup.responses)
     }
 
     func run() async throws {
@@ -54,7 +51,11 @@ struct DetectorService: Service {
                     logger.info("detector: watching \(source)")
                 }
                 group.addTask {
-                    var detector = Detector(rules: rules)
+                    // prepare() built this same tree before the start; it cannot fail here.
+                    guard var detector = try? Detector(rules: rules) else {
+                        logger.error("detector: the rules no longer load; not watching")
+                        return
+                    }
                     var planner = ResponsePlanner(configuration: responses)
                     let start = ContinuousClock.now
                     var lastCleanup = start
@@ -109,14 +110,19 @@ struct DetectorService: Service {
         }
         for plan in planner.plan(alert, at: time) {
             if plan.command.isPortcullisBlock {
+                var target = plan.target ?? .address(address)
+                if case .prefix = target, let refusal = (try? await keeper.refusal(for: target)) ?? nil {
+                    logger.info("blocking \(address) alone, not \(target): \(refusal)")
+                    target = .address(address)
+                }
                 do throws(ServiceError) {
                     let request = BlockRequest(
-                        target: .address(address), duration: plan.timeout,
+                        target: target, duration: plan.timeout,
                         reason: "rule \(alert.ruleID): \(alert.description)".utf8Prefix(BlockRequest.maximumReasonBytes),
                         source: .detector)
                     let outcome = try await keeper.block(request, context: IncidentContext(detection: detection))
                     let length = plan.timeout.map { "for \(DurationText.format($0))" } ?? "until unblocked"
-                    logger.info("\(outcome.change == .added ? "blocked" : "refreshed") \(address) \(length) (\(plan.command.name), offense \(plan.offense))")
+                    logger.info("\(outcome.change == .added ? "blocked" : "refreshed") \(target) \(length) (\(plan.command.name), offense \(plan.offense))")
                 } catch {
                     logger.warning("did not block \(address): \(error.description)")
                 }

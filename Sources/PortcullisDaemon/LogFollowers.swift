@@ -19,7 +19,7 @@ struct FileFollower {
                 var fd: CInt = -1
                 var inode: ino_t = 0
                 var offset: off_t = 0
-                var pending: [UInt8] = []
+                var assembler = LineAssembler()
                 var buffer = [UInt8](repeating: 0, count: 65_536)
                 var firstOpen = true
                 defer { if fd >= 0 { close(fd) } }
@@ -29,14 +29,8 @@ struct FileFollower {
                         let count = read(fd, &buffer, buffer.count)
                         if count <= 0 { return }
                         offset += off_t(count)
-                        pending.append(contentsOf: buffer[0..<count])
-                        while let newline = pending.firstIndex(of: 10) {
-                            let end = newline > pending.startIndex && pending[newline - 1] == 13 ? newline - 1 : newline
-                            continuation.yield(String(decoding: pending[..<end], as: UTF8.self))
-                            pending.removeSubrange(...newline)
-                        }
-                        // A line longer than this is garbage or an attack; do not grow without bound.
-                        if pending.count > 1 << 20 { pending.removeAll() }
+                        // Overlong lines are dropped whole, tail included (see LineAssembler).
+                        for line in assembler.lines(in: buffer[0..<count]) { continuation.yield(line) }
                     }
                 }
 
@@ -55,7 +49,7 @@ struct FileFollower {
                             inode = current.st_ino
                             // Only what is written from now on counts, except in a file that appears later.
                             offset = firstOpen ? lseek(fd, 0, SEEK_END) : 0
-                            pending.removeAll()
+                            assembler.reset()
                         }
                         firstOpen = false
                     }
@@ -64,7 +58,7 @@ struct FileFollower {
                         if fstat(fd, &opened) == 0 && opened.st_size < offset {
                             logger.info("\(path) was truncated; reading it from the start")
                             offset = lseek(fd, 0, SEEK_SET)
-                            pending.removeAll()
+                            assembler.reset()
                         }
                         drain()
                     }
@@ -108,15 +102,12 @@ struct JournalFollower {
                     }
                     let handle = output.fileHandleForReading
                     await withTaskCancellationHandler {
-                        var pending: [UInt8] = []
+                        // A journal entry is JSON around the message: allow for its escaping.
+                        var assembler = LineAssembler(maximumLineBytes: 4 * LineAssembler.defaultMaximumLineBytes)
                         while true {
                             let chunk = handle.availableData
                             if chunk.isEmpty { break }
-                            pending.append(contentsOf: chunk)
-                            while let newline = pending.firstIndex(of: 10) {
-                                continuation.yield(String(decoding: pending[..<newline], as: UTF8.self))
-                                pending.removeSubrange(...newline)
-                            }
+                            for line in assembler.lines(in: chunk) { continuation.yield(line) }
                         }
                     } onCancel: {
                         process.terminate()

@@ -25,6 +25,10 @@ public struct ActiveResponseConfiguration: Sendable {
         /// Minutes, for the second, third, ... response to the same address.
         public var repeatedOffenders: [Int]
         public var disabled: Bool
+        /// Portcullis's own `<ipv6_prefix>`: block the source's IPv6 prefix of this length
+        /// (64: its /64) instead of the address, since an IPv6 attacker picks a new address
+        /// in its /64 at will. IPv4 sources are blocked by address.
+        public var ipv6PrefixLength: Int? = nil
         public var line: Int
     }
 
@@ -126,6 +130,11 @@ public struct ActiveResponseConfiguration: Sendable {
                         }
                         response.repeatedOffenders = minutes.compactMap { $0 }
                     case "disabled": response.disabled = try yesNo(child, fail)
+                    case "ipv6_prefix":
+                        guard let length = Int(child.text), (16...128).contains(length) else {
+                            throw fail(child, "'\(child.text)' is not an IPv6 prefix length from 16 to 128 (64 blocks the source's /64)")
+                        }
+                        response.ipv6PrefixLength = length
                     case "agent_id", "ca_store":
                         configuration.warnings.append("\(file):\(child.line): ignoring <active-response><\(child.name)>: Portcullis responds on this host only")
                     default: configuration.warnings.append("\(file):\(child.line): ignoring unknown element <active-response><\(child.name)>")
@@ -188,6 +197,18 @@ public struct ResponsePlanner {
         public let timeout: Duration?
         /// 1 for the first response to this address by this rule, 2 for the next, ...
         public let offense: Int
+        /// What to block: the source, or its IPv6 prefix with `<ipv6_prefix>`.
+        public let target: BlockTarget?
+    }
+
+    /// The source's prefix when the response asks for one and no white-listed address is
+    /// inside it; else the address itself.
+    public func target(for address: IPAddress, response: ActiveResponseConfiguration.Response) -> BlockTarget {
+        guard address.family == .ipv6, let length = response.ipv6PrefixLength, length < 128,
+              let prefix = try? BlockTarget.parse("\(address)/\(length)").target
+        else { return .address(address) }
+        let coversWhiteListed = configuration.whiteList.contains { listed in prefix.contains(listed) || listed.contains(prefix) }
+        return coversWhiteListed ? .address(address) : prefix
     }
 
     public func isWhiteListed(_ address: IPAddress) -> Bool {
@@ -207,7 +228,9 @@ public struct ResponsePlanner {
                 || !Set(response.rulesGroups).isDisjoint(with: alert.groups)
                 || response.level.map { alert.level >= $0 } == true
             guard matches, let command = configuration.commands[response.command] else { continue }
-            let key = "\(index)|\(alert.source?.description ?? alert.sourceText ?? "")"
+            let blocked = alert.source.map { self.target(for: $0, response: response) }
+            // Keyed by what is blocked: addresses rotating inside a blocked /64 are one offender.
+            let key = "\(index)|\(blocked?.description ?? alert.sourceText ?? "")"
             let stillActive = activeUntil[key].map { time < $0 } ?? false
             let offense = stillActive ? offenses[key, default: 1] : offenses[key, default: 0] + 1
             offenses[key] = offense
@@ -217,7 +240,7 @@ public struct ResponsePlanner {
             }
             // A response without a timeout lasts until unblocked: every later alert only refreshes it.
             activeUntil[key] = timeout.map { time + $0 } ?? .seconds(Int64.max / 2)
-            plans.append(Plan(command: command, timeout: timeout, offense: offense))
+            plans.append(Plan(command: command, timeout: timeout, offense: offense, target: blocked))
         }
         return plans
     }

@@ -5,9 +5,20 @@ import PortcullisCore
 /// Wazuh reads ossec.conf with a small reader of its own (os_xml) rather than a
 /// general XML library, and so does Portcullis: libxml2 would bring ICU into
 /// the start-up of every process, the Wazuh active response's included, which
-/// must finish in a few milliseconds. Attributes are read and ignored; a DTD is
-/// refused.
+/// must finish in a few milliseconds. Attributes are kept (Wazuh's rule files
+/// carry `id`, `level`, `frequency` in them); a DTD is refused.
+///
+/// The reader is bounded: a document larger than ``maximumBytes`` or nested
+/// deeper than ``maximumDepth`` is refused with the line where it went wrong.
+/// It keeps an explicit stack instead of recursing, so no input can exhaust the
+/// thread's stack, and because the depth is bounded, neither can releasing the tree.
 struct ConfigurationXML {
+    /// Wazuh's largest shipped rule file is a few hundred kilobytes; this leaves room for
+    /// generous local files while keeping a mistaken path (a log, a core file) out.
+    static let maximumBytes = 16 << 20
+    /// ossec.conf and rule files nest four or five levels; 64 is far beyond any real file.
+    static let maximumDepth = 64
+
     struct Failure: Error {
         let line: Int
         let message: String
@@ -16,6 +27,9 @@ struct ConfigurationXML {
     /// Parses a document that may hold several top-level elements (ossec.conf
     /// allows several <ossec_config> sections), all returned as children of one root.
     static func parse(_ bytes: [UInt8]) throws(Failure) -> Element {
+        guard bytes.count <= maximumBytes else {
+            throw Failure(line: 1, message: "the file has \(bytes.count) bytes, more than the \(maximumBytes) this reader accepts")
+        }
         var reader = ConfigurationXML(bytes: bytes)
         return try reader.document()
     }
@@ -53,7 +67,11 @@ struct ConfigurationXML {
                 let startLine = line
                 advance(1)
                 let element = Element(name: try self.name(), line: startLine)
-                let selfClosing = try attributes()
+                let selfClosing = try attributes(into: element)
+                // The root is not a level of the document, hence the `- 1`.
+                if !selfClosing && stack.count - 1 >= Self.maximumDepth {
+                    throw Failure(line: startLine, message: "<\(element.name)> is nested more than \(Self.maximumDepth) elements deep")
+                }
                 stack[stack.count - 1].children.append(element)
                 if !selfClosing { stack.append(element) }
             } else {
@@ -121,8 +139,8 @@ struct ConfigurationXML {
         return String(decoding: bytes[start..<index], as: UTF8.self)
     }
 
-    /// Reads past the attributes to the end of a start tag; true for `/>`.
-    private mutating func attributes() throws(Failure) -> Bool {
+    /// Reads the attributes into `element` up to the end of a start tag; true for `/>`.
+    private mutating func attributes(into element: Element) throws(Failure) -> Bool {
         while true {
             skipSpace()
             if take(">") { return false }
@@ -130,7 +148,7 @@ struct ConfigurationXML {
                 advance(2)
                 return true
             }
-            _ = try name()
+            let attributeName = try name()
             skipSpace()
             guard take("=") else { throw Failure(line: line, message: "expected = in an attribute") }
             skipSpace()
@@ -139,8 +157,10 @@ struct ConfigurationXML {
             }
             let quote = bytes[index]
             advance(1)
+            let start = index
             while index < bytes.count && bytes[index] != quote { advance(1) }
             guard index < bytes.count else { throw Failure(line: line, message: "an attribute value is never closed") }
+            element.attributes.append((attributeName, try decodeEntities(bytes[start..<index])))
             advance(1)
         }
     }
@@ -181,6 +201,9 @@ final class Element {
     let line: Int
     var children: [Element] = []
     var characters = ""
+    /// In document order; a name may repeat, and the first one counts (see ``attribute(_:)``).
+    var attributes: [(name: String, value: String)] = []
     init(name: String, line: Int) { (self.name, self.line) = (name, line) }
     var text: String { characters.trimmedSpace }
+    func attribute(_ name: String) -> String? { attributes.first { $0.name == name }?.value }
 }

@@ -35,7 +35,7 @@ struct Portcullis: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             Attach.self, Detach.self, Block.self, Unblock.self, Allow.self, Disallow.self,
-            List.self, Stats.self, Sweep.self, Status.self, Incidents.self, Run.self, Purge.self, Wazuh.self,
+            List.self, Stats.self, Sweep.self, Status.self, Incidents.self, Run.self, Purge.self, Wazuh.self, Logtest.self,
         ]
     )
 }
