@@ -18,6 +18,25 @@ public enum Daemon {
         public let description: String
     }
 
+    /// Everything `run` loads before it starts, checked the same way: the YAML, then the
+    /// detector's rule, decoder and active-response files. Returns the warnings `run` would log.
+    public static func check(configurationPath: String) throws -> [String] {
+        let configuration: DaemonConfiguration
+        do {
+            configuration = try DaemonConfiguration.load(path: configurationPath)
+        } catch {
+            throw StartupError(description: error.description)
+        }
+        guard let detector = configuration.detector else { return [] }
+        do {
+            let setup = try DetectorSetup.load(
+                wazuhRuleset: detector.wazuhRuleset, ruleFiles: detector.rules, activeResponse: detector.activeResponse)
+            return setup.warnings.map { "\($0)" }
+        } catch {
+            throw StartupError(description: error.description)
+        }
+    }
+
     public static func run(configurationPath: String, detachOnExit: Bool) async throws {
         var logger = Logger(label: "portcullis")
         logger.logLevel = .info

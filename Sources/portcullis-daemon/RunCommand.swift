@@ -53,9 +53,10 @@ struct Run: ParsableCommand {
         }
         if configured {
             do {
-                _ = try DaemonConfiguration.load(path: path)
+                let warnings = try Daemon.check(configurationPath: path)
+                if check { for warning in warnings { printError("portcullis: warning: \(warning)") } }
             } catch {
-                throw RuntimeFailure(error.description)
+                throw RuntimeFailure("\(error)")
             }
         }
         if check {

@@ -61,3 +61,50 @@ import Testing
         #expect(result.stderr.contains("holds at most 107"), "\(result)")
     }
 }
+
+/// `run --check` validates everything `run` loads, so the unit's ExecStartPre never passes a
+/// configuration the daemon then refuses.
+@Suite struct RunCheckTests {
+    static func check(_ yaml: String, files: [String: String]) throws -> Result {
+        let directory = "/tmp/portcullis-check-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        for (name, text) in files { try text.write(toFile: "\(directory)/\(name)", atomically: true, encoding: .utf8) }
+        try yaml.replacingOccurrences(of: "DIR", with: directory).write(toFile: "\(directory)/portcullis.yaml", atomically: true, encoding: .utf8)
+        return try Command.run(Command.portcullis, ["run", "--check", "--config", "\(directory)/portcullis.yaml"], timeout: 10)
+    }
+
+    @Test func aMalformedActiveResponseFileFailsTheCheck() throws {
+        let result = try Self.check("""
+            detector:
+              active_response: DIR/ossec.conf
+              sources:
+                - file: DIR/auth.log
+            """, files: ["ossec.conf": "<ossec_config><active-response><command>firewall-drop</command>"])
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stderr.contains("ossec.conf"), "\(result)")
+        #expect(!result.stdout.contains("valid"), "\(result)")
+    }
+
+    @Test func aBadRulesFileFailsTheCheck() throws {
+        let result = try Self.check("""
+            detector:
+              rules: [DIR/rules.yaml]
+              sources:
+                - file: DIR/auth.log
+            """, files: ["rules.yaml": "rules:\n  - id: 100001\n    level: 99\n    description: bad\n    match: '(['\n"])
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stderr.contains("rules.yaml"), "\(result)")
+    }
+
+    @Test func aValidDetectorPasses() throws {
+        let result = try Self.check("""
+            detector:
+              active_response: DIR/ossec.conf
+              sources:
+                - file: DIR/auth.log
+            """, files: ["ossec.conf": "<ossec_config><active-response><command>firewall-drop</command><location>local</location><rules_id>5710</rules_id><timeout>60</timeout></active-response></ossec_config>"])
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stdout.hasSuffix(": valid\n"), "\(result)")
+    }
+}
