@@ -122,8 +122,6 @@ let package = Package(
                 "PortcullisIncidents",
                 "PortcullisControl",
                 "PortcullisActiveResponse",
-                "PortcullisConfig",
-                "PortcullisDetector",
                 "PortcullisSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -134,6 +132,7 @@ let package = Package(
             dependencies: [
                 "PortcullisConfig",
                 "PortcullisDaemon",
+                "PortcullisDetector",
                 "PortcullisSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

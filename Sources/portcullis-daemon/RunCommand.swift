@@ -7,8 +7,7 @@ import PortcullisDaemon
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
-        // `portcullis run` hands over to this executable with its arguments, so help reads as the user typed it.
-        commandName: "portcullis run",
+        commandName: "run",
         abstract: "Run the Portcullis daemon.",
         discussion: """
             Attaches to the interfaces in the configuration (reusing the pinned maps, so a restart \
@@ -84,23 +83,35 @@ struct RuntimeFailure: Error, CustomStringConvertible {
     init(_ message: String) { description = message }
 }
 
+/// The commands that need the daemon's libraries (YAML, the detector, the HTTP stack):
+/// `portcullis run` and `portcullis logtest` hand over to this executable with their arguments,
+/// so its command name and help read as the user typed them.
+struct DaemonCommands: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "portcullis",
+        abstract: "The Portcullis daemon and the commands that share its libraries.",
+        subcommands: [Run.self, Logtest.self],
+        defaultSubcommand: Run.self)
+}
+
 @main
 enum Entry {
     static func main() {
+        let subcommand = CommandLine.arguments.dropFirst().first ?? "run"
         do {
-            var command = try Run.parseAsRoot()
+            var command = try DaemonCommands.parseAsRoot()
             try command.run()
         } catch let error as RuntimeFailure {
             printError("portcullis: \(error.description)")
             exit(1)
         } catch {
-            let code = Run.exitCode(for: error)
+            let code = DaemonCommands.exitCode(for: error)
             if code == .success {
-                print(Run.fullMessage(for: error))
+                print(DaemonCommands.fullMessage(for: error))
                 exit(0)
             }
-            let message = Run.message(for: error).replacing("\n", with: " ")
-            printError(code.rawValue == 1 ? "portcullis: \(message)" : "portcullis: \(message) (see `portcullis run --help`)")
+            let message = DaemonCommands.message(for: error).replacing("\n", with: " ")
+            printError(code.rawValue == 1 ? "portcullis: \(message)" : "portcullis: \(message) (see `portcullis \(subcommand) --help`)")
             exit(code.rawValue == 1 ? 1 : 2)
         }
     }

@@ -151,7 +151,7 @@ enum Entry {
         }
         if DaemonHandoff.isRequested(CommandLine.arguments) {
             do {
-                try DaemonHandoff.execute(Array(CommandLine.arguments.dropFirst(2)))
+                try DaemonHandoff.execute(Array(CommandLine.arguments.dropFirst()))
             } catch {
                 printError("portcullis: \(error.message)")
                 exit(1)

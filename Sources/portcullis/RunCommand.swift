@@ -16,17 +16,38 @@ struct Run: ParsableCommand {
     var arguments: [String] = []
 
     func run() throws {
-        try DaemonHandoff.execute(arguments)
+        try DaemonHandoff.execute(["run"] + arguments)
+    }
+}
+
+/// `portcullis logtest` needs the detector and the YAML configuration, which live in
+/// portcullis-daemon; like `run`, it hands over to it.
+struct Logtest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Try log lines against the detector's rules, as wazuh-logtest does; changes nothing.",
+        discussion: """
+            Hands over to portcullis-daemon, installed beside portcullis, with the same \
+            arguments. `portcullis logtest --help` prints its options.
+            """)
+
+    @Argument(parsing: .captureForPassthrough, help: "logtest's options (see `portcullis logtest --help`).")
+    var arguments: [String] = []
+
+    func run() throws {
+        try DaemonHandoff.execute(["logtest"] + arguments)
     }
 }
 
 enum DaemonHandoff {
     static let executableName = "portcullis-daemon"
 
-    /// Whether `arguments` (the whole command line) asks for the daemon; checked before
-    /// parsing so that `portcullis run --help` reaches the daemon's own help.
+    /// The commands the daemon's executable carries out.
+    static let commands: Set<String> = ["run", "logtest"]
+
+    /// Whether `arguments` (the whole command line) asks for the daemon's executable; checked
+    /// before parsing so that `portcullis run --help` reaches the daemon's own help.
     static func isRequested(_ arguments: [String]) -> Bool {
-        arguments.count >= 2 && arguments[1] == "run"
+        arguments.count >= 2 && commands.contains(arguments[1])
     }
 
     /// Replaces this process with the daemon (execv(2)): same pid, so a supervisor that started
