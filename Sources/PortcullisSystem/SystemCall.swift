@@ -80,3 +80,18 @@ public func printError(_ line: String) {
     var stderr = StandardError()
     print(line, to: &stderr)
 }
+
+/// Local groups, read from /etc/group. The command line and the Wazuh response are linked
+/// fully static, where glibc's getgrnam(3) would load NSS modules at run time and can crash;
+/// the groups Portcullis needs (wazuh, portcullis) are local groups that packages create there.
+public enum LocalGroups {
+    public static func id(of name: String, in path: String = "/etc/group") -> gid_t? {
+        guard let bytes = try? readWholeFile(path, maximumBytes: 16 << 20) else { return nil }
+        for line in bytes.split(separator: UInt8(ascii: "\n")) {
+            let fields = line.split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
+            guard fields.count >= 3, String(decoding: fields[0], as: UTF8.self) == name else { continue }
+            return gid_t(String(decoding: fields[2], as: UTF8.self))
+        }
+        return nil
+    }
+}

@@ -126,7 +126,7 @@ struct WazuhInstall: ParsableCommand {
             throw RuntimeFailure("cannot write \(temporary): \(String(cString: strerror(errno)))")
         }
         // Wazuh's own executables are root:wazuh 0750; without a wazuh group, root only.
-        let group = getgrnam("wazuh")?.pointee.gr_gid ?? 0
+        let group = LocalGroups.id(of: "wazuh") ?? 0
         chown(temporary, 0, group)
         chmod(temporary, 0o750)
         guard rename(temporary, destination) == 0 else {
