@@ -8,6 +8,7 @@ import PortcullisSystem
 
 struct Logtest: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "logtest",
         abstract: "Try log lines against the detector's decoders, rules and responses.",
         discussion: """
             Reads log lines from standard input (or --file) and prints, for each, the \

@@ -5,6 +5,7 @@ import PortcullisCore
 
 struct Allow: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "allow",
         abstract: "Never drop traffic from an address or prefix.",
         discussion: """
             The allowlist is checked before any block: an allowlisted source passes even when a \
@@ -58,6 +59,7 @@ struct Allow: ParsableCommand {
 
 struct Disallow: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "disallow",
         abstract: "Remove an address or prefix from the allowlist.",
         discussion: """
             Give the entry exactly as `portcullis allow --list` shows it. Blocks that cover it \

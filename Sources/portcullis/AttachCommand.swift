@@ -6,6 +6,7 @@ extension XDPMode: ExpressibleByArgument {}
 
 struct Attach: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "attach",
         abstract: "Attach the XDP program to a network interface.",
         discussion: """
             Loads the blocklist maps and the XDP program on first use, then attaches the program to \
@@ -59,6 +60,7 @@ struct Attach: ParsableCommand {
 
 struct Detach: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "detach",
         abstract: "Detach the XDP program from a network interface.",
         discussion: """
             Removes Portcullis's pinned XDP link from IFACE. Blocks stay in the maps and apply \

@@ -7,6 +7,7 @@ import PortcullisSystem
 
 struct Block: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "block",
         abstract: "Block an address or prefix, for a while or until unblocked.",
         discussion: """
             Packets whose source is TARGET are dropped by every interface Portcullis is attached \
@@ -160,6 +161,7 @@ func validateBlockable(_ target: BlockTarget) throws {
 
 struct Unblock: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "unblock",
         abstract: "Lift the block on an address or prefix.",
         discussion: """
             Traffic from TARGET flows again at once. Prints what the block dropped over its \

@@ -5,6 +5,7 @@ import PortcullisIncidents
 
 struct Incidents: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "incidents",
         abstract: "Report the incident record: every block, refresh, unblock and expiry.",
         discussion: """
             Reads the incident log (one JSON object per line; default \

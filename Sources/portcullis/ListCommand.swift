@@ -5,6 +5,7 @@ import PortcullisCore
 
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "list",
         abstract: "Show every block with its time left and what it dropped.",
         discussion: """
             Columns: the blocked address or prefix, the time left, the wall-clock expiry in local \
@@ -44,6 +45,7 @@ struct List: ParsableCommand {
 
 struct Stats: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "stats",
         abstract: "Show the data plane's packet counters.",
         discussion: """
             Counters are summed over all CPUs and all attached interfaces since the state was \
@@ -81,6 +83,7 @@ struct Stats: ParsableCommand {
 
 struct Sweep: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "sweep",
         abstract: "Remove expired blocks from the maps.",
         discussion: """
             Expired blocks already let traffic through; sweeping frees their memory and reports \

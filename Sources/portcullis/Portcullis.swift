@@ -7,6 +7,9 @@ import PortcullisCore
 import PortcullisActiveResponse
 import PortcullisIncidents
 
+/// Every command names itself (`commandName`): ArgumentParser would otherwise derive each
+/// name from its type with String(describing:), whose dynamic casts scan every protocol
+/// conformance in the binary, the largest part of a command's start-up.
 struct Portcullis: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "portcullis",

@@ -6,6 +6,7 @@ import Glibc
 /// and by every Wazuh active response, and their start-up is most of what a command costs.
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Run the Portcullis daemon.",
         discussion: """
             Hands over to portcullis-daemon, installed beside portcullis, with the same \
@@ -24,6 +25,7 @@ struct Run: ParsableCommand {
 /// portcullis-daemon; like `run`, it hands over to it.
 struct Logtest: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "logtest",
         abstract: "Try log lines against the detector's rules, as wazuh-logtest does; changes nothing.",
         discussion: """
             Hands over to portcullis-daemon, installed beside portcullis, with the same \

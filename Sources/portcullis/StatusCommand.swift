@@ -6,6 +6,7 @@ import PortcullisIncidents
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "status",
         abstract: "Show where Portcullis is attached and how full its maps are.",
         discussion: """
             Lists every pinned attachment with its interface, network namespace, XDP mode and \
@@ -75,6 +76,7 @@ struct StatusJSON: Encodable {
 
 struct Purge: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "purge",
         abstract: "Detach everywhere and delete all Portcullis state.",
         discussion: """
             Detaches the XDP program from every interface it is attached to and removes the pin \

@@ -5,6 +5,7 @@ import PortcullisSystem
 
 struct Wazuh: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "wazuh",
         abstract: "Use Portcullis as a Wazuh active response.",
         discussion: """
             The portcullis binary is also a Wazuh active-response executable: installed under \
