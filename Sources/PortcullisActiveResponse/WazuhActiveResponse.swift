@@ -75,7 +75,7 @@ public enum WazuhActiveResponse {
         case .add:
             // Refusals come before check_keys, so execd schedules no delete for them.
             do throws(ServiceError) {
-                if let refusal = try blocklist.refusal(for: target) {
+                if let refusal = try refusal(for: target, pins: pins, asking: blocklist) {
                     log.write("Refusing to block: \(refusal.description)")
                     recorder.recordRefusal(target.description, source: BlockSource.wazuh.rawValue, error: refusal.description, context: context)
                     return 255
@@ -126,6 +126,20 @@ public enum WazuhActiveResponse {
         }
         log.write("Ended")
         return 0
+    }
+
+    /// Why `target` may not be blocked. The allowlist lives in the pinned maps, so it is read
+    /// there with one lookup, daemon or not: asking the daemon would cost a round trip on
+    /// every alert. Without pins yet, only loopback can be refused, and the blocklist says so.
+    private static func refusal(for target: BlockTarget, pins: PinDirectory, asking blocklist: some BlocklistService) throws(ServiceError) -> Refusal? {
+        guard let datapath = try? Datapath.open(pins) else { return try blocklist.refusal(for: target) }
+        let entry = try ServiceError.mapping { () throws(DatapathError) in try datapath.allowlistEntry(covering: target) }
+        do throws(Refusal) {
+            try Admission.check(target, allowlist: entry.map { [$0] } ?? [])
+            return nil
+        } catch {
+            return error
+        }
     }
 
     /// One line from execd, logged as received; nil (after logging Wazuh's

@@ -410,6 +410,18 @@ extension Datapath {
         try allowlistEntries().map(\.target)
     }
 
+    /// The allowlist entry that holds all of `target`. One longest-prefix lookup answers
+    /// whether there is one (the trie finds the longest entry no longer than the target's
+    /// own prefix); only then, which is rare, is the allowlist walked to name it.
+    public func allowlistEntry(covering target: BlockTarget) throws(DatapathError) -> BlockTarget? {
+        let covered = switch allowKey(target) {
+        case .v4(let key): try allowV4.lookup(key, as: portcullis_allow.self) != nil
+        case .v6(let key): try allowV6.lookup(key, as: portcullis_allow.self) != nil
+        }
+        guard covered else { return nil }
+        return try allowlist().first { $0.contains(target) }
+    }
+
     public func allowlistEntries() throws(DatapathError) -> [AllowlistEntry] {
         var entries: [AllowlistEntry] = []
         func origin(_ value: portcullis_allow?) -> AllowOrigin {
