@@ -17,13 +17,17 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // HMAC-SHA256 for the incident record's hash chain.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // Pure logic: addresses, prefixes, durations, block files. No BPF, no root.
         .target(name: "PortcullisCore"),
 
-        // The incident record: JSON lines, locked and fsync'd. No BPF, no root.
-        .target(name: "PortcullisIncidents", dependencies: ["PortcullisCore"]),
+        // The incident record: JSON lines, locked and fsync'd, HMAC-chained. No BPF, no root.
+        .target(
+            name: "PortcullisIncidents",
+            dependencies: ["PortcullisCore", .product(name: "Crypto", package: "swift-crypto")]),
 
         // The daemon's YAML configuration, with file, line and key in every error. No BPF, no root.
         .target(
@@ -97,10 +101,11 @@ let package = Package(
         .testTarget(name: "PortcullisConfigTests", dependencies: ["PortcullisConfig", "PortcullisCore"]),
         .testTarget(name: "PortcullisDetectorTests", dependencies: ["PortcullisDetector", "PortcullisCore"]),
         .testTarget(name: "PortcullisWazuhTests", dependencies: ["PortcullisWazuh", "PortcullisCore"]),
+        .testTarget(name: "PortcullisIncidentsTests", dependencies: ["PortcullisIncidents", "PortcullisCore"]),
         // Needs root and bpffs (skips with a message otherwise): verdicts through BPF_PROG_TEST_RUN.
         .testTarget(name: "PortcullisBPFTests", dependencies: ["PortcullisBPF", "PortcullisCore", "CLibbpf"]),
         // Runs the built portcullis binary: usage errors without root, the netns lab with root.
-        .testTarget(name: "PortcullisCLITests", dependencies: ["portcullis", "PortcullisCore"]),
+        .testTarget(name: "PortcullisCLITests", dependencies: ["portcullis", "PortcullisCore", "PortcullisIncidents"]),
     ],
     swiftLanguageModes: [.v6]
 )
