@@ -31,7 +31,7 @@ public enum IncidentChain {
     public static func unsealed(_ line: [UInt8]) -> (canonical: [UInt8], hash: String)? {
         guard line.count > sealLength + 1, line.last == UInt8(ascii: "}") else { return nil }
         let sealStart = line.count - sealLength
-        guard Array(line[sealStart..<(sealStart + hashMember.count)]) == hashMember,
+        guard line[sealStart..<(sealStart + hashMember.count)].elementsEqual(hashMember),
               line[line.count - 2] == UInt8(ascii: "\"") else { return nil }
         let hex = line[(sealStart + hashMember.count)..<(line.count - 2)]
         guard hex.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) })
@@ -41,6 +41,13 @@ public enum IncidentChain {
 
     static func code(for canonical: [UInt8], key: SymmetricKey) -> String {
         hex(HMAC<SHA256>.authenticationCode(for: canonical, using: key))
+    }
+
+    /// The same, from an HMAC already keyed: copying it skips the key schedule for each record.
+    static func code(for canonical: [UInt8], keyed: HMAC<SHA256>) -> String {
+        var hmac = keyed
+        hmac.update(data: canonical)
+        return hex(hmac.finalize())
     }
 
     static func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {

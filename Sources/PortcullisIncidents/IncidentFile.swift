@@ -139,7 +139,7 @@ struct IncidentFile {
             let newline = end - 1
             let start = try lastNewline(before: newline).map { $0 + 1 } ?? 0
             let line = try bytes(at: start, count: Int(newline - start))
-            if let record = try? decoder.decode(Incident.self, from: Data(line)) {
+            if let record = try? decoder.decode(ChainRecord.self, from: Data(line)) {
                 guard let hash = record.hash else { return .unchained }
                 return .chained(hash: hash, sequence: record.sequence ?? 0)
             }

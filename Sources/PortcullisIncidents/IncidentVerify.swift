@@ -99,6 +99,20 @@ extension IncidentLog {
     }
 }
 
+/// What the chain and its messages need of a record: Incident's required fields
+/// (a line without them is not a record) and the chain's. Decoding only these
+/// keeps `verify` and the writer's look at the tail cheap.
+struct ChainRecord: Decodable {
+    var time: String
+    var timeUnixMs: Int64
+    var action: Incident.Action
+    var target: String
+    var source: String
+    var sequence: Int64?
+    var previous: String?
+    var hash: String?
+}
+
 /// The state of one walk along the chain.
 struct ChainWalker {
     let keyDirectory: String
@@ -114,13 +128,13 @@ struct ChainWalker {
     var pending: (place: IncidentChainReport.Place, hash: String)?
     var interruptedWrite: IncidentChainReport.Place?
     var problem: IncidentChainReport.Problem?
-    var key: SymmetricKey?
+    var keyed: HMAC<SHA256>?
     let decoder = JSONDecoder()
 
     init(keyDirectory: String) { self.keyDirectory = keyDirectory }
 
     mutating func take(_ line: [UInt8], path: String, line number: Int, whole: Bool) throws(IncidentLogError) -> Bool {
-        let record = try? decoder.decode(Incident.self, from: Data(line))
+        let record = try? decoder.decode(ChainRecord.self, from: Data(line))
         let place = IncidentChainReport.Place(
             path: path, line: number, time: record?.time, action: record?.action.rawValue, target: record?.target,
             sequence: record?.sequence)
@@ -135,7 +149,7 @@ struct ChainWalker {
         return try takeRecord(record, line: line, place: place)
     }
 
-    private mutating func takeRecord(_ record: Incident?, line: [UInt8], place: IncidentChainReport.Place) throws(IncidentLogError) -> Bool {
+    private mutating func takeRecord(_ record: ChainRecord?, line: [UInt8], place: IncidentChainReport.Place) throws(IncidentLogError) -> Bool {
         guard let record else {
             if let pending { return fail(.changed, pending.place, changedMessage(pending.place)) }
             if !began {
@@ -153,8 +167,8 @@ struct ChainWalker {
             }
             return fail(.inserted, place, "\(describe(place)) was inserted: it has no hash, and the chain began before it")
         }
-        let key = try chainKey()
-        let valid = IncidentChain.unsealed(line).map { $0.hash == stored && IncidentChain.code(for: $0.canonical, key: key) == stored } ?? false
+        let keyed = try keyedHMAC()
+        let valid = IncidentChain.unsealed(line).map { $0.hash == stored && IncidentChain.code(for: $0.canonical, keyed: keyed) == stored } ?? false
         if let pending {
             // A changed record's successor links to that record's own hash; an inserted
             // one's successor skips it and links to the record before it.
@@ -202,13 +216,14 @@ struct ChainWalker {
         return true
     }
 
-    private mutating func chainKey() throws(IncidentLogError) -> SymmetricKey {
-        if let key { return key }
+    private mutating func keyedHMAC() throws(IncidentLogError) -> HMAC<SHA256> {
+        if let keyed { return keyed }
         guard let loaded = try IncidentKey.load(directory: keyDirectory) else {
             throw IncidentLogError(description: "cannot check the chain: there is no key at \(keyDirectory)/\(IncidentKey.fileName); give the state directory that holds it with --state-dir or PORTCULLIS_STATE_DIR")
         }
-        key = loaded
-        return loaded
+        let made = HMAC<SHA256>(key: loaded)
+        keyed = made
+        return made
     }
 
     private mutating func fail(_ kind: IncidentChainReport.ProblemKind, _ place: IncidentChainReport.Place, _ message: String,
