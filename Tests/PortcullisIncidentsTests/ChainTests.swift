@@ -199,6 +199,36 @@ import Testing
         #expect(seam.problem?.missingFrom == 4 && seam.problem?.missingTo == 4)
     }
 
+    /// A writer that opened the log just before logrotate renamed it writes to the new file, not the old.
+    @Test func writerWaitingOnTheLockFollowsARotation() throws {
+        let scratch = Scratch()
+        for n in 1...2 { try scratch.log.append(Scratch.incident(n)) }
+        let holder = open(scratch.logPath, O_RDWR)
+        #expect(holder >= 0 && flock(holder, LOCK_EX) == 0)
+        let log = scratch.log
+        let done = Mutex<Result<Void, IncidentLogError>?>(nil)
+        let writer = Thread {
+            let result = Result { () throws(IncidentLogError) in try log.append(Scratch.incident(3)) }
+            done.withLock { $0 = result }
+        }
+        writer.start()
+        usleep(300_000)
+        #expect(done.withLock { $0 == nil }, "the append did not wait for the lock")
+        let oldBytes = scratch.bytes()
+        #expect(rename(scratch.logPath, scratch.log.rotatedPath(1)) == 0)
+        scratch.write([])
+        flock(holder, LOCK_UN)
+        close(holder)
+        for _ in 0..<500 where done.withLock({ $0 == nil }) { usleep(10_000) }
+        try done.withLock { $0 }?.get()
+        let unchanged = scratch.bytes(scratch.log.rotatedPath(1)) == oldBytes
+        #expect(unchanged, "the record went into the rotated file")
+        let records = try scratch.log.read()
+        #expect(records.map(\.sequence) == [3])
+        let report = try scratch.log.verify()
+        #expect(report.intact && report.chained == 3 && report.files.count == 2, "\(report.summary)")
+    }
+
     @Test func concurrentWritersKeepOneChain() throws {
         let scratch = Scratch()
         let log = scratch.log
