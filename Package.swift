@@ -37,6 +37,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         // User-defined active-response commands: async, with time limits and teardown, off the cooperative pool.
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        // HMAC-SHA256 for the incident record's hash chain.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // Pure logic: addresses, prefixes, durations, block files, and the domain: block
@@ -48,8 +50,10 @@ let package = Package(
         // whole-file reads, settings from options or the environment, the wall clock.
         .target(name: "PortcullisSystem", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
 
-        // The incident record: JSON lines, locked and fsync'd. No BPF, no root.
-        .target(name: "PortcullisIncidents", dependencies: ["PortcullisCore", "PortcullisSystem"]),
+        // The incident record: JSON lines, locked and fsync'd, HMAC-chained. No BPF, no root.
+        .target(
+            name: "PortcullisIncidents",
+            dependencies: ["PortcullisCore", "PortcullisSystem", .product(name: "Crypto", package: "swift-crypto")]),
 
         // The daemon's YAML configuration, with file, line and key in every error. No BPF, no root.
         .target(
@@ -149,6 +153,7 @@ let package = Package(
         .testTarget(name: "PortcullisConfigTests", dependencies: ["PortcullisConfig", "PortcullisCore"]),
         .testTarget(name: "PortcullisDetectorTests", dependencies: ["PortcullisDetector", "PortcullisCore"]),
         .testTarget(name: "PortcullisWazuhTests", dependencies: ["PortcullisWazuh", "PortcullisCore"]),
+        .testTarget(name: "PortcullisIncidentsTests", dependencies: ["PortcullisIncidents", "PortcullisCore"]),
         // Needs root and bpffs (skips with a message otherwise): verdicts through BPF_PROG_TEST_RUN.
         .testTarget(name: "PortcullisBPFTests", dependencies: ["PortcullisBPF", "PortcullisCore", "CLibbpf"]),
         // The control API's route handlers in process (HummingbirdTesting) over a real keeper; needs root and bpffs.
@@ -162,7 +167,7 @@ let package = Package(
         // Runs the built portcullis binary: usage errors without root, the netns lab with root.
         .testTarget(
             name: "PortcullisCLITests",
-            dependencies: ["portcullis", "portcullis-daemon", "portcullis-active-response", "PortcullisCore"]),
+            dependencies: ["portcullis", "portcullis-daemon", "portcullis-active-response", "PortcullisCore", "PortcullisIncidents"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -73,6 +73,12 @@ public struct Incident: Codable, Sendable, Equatable {
     public var outcome: Outcome?
     /// Why a request was refused.
     public var error: String?
+    /// The record's place in the hash chain: 1 for the first record of a chain, one more for each after.
+    public var sequence: Int64?
+    /// The `hash` of the record before this one; absent on the first record of a chain.
+    public var previous: String?
+    /// HMAC-SHA256, in hex, of this record's line without its `hash` member (see IncidentChain).
+    public var hash: String?
 
     public init(timeUnixMs: Int64, action: Action, target: String, source: String, reason: String? = nil,
                 requestedSeconds: Int64? = nil, expiresAtUnixMs: Int64? = nil, wazuh: Wazuh? = nil,
@@ -111,55 +117,85 @@ public struct Incident: Codable, Sendable, Equatable {
     }
 }
 
+
 public struct IncidentLogError: Error, CustomStringConvertible {
     public let description: String
+
+    public init(description: String) { self.description = description }
 }
 
-/// The append-only JSON-lines file of incidents. Each record is written with
-/// one write(2) under an exclusive lock and fsync'd before the call returns, so
-/// concurrent writers never interleave and a record survives a crash right after.
+/// The append-only JSON-lines file of incidents, each record chained to the one
+/// before it by an HMAC-SHA256 (see IncidentChain). A write is whole or absent:
+/// one write(2) under an exclusive lock, fsync'd before the call returns, and cut
+/// back to the file's old length if any of it fails, so concurrent writers never
+/// interleave, a full disk leaves no partial line, and a record survives a crash
+/// right after. The file is refused unless it is a regular file (never a symbolic
+/// link or a FIFO) owned by root or by whoever runs the command.
 public struct IncidentLog: Sendable {
     public static let defaultPath = "/var/log/portcullis/incidents.jsonl"
     public static let environmentVariable = "PORTCULLIS_INCIDENT_LOG"
+    public static let defaultStateDirectory = "/var/lib/portcullis"
+    public static let stateDirectoryVariable = "PORTCULLIS_STATE_DIR"
 
     public let path: String
+    /// Holds `incident-key`, the chain's HMAC key (mode 0600).
+    public let stateDirectory: String
 
-    public init(path: String) { self.path = path }
-
-    /// `--incident-log` wins over `PORTCULLIS_INCIDENT_LOG`, which wins over the default.
-    public static func resolve(option: String?) -> IncidentLog {
-        IncidentLog(path: setting(option: option, environment: environmentVariable) ?? defaultPath)
+    /// `stateDirectory` nil means $PORTCULLIS_STATE_DIR, then /var/lib/portcullis.
+    public init(path: String, stateDirectory: String? = nil) {
+        self.path = path
+        self.stateDirectory = IncidentLog.resolveStateDirectory(option: stateDirectory)
     }
+
+    /// `--incident-log` wins over `PORTCULLIS_INCIDENT_LOG`, which wins over the default;
+    /// `--state-dir` over `PORTCULLIS_STATE_DIR` over /var/lib/portcullis.
+    public static func resolve(option: String?, stateDirectory: String? = nil) -> IncidentLog {
+        IncidentLog(path: setting(option: option, environment: environmentVariable) ?? defaultPath,
+                    stateDirectory: stateDirectory)
+    }
+
+    public static func resolveStateDirectory(option: String?) -> String {
+        setting(option: option, environment: stateDirectoryVariable) ?? defaultStateDirectory
+    }
+
+    public var keyPath: String { stateDirectory + "/" + IncidentKey.fileName }
+
+    /// The rotated file `n` (logrotate's `path.1` is the newest).
+    public func rotatedPath(_ n: Int) -> String { "\(path).\(n)" }
 
     public func append(_ incidents: [Incident]) throws(IncidentLogError) {
         guard !incidents.isEmpty else { return }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        var bytes: [UInt8] = []
-        for incident in incidents {
-            guard let data = try? encoder.encode(incident) else {
-                throw IncidentLogError(description: "cannot encode an incident for \(incident.target)")
-            }
-            bytes.append(contentsOf: data)
-            bytes.append(UInt8(ascii: "\n"))
-        }
         try createParentDirectory()
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { throw failure("cannot open") }
-        defer { close(fd) }
-        while flock(fd, LOCK_EX) != 0 {
-            guard errno == EINTR else { throw failure("cannot lock") }
+        let file = try lockedForAppending()
+        defer { file.close() }
+        // A line without its end is a write a crash interrupted: cut it off, so
+        // this record starts on a line of its own and the chain links to the last whole record.
+        var length = try file.size()
+        let whole = try file.endOfLastWholeLine(before: length)
+        if whole < length {
+            try file.truncate(to: whole)
+            length = whole
         }
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if written < 0 {
-                if errno == EINTR { continue }
-                throw failure("cannot write")
-            }
-            offset += written
+        var link = try file.lastLink(before: length)
+        if link == .noRecords {
+            // A new file (after rotation) continues the chain of the newest rotated one.
+            link = try predecessorLink()
         }
-        guard fdatasync(fd) == 0 else { throw failure("cannot sync") }
+        let key = try IncidentKey.loadOrCreate(directory: stateDirectory)
+        var bytes: [UInt8] = []
+        var previous: String?
+        var sequence: Int64 = 1
+        if case .chained(let hash, let last) = link { (previous, sequence) = (hash, last + 1) }
+        for var incident in incidents {
+            incident.sequence = sequence
+            incident.previous = previous
+            incident.hash = nil
+            let line = try IncidentChain.sealedLine(incident, key: key)
+            bytes.append(contentsOf: line.bytes)
+            bytes.append(UInt8(ascii: "\n"))
+            (previous, sequence) = (line.hash, sequence + 1)
+        }
+        try file.appendWhole(bytes, restoringLength: length)
     }
 
     public func append(_ incident: Incident) throws(IncidentLogError) {
@@ -169,29 +205,46 @@ public struct IncidentLog: Sendable {
     /// Every record, oldest first; a line that is not a record (a torn write
     /// from a crash) is skipped rather than hiding the rest.
     public func read() throws(IncidentLogError) -> [Incident] {
-        let bytes: [UInt8]
-        do {
-            bytes = try readWholeFile(path)
-        } catch {
-            if error.code == ENOENT { return [] }
-            throw IncidentLogError(description: "cannot read the incident log \(path): \(String(cString: strerror(error.code)))")
-        }
+        guard let file = try IncidentFile.open(path, forWriting: false) else { return [] }
+        defer { file.close() }
         let decoder = JSONDecoder()
-        return bytes.split(separator: UInt8(ascii: "\n")).compactMap { line in
-            try? decoder.decode(Incident.self, from: Data(line))
+        var incidents: [Incident] = []
+        try file.forEachLine(upTo: try file.size()) { line, _, _ in
+            if let incident = try? decoder.decode(Incident.self, from: Data(line)) { incidents.append(incident) }
+            return true
         }
+        return incidents
+    }
+
+    /// Opens the log, creating it, and takes the exclusive lock; if the file was
+    /// rotated away between the open and the lock, opens the new one instead.
+    private func lockedForAppending() throws(IncidentLogError) -> IncidentFile {
+        for _ in 0..<16 {
+            guard let file = try IncidentFile.open(path, forWriting: true) else { continue }
+            do throws(IncidentLogError) {
+                try file.lock(exclusive: true)
+                if try file.isStill(at: path) { return file }
+            } catch {
+                file.close()
+                throw error
+            }
+            file.close()
+        }
+        throw IncidentLogError(description: "cannot lock the incident log \(path): it keeps being replaced; check what rotates or rewrites it")
+    }
+
+    /// The last record of `path.1`, read under a shared lock so a writer still
+    /// finishing a record in it is waited for.
+    private func predecessorLink() throws(IncidentLogError) -> IncidentFile.Link {
+        guard let old = try IncidentFile.open(rotatedPath(1), forWriting: false) else { return .noRecords }
+        defer { old.close() }
+        try old.lock(exclusive: false)
+        let length = try old.size()
+        return try old.lastLink(before: try old.endOfLastWholeLine(before: length))
     }
 
     private func createParentDirectory() throws(IncidentLogError) {
         guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
-        var built = ""
-        for component in path[..<slash].split(separator: "/") {
-            built += "/\(component)"
-            if mkdir(built, 0o750) != 0 && errno != EEXIST { throw failure("cannot create directory \(built) for") }
-        }
-    }
-
-    private func failure(_ what: String) -> IncidentLogError {
-        IncidentLogError(description: "\(what) the incident log \(path): \(String(cString: strerror(errno)))")
+        try IncidentFile.createDirectories(String(path[..<slash]), mode: 0o750, what: "the incident log \(path)")
     }
 }

@@ -22,7 +22,17 @@ struct Incidents: ParsableCommand {
               portcullis incidents --address 203.0.113.9
               portcullis incidents --since 2026-11-01 --summary
               portcullis incidents --json | jq 'select(.action == "expire")'
-            """)
+              portcullis incidents verify
+            """,
+        subcommands: [ReportIncidents.self, VerifyIncidents.self],
+        defaultSubcommand: ReportIncidents.self)
+}
+
+/// `portcullis incidents [report]`: the records, or one row per day.
+struct ReportIncidents: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report",
+        abstract: "Print the records, or with --summary one row per day (the default subcommand).")
 
     @OptionGroup var state: StateOptions
 
@@ -65,8 +75,9 @@ struct Incidents: ParsableCommand {
                 print(Output.table(
                     ["DAY (UTC)", "DETECTED", "BLOCKED", "REFRESHED", "UNBLOCKED", "EXPIRED", "REFUSED", "ADDRESSES", "PACKETS DROPPED", "BYTES DROPPED", "TOP RULE"],
                     days.map {
-                        [$0.day, String($0.detected), String($0.blocked), String($0.refreshed), String($0.unblocked), String($0.expired), String($0.refused),
-                         String($0.distinctTargets), String($0.droppedPackets), Output.bytes($0.droppedBytes), $0.topRule ?? "-"]
+                        [TerminalText.escaped($0.day), String($0.detected), String($0.blocked), String($0.refreshed), String($0.unblocked), String($0.expired),
+                         String($0.refused), String($0.distinctTargets), String($0.droppedPackets), Output.bytes($0.droppedBytes),
+                         TerminalText.escaped($0.topRule ?? "-")]
                     }))
             }
             return
@@ -86,13 +97,62 @@ struct Incidents: ParsableCommand {
                     let lasted = outcome.lastedSeconds.map { "after \(Output.duration(seconds: $0)), " } ?? ""
                     return "\(lasted)\(outcome.droppedPackets) packets dropped"
                 } ?? (incident.error ?? "")
+                // Targets, sources, rules, reasons and errors can carry an attacker's bytes: never raw to a terminal.
                 return [
-                    Output.localTime(unixMilliseconds: incident.timeUnixMs), incident.action.rawValue, incident.target,
-                    incident.source, incident.wazuh?.ruleId ?? incident.detection?.ruleId ?? "-",
+                    Output.localTime(unixMilliseconds: incident.timeUnixMs), incident.action.rawValue, TerminalText.escaped(incident.target),
+                    TerminalText.escaped(incident.source), TerminalText.escaped(incident.wazuh?.ruleId ?? incident.detection?.ruleId ?? "-"),
                     incident.requestedSeconds.map { DurationText.format(.seconds($0)) } ?? (incident.action == .block ? "permanent" : "-"),
-                    outcome, incident.reason ?? "",
+                    TerminalText.escaped(outcome), TerminalText.escaped(incident.reason ?? ""),
                 ]
             }))
+    }
+}
+
+/// `portcullis incidents verify`: checks the hash chain across the rotated files.
+struct VerifyIncidents: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Check that no incident record was changed, removed or inserted.",
+        discussion: """
+            Every record carries an HMAC-SHA256 of its content and of the record before it, \
+            under the key STATE_DIR/incident-key (mode 0600, made by the first write). verify \
+            walks the rotated files oldest first (incidents.jsonl.N ... .1, then the log itself) \
+            and names the first record that was changed, removed or inserted, with its file, \
+            line, time and target; or says the chain is intact, how many records it covers, and \
+            its head (the last record's sequence and hash: keep it elsewhere, since removing the \
+            newest records leaves no trace in the file). Records written before the chain began \
+            are counted, not treated as broken.
+
+            Exit status: 0 intact, 1 broken (or the record or key cannot be read), 2 usage error.
+
+            Examples:
+              portcullis incidents verify
+              portcullis incidents verify --json | jq .headHash
+            """)
+
+    @OptionGroup var state: StateOptions
+
+    @Option(
+        name: .customLong("state-dir"),
+        help: ArgumentHelp(
+            "The directory holding incident-key, the chain's key.",
+            discussion: "Defaults to $\(IncidentLog.stateDirectoryVariable), then \(IncidentLog.defaultStateDirectory).",
+            valueName: "path"))
+    var stateDirectory: String?
+
+    @Flag(help: "Print the report as JSON.")
+    var json = false
+
+    func run() throws {
+        let log = IncidentLog.resolve(option: state.incidentLog, stateDirectory: stateDirectory)
+        let report: IncidentChainReport
+        do {
+            report = try log.verify()
+        } catch {
+            throw RuntimeFailure(error.description)
+        }
+        print(json ? Output.json(report) : report.summary)
+        if !report.intact { throw ExitCode(1) }
     }
 }
 

@@ -50,6 +50,9 @@ final class DaemonFixture {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Command.portcullis)
         process.arguments = ["run", "--config", configPath]
+        var environment = ProcessInfo.processInfo.environment
+        environment["PORTCULLIS_STATE_DIR"] = Command.stateDirectory
+        process.environment = environment
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output

@@ -18,6 +18,16 @@ enum Command {
         return URL(fileURLWithPath: testBinary).deletingLastPathComponent().appendingPathComponent("portcullis").path
     }()
 
+    /// Where every portcullis these tests start keeps the incident chain's key: never
+    /// /var/lib/portcullis. Set for this process too, so daemons started with its
+    /// environment inherit it; removed when the tests exit.
+    static let stateDirectory: String = {
+        let path = "/tmp/portcullis-test-state-\(getpid())"
+        setenv("PORTCULLIS_STATE_DIR", path, 1)
+        atexit { try? FileManager.default.removeItem(atPath: "/tmp/portcullis-test-state-\(getpid())") }
+        return path
+    }()
+
     static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
@@ -34,6 +44,7 @@ enum Command {
         env.removeValue(forKey: "PORTCULLIS_PIN_DIR")
         env.removeValue(forKey: "PORTCULLIS_INCIDENT_LOG")
         env.removeValue(forKey: "PORTCULLIS_CONTROL_SOCKET")
+        env["PORTCULLIS_STATE_DIR"] = stateDirectory
         for (key, value) in environment { env[key] = value }
         process.environment = env
         let stdout = Pipe(), stderr = Pipe(), stdin = Pipe()
@@ -70,7 +81,7 @@ enum Command {
 
     /// A control socket nobody listens on, so a daemon on the machine never takes a test's requests.
     static func environment(pins: String) -> [String: String] {
-        ["PORTCULLIS_PIN_DIR": pins, "PORTCULLIS_INCIDENT_LOG": incidentLog(pins: pins),
+        ["PORTCULLIS_PIN_DIR": pins, "PORTCULLIS_INCIDENT_LOG": incidentLog(pins: pins), "PORTCULLIS_STATE_DIR": stateDirectory,
          "PORTCULLIS_CONTROL_SOCKET": "/tmp/portcullis-no-daemon-\(pins.split(separator: "/").last ?? "x").sock"]
     }
 

@@ -1,0 +1,24 @@
+/// Text from the record (reasons, targets, log lines: much of it written by
+/// whoever attacked) made safe to print to a terminal: control characters
+/// (C0, DEL, C1) become \xNN, bidirectional overrides \u{NNNN}, and a backslash
+/// itself \\, so what is shown is never taken for an escape sequence or a new line.
+public enum TerminalText {
+    public static func escaped(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for scalar in text.unicodeScalars {
+            let value = scalar.value
+            if value < 0x20 || value == 0x7f || (0x80...0x9f).contains(value) {
+                let hex = String(value, radix: 16, uppercase: false)
+                out += "\\x" + (hex.count == 1 ? "0" : "") + hex
+            } else if (0x202a...0x202e).contains(value) || (0x2066...0x2069).contains(value) || value == 0x200e || value == 0x200f {
+                out += "\\u{" + String(value, radix: 16, uppercase: false) + "}"
+            } else if scalar == "\\" {
+                out += "\\\\"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+}
