@@ -192,10 +192,14 @@ struct ActiveResponseLogger: Sendable {
         let line = ActiveResponseLogLine(
             year: Int(parts.tm_year) + 1900, month: Int(parts.tm_mon) + 1, day: Int(parts.tm_mday),
             hour: Int(parts.tm_hour), minute: Int(parts.tm_min), second: Int(parts.tm_sec),
-            program: program, message: message)
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o660)
+            program: program, message: TerminalText.escaped(message, escapingBackslash: false))
+        // Never through a symbolic link, never into a FIFO or a file someone else owns: the
+        // log's directory may be writable by the wazuh group, and this process runs as root.
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o660)
         guard fd >= 0 else { return }
         defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_uid == 0 || info.st_uid == geteuid() else { return }
         let bytes = Array(line.text.utf8)
         _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
     }

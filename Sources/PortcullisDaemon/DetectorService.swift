@@ -84,7 +84,7 @@ struct DetectorService: Service {
             user: alert.user, log: alert.line, logSource: source)
         guard let address = alert.source else {
             let text = alert.sourceText ?? "(no address)"
-            logger.warning("rule \(alert.ruleID) fired on a line whose address cannot be parsed (\(text)); nothing blocked")
+            logger.warning("rule \(alert.ruleID) fired on a line whose address cannot be parsed (\(TerminalText.escaped(text))); nothing blocked")
             await keeper.recordDetection(detection, target: text, error: "the source address cannot be parsed; nothing was blocked")
             return
         }

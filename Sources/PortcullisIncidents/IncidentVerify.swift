@@ -1,6 +1,7 @@
 import Crypto
 import FoundationEssentials
 import Glibc
+import PortcullisCore
 
 /// What `portcullis incidents verify` found.
 public struct IncidentChainReport: Codable, Sendable, Equatable {

@@ -36,7 +36,7 @@ struct List: ParsableCommand {
             [
                 block.target, Output.remaining(block), Output.expiry(block),
                 String(block.droppedPackets), Output.bytes(block.droppedBytes),
-                block.source?.rawValue ?? "-", block.reason,
+                block.source?.rawValue ?? "-", TerminalText.escaped(block.reason),
             ]
         }
         print(Output.table(["TARGET", "REMAINING", "EXPIRES", "PACKETS", "BYTES", "SOURCE", "REASON"], rows))

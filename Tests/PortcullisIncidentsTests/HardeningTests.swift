@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import PortcullisCore
 import Testing
 @testable import PortcullisIncidents
 

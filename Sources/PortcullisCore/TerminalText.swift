@@ -3,7 +3,9 @@
 /// (C0, DEL, C1) become \xNN, bidirectional overrides \u{NNNN}, and a backslash
 /// itself \\, so what is shown is never taken for an escape sequence or a new line.
 public enum TerminalText {
-    public static func escaped(_ text: String) -> String {
+    /// `escapingBackslash` false keeps backslashes as they are, for lines that are JSON
+    /// (Wazuh's active-responses.log), whose own escapes must read as written.
+    public static func escaped(_ text: String, escapingBackslash: Bool = true) -> String {
         var out = ""
         out.reserveCapacity(text.utf8.count)
         for scalar in text.unicodeScalars {
@@ -13,7 +15,7 @@ public enum TerminalText {
                 out += "\\x" + (hex.count == 1 ? "0" : "") + hex
             } else if (0x202a...0x202e).contains(value) || (0x2066...0x2069).contains(value) || value == 0x200e || value == 0x200f {
                 out += "\\u{" + String(value, radix: 16, uppercase: false) + "}"
-            } else if scalar == "\\" {
+            } else if scalar == "\\" && escapingBackslash {
                 out += "\\\\"
             } else {
                 out.unicodeScalars.append(scalar)
