@@ -16,7 +16,7 @@ root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 work = tempfile.mkdtemp(prefix="portcullis-perf-control-")
 pins = f"/sys/fs/bpf/portcullis-perf-{uuid.uuid4().hex[:8]}"
 socket_path = f"{work}/control.sock"
-env = dict(os.environ, PORTCULLIS_PIN_DIR=pins, PORTCULLIS_INCIDENT_LOG=f"{work}/incidents.jsonl",
+env = dict(os.environ, PORTCULLIS_PIN_DIR=pins, PORTCULLIS_INCIDENT_LOG=f"{work}/incidents.jsonl", PORTCULLIS_STATE_DIR=f"{work}/state",
            PORTCULLIS_CONTROL_SOCKET=f"{work}/none.sock")
 base = int(ipaddress.IPv4Address("240.0.0.0"))
 with open(f"{work}/blocks.txt", "w") as f:

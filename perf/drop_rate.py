@@ -35,7 +35,7 @@ run_id = uuid.uuid4().hex[:8]
 pins = f"/sys/fs/bpf/portcullis-perf-{run_id}"
 drop_all_pin = f"/sys/fs/bpf/portcullis-perf-dropall-{run_id}"
 work = tempfile.mkdtemp(prefix="portcullis-perf-drop-")
-env = dict(os.environ, PORTCULLIS_PIN_DIR=pins, PORTCULLIS_INCIDENT_LOG=f"{work}/incidents.jsonl",
+env = dict(os.environ, PORTCULLIS_PIN_DIR=pins, PORTCULLIS_INCIDENT_LOG=f"{work}/incidents.jsonl", PORTCULLIS_STATE_DIR=f"{work}/state",
            PORTCULLIS_CONTROL_SOCKET=f"{work}/none.sock")
 sizes = [1, 100, 10_000, 100_000]
 xdp_sizes = sizes + [1_000_000]

@@ -39,11 +39,11 @@ run_id = uuid.uuid4().hex[:8]
 home = tempfile.mkdtemp(prefix="portcullis-perf-wazuh-")
 netns = f"pcperf-{run_id}"
 # Each path has its own state, so the direct AR and the daemon never share a map.
-direct_env = dict(os.environ, PORTCULLIS_PIN_DIR=f"/sys/fs/bpf/portcullis-perf-{run_id}",
+direct_env = dict(os.environ, PORTCULLIS_PIN_DIR=f"/sys/fs/bpf/portcullis-perf-{run_id}", PORTCULLIS_STATE_DIR=f"{home}/state",
                   PORTCULLIS_INCIDENT_LOG=f"{home}/incidents.jsonl",
                   PORTCULLIS_CONTROL_SOCKET=f"{home}/no-daemon.sock")
 daemon_pins = f"/sys/fs/bpf/portcullis-perf-{run_id}-daemon"
-daemon_env = dict(os.environ, PORTCULLIS_PIN_DIR=daemon_pins,
+daemon_env = dict(os.environ, PORTCULLIS_PIN_DIR=daemon_pins, PORTCULLIS_STATE_DIR=f"{home}/state",
                   PORTCULLIS_INCIDENT_LOG=f"{home}/daemon-incidents.jsonl",
                   PORTCULLIS_CONTROL_SOCKET=f"{home}/control.sock")
 daemon = None

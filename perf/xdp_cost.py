@@ -25,7 +25,7 @@ work = tempfile.mkdtemp(prefix="portcullis-perf-cost-")
 run_id = uuid.uuid4().hex[:8]
 pins = f"/sys/fs/bpf/portcullis-perf-{run_id}"
 empty_pin = f"/sys/fs/bpf/portcullis-perf-empty-{run_id}"
-env = dict(os.environ, PORTCULLIS_PIN_DIR=pins, PORTCULLIS_INCIDENT_LOG=f"{work}/incidents.jsonl",
+env = dict(os.environ, PORTCULLIS_PIN_DIR=pins, PORTCULLIS_INCIDENT_LOG=f"{work}/incidents.jsonl", PORTCULLIS_STATE_DIR=f"{work}/state",
            PORTCULLIS_CONTROL_SOCKET=f"{work}/none.sock")
 
 

@@ -11,6 +11,8 @@ portcullis=$(realpath "${1:-.build/release/portcullis}")
 [[ -x $portcullis ]] || { echo "demo: no portcullis binary at $portcullis (swift build -c release)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/portcullis-demo.XXXXXX)
+# The incident record's chain key stays with the demo, not in /var/lib/portcullis.
+export PORTCULLIS_STATE_DIR=$work/state
 pins=/sys/fs/bpf/portcullis-demo
 timeout=20
 daemon_pid=
