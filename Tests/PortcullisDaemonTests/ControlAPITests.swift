@@ -7,6 +7,15 @@ import PortcullisConfig
 @testable import PortcullisDaemon
 import Testing
 
+/// The incident chain's key for these tests, never /var/lib/portcullis.
+enum TestStateDirectory {
+    static let path: String = {
+        let path = "/tmp/portcullis-test-api-state-\(getpid())"
+        setenv("PORTCULLIS_STATE_DIR", path, 1)
+        return path
+    }()
+}
+
 enum BPFAvailability {
     static let usable: Bool = {
         guard geteuid() == 0, let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8) else { return false }
@@ -26,9 +35,11 @@ struct ControlAPITests {
         configuration.incidentLog = "/tmp/portcullis-test-api-\(id).jsonl"
         configuration.capacityExact = 1024
         configuration.capacityPrefixes = 64
+        let state = TestStateDirectory.path
         defer {
             try? FileManager.default.removeItem(atPath: configuration.pinDirectory)
             try? FileManager.default.removeItem(atPath: configuration.incidentLog)
+            try? FileManager.default.removeItem(atPath: state)
         }
         let keeper = try BlocklistKeeper(configuration: configuration, metrics: DaemonMetrics(), logger: Logger(label: "test"))
         let application = Application(router: ControlAPI.router(keeper: keeper))
