@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Hummingbird
+import ServiceLifecycle
 import PortcullisBPF
 import PortcullisControl
 import PortcullisCore
@@ -33,6 +34,21 @@ enum ControlAPI {
     static let rootConnectionLimit = 64
     /// A connection that sends nothing for this long is closed.
     static let idleTimeout: Duration = .seconds(10)
+
+    /// The API on one Unix socket, with the connection limit and idle timeout every control socket has.
+    static func server(
+        router: Router<BasicRequestContext>, socketPath: String, connectionLimit: Int, label: String, logger: Logger,
+        onRunning: @escaping @Sendable () -> Void
+    ) -> some Service {
+        Application(
+            router: router,
+            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(idleTimeout.components.seconds)))),
+            configuration: .init(
+                address: .unixDomainSocket(path: socketPath), serverName: "portcullis",
+                availableConnectionsDelegate: .maximum(connectionLimit, logger: logger)),
+            onServerRunning: { _ in onRunning() },
+            logger: Logger(label: label))
+    }
 
     static func router(keeper: BlocklistKeeper) -> Router<BasicRequestContext> {
         let router = Router()

@@ -76,27 +76,21 @@ public enum Daemon {
         let router = ControlAPI.router(keeper: keeper)
         // The socket is created 0660 from the start: no window in which others may connect.
         let previousMask = umask(0o117)
-        let control = Application(
-            router: router,
-            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(ControlAPI.idleTimeout.components.seconds)))),
-            configuration: .init(
-                address: .unixDomainSocket(path: socketPath), serverName: "portcullis",
-                availableConnectionsDelegate: .maximum(ControlAPI.sharedConnectionLimit, logger: logger)),
-            onServerRunning: { [logger] _ in
-                umask(previousMask)
-                chown(socketPath, 0, group ?? 0)
-                chmod(socketPath, 0o660)
-                logger.info("control socket ready at \(socketPath)")
-            },
-            logger: Logger(label: "portcullis.control"))
-        let rootControl = Application(
-            router: router,
-            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(ControlAPI.idleTimeout.components.seconds)))),
-            configuration: .init(
-                address: .unixDomainSocket(path: rootSocketPath), serverName: "portcullis",
-                availableConnectionsDelegate: .maximum(ControlAPI.rootConnectionLimit, logger: logger)),
-            onServerRunning: { [logger] _ in logger.info("root's control socket ready at \(rootSocketPath)") },
-            logger: Logger(label: "portcullis.control.root"))
+        let control = ControlAPI.server(
+            router: router, socketPath: socketPath, connectionLimit: ControlAPI.sharedConnectionLimit,
+            label: "portcullis.control", logger: logger
+        ) { [logger] in
+            umask(previousMask)
+            chown(socketPath, 0, group ?? 0)
+            chmod(socketPath, 0o660)
+            logger.info("control socket ready at \(socketPath)")
+        }
+        let rootControl = ControlAPI.server(
+            router: router, socketPath: rootSocketPath, connectionLimit: ControlAPI.rootConnectionLimit,
+            label: "portcullis.control.root", logger: logger
+        ) { [logger] in
+            logger.info("root's control socket ready at \(rootSocketPath)")
+        }
 
         var services: [any Service] = [control, rootControl, Sweeper(keeper: keeper), Reloader(keeper: keeper, path: configurationPath)]
         if let detector = configuration.detector, let (rules, responses) = detectorSetup {
