@@ -12,6 +12,7 @@ let staticInRelease: [LinkerSetting] = [
     .unsafeFlags(["-static-executable", "-Xlinker", "--strip-all"], .when(configuration: .release)),
     .linkedLibrary("elf", .when(configuration: .release)),
     .linkedLibrary("z", .when(configuration: .release)),
+    .linkedLibrary("m", .when(configuration: .release)),
 ]
 
 let package = Package(
@@ -32,6 +33,9 @@ let package = Package(
         // logging, Prometheus exposition, and a YAML parser that reports lines for config errors.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        // Already under Hummingbird; named for a thread of the single writer's own and the
+        // thread pool that runs ledger reads, so neither blocks the cooperative pool.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
@@ -76,6 +80,17 @@ let package = Package(
             providers: [.apt(["libbpf-dev"])]
         ),
 
+        // libsqlite3 (Debian's, linked statically into the static executables), for the ledger.
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+
+        // The ledger: every block with its record, and the allowlist, in SQLite. The source of
+        // truth the maps are rebuilt from. No BPF, no root.
+        .target(name: "PortcullisLedger", dependencies: ["CSQLite", "PortcullisCore", "PortcullisSystem"]),
+
         // Compiles bpf/*.bpf.c with clang -target bpf and embeds the object in the binary.
         .plugin(name: "EmbedBPFObject", capability: .buildTool()),
 
@@ -95,16 +110,18 @@ let package = Package(
         // socket, with the JSON records both speak and every change written to the incident record.
         .target(
             name: "PortcullisControl",
-            dependencies: ["PortcullisBPF", "PortcullisCore", "PortcullisIncidents", "PortcullisSystem"]),
+            dependencies: ["PortcullisBPF", "PortcullisCore", "PortcullisIncidents", "PortcullisLedger", "PortcullisSystem"]),
 
         // `portcullis run`: the single writer, sweeper, control API and metrics.
         .target(
             name: "PortcullisDaemon",
             dependencies: [
                 "PortcullisBPF", "PortcullisCore", "PortcullisIncidents", "PortcullisControl", "PortcullisConfig",
-                "PortcullisDetector", "PortcullisSystem", "PortcullisWazuh",
+                "PortcullisDetector", "PortcullisLedger", "PortcullisSystem", "PortcullisWazuh",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -125,6 +142,7 @@ let package = Package(
                 "PortcullisWazuh",
                 "PortcullisIncidents",
                 "PortcullisControl",
+                "PortcullisLedger",
                 "PortcullisActiveResponse",
                 "PortcullisSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -153,9 +171,10 @@ let package = Package(
         .testTarget(name: "PortcullisConfigTests", dependencies: ["PortcullisConfig", "PortcullisCore"]),
         .testTarget(name: "PortcullisDetectorTests", dependencies: ["PortcullisDetector", "PortcullisCore"]),
         .testTarget(name: "PortcullisWazuhTests", dependencies: ["PortcullisWazuh", "PortcullisCore"]),
+        .testTarget(name: "PortcullisLedgerTests", dependencies: ["PortcullisLedger", "PortcullisCore"]),
         .testTarget(name: "PortcullisIncidentsTests", dependencies: ["PortcullisIncidents", "PortcullisCore"]),
         // Needs root and bpffs (skips with a message otherwise): verdicts through BPF_PROG_TEST_RUN.
-        .testTarget(name: "PortcullisBPFTests", dependencies: ["PortcullisBPF", "PortcullisCore", "CLibbpf"]),
+        .testTarget(name: "PortcullisBPFTests", dependencies: ["PortcullisBPF", "PortcullisControl", "PortcullisCore", "PortcullisIncidents", "PortcullisLedger", "CLibbpf"]),
         // The control API's route handlers in process (HummingbirdTesting) over a real keeper; needs root and bpffs.
         .testTarget(
             name: "PortcullisDaemonTests",

@@ -39,7 +39,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1);
 	__type(key, struct portcullis_lpm_v4);
-	__type(value, struct portcullis_block);
+	__type(value, struct portcullis_prefix_block);
 } prefixes_v4 SEC(".maps");
 
 struct {
@@ -47,7 +47,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1);
 	__type(key, struct portcullis_lpm_v6);
-	__type(value, struct portcullis_block);
+	__type(value, struct portcullis_prefix_block);
 } prefixes_v6 SEC(".maps");
 
 struct {
@@ -135,16 +135,16 @@ static __always_inline enum match check_prefixes(void *trie, void *lpm, __u64 le
 	int i;
 
 	for (i = 0; i < PREFIX_NESTING_MAX; i++) {
-		struct portcullis_block *block = bpf_map_lookup_elem(trie, lpm);
+		struct portcullis_prefix_block *entry = bpf_map_lookup_elem(trie, lpm);
 
-		if (!block)
+		if (!entry)
 			return result;
-		if (check_block(block, len) == BLOCK_LIVE)
+		if (check_block(&entry->block, len) == BLOCK_LIVE)
 			return BLOCK_LIVE;
 		result = BLOCK_EXPIRED;
-		if (block->prefixlen == 0)
+		if (entry->prefixlen == 0)
 			return result;
-		*prefixlen = block->prefixlen - 1;
+		*prefixlen = entry->prefixlen - 1;
 	}
 	return result;
 }

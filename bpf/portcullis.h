@@ -10,7 +10,7 @@
 
 #include <linux/types.h>
 
-#define PORTCULLIS_LAYOUT_VERSION 3
+#define PORTCULLIS_LAYOUT_VERSION 4
 #define PORTCULLIS_MAGIC 0x70637573u /* "pcus" */
 
 /*
@@ -22,34 +22,53 @@
  */
 #define PORTCULLIS_PERMANENT 0ull
 
-#define PORTCULLIS_REASON_MAX 112
-
-enum portcullis_source {
-	PORTCULLIS_SOURCE_CLI = 1,
-	PORTCULLIS_SOURCE_FILE = 2,
-	PORTCULLIS_SOURCE_WAZUH = 3,
-	PORTCULLIS_SOURCE_DETECTOR = 4,
-	PORTCULLIS_SOURCE_API = 5,
-};
-
 /*
- * Value of every block map, exact and prefix, IPv4 and IPv6. The XDP program
- * reads expires_jiffies and adds to the two counters, all in the first cache
- * line; the rest is the control plane's record of the block, kept here so it
- * lives and dies with the block itself and outlives every process.
+ * Value of the exact block maps. Only what the XDP program reads and counts: the
+ * record of a block (who, why, since when) lives in the control plane's ledger,
+ * which is also what restores the maps after a reboot.
  */
 struct portcullis_block {
 	__u64 expires_jiffies; /* PORTCULLIS_PERMANENT or the first jiffy it no longer applies */
 	__u64 dropped_packets; /* added to atomically by the XDP program */
 	__u64 dropped_bytes;
-	/* Control plane only below. */
-	__s64 created_unix_ms;   /* when this block began (a refresh keeps it) */
-	__s64 refreshed_unix_ms; /* the latest block or refresh */
-	__u64 requested_seconds; /* the duration last asked for; 0 = permanent */
-	__u32 source;            /* enum portcullis_source */
-	__u8 prefixlen;          /* the entry's own prefix length: an LPM lookup may answer for a shorter prefix */
+};
+
+/*
+ * Value of the prefix block tries: an LPM lookup may answer with a shorter
+ * prefix than the key, and the program needs the answering entry's own length
+ * to look again around an expired one.
+ */
+struct portcullis_prefix_block {
+	struct portcullis_block block;
+	__u32 prefixlen;
+	__u32 pad;
+};
+
+/*
+ * Layout 3, read once to import its records into the ledger when an upgrade
+ * finds its pins. Nothing writes it.
+ */
+#define PORTCULLIS_V3_REASON_MAX 112
+
+enum portcullis_v3_source {
+	PORTCULLIS_V3_SOURCE_CLI = 1,
+	PORTCULLIS_V3_SOURCE_FILE = 2,
+	PORTCULLIS_V3_SOURCE_WAZUH = 3,
+	PORTCULLIS_V3_SOURCE_DETECTOR = 4,
+	PORTCULLIS_V3_SOURCE_API = 5,
+};
+
+struct portcullis_v3_block {
+	__u64 expires_jiffies;
+	__u64 dropped_packets;
+	__u64 dropped_bytes;
+	__s64 created_unix_ms;
+	__s64 refreshed_unix_ms;
+	__u64 requested_seconds; /* 0 = permanent */
+	__u32 source;            /* enum portcullis_v3_source */
+	__u8 prefixlen;
 	__u8 pad[3];
-	char reason[PORTCULLIS_REASON_MAX];
+	char reason[PORTCULLIS_V3_REASON_MAX];
 };
 
 /* Key of the IPv4 and IPv6 LPM tries (prefix blocks and allowlist). */

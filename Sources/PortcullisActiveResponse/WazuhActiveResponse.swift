@@ -62,13 +62,9 @@ public enum WazuhActiveResponse {
         let recorder = IncidentRecorder(log: IncidentLog.resolve(option: nil), warn: { log.write("Warning: \($0)") })
         let pins = PinDirectory.resolve(option: extra.pinDirectory)
         // Through the daemon when it runs; straight into the pinned maps when it does not.
+        let location = BlocklistLocation(pins: pins, stateDirectory: IncidentLog.resolveStateDirectory(option: nil))
         let blocklist = PreferredBlocklist(socket: ControlSocketClient.resolve(option: nil).with(timeout: daemonTimeout)) { () throws(ServiceError) -> LocalBlocklist in
-            do throws(DatapathError) {
-                let datapath = try Datapath.open(pins, creatingWith: message.command == .add ? .standard : nil)
-                return LocalBlocklist(datapath: datapath, recorder: recorder)
-            } catch {
-                throw ServiceError(error)
-            }
+            try LocalBlocklist.open(location, creatingWith: message.command == .add ? .standard : nil, recorder: recorder).0
         }
 
         switch message.command {

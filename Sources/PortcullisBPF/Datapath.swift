@@ -50,6 +50,17 @@ public final class Datapath {
         case stats, trieSizes = "trie_sizes", meta
     }
     static let programNames = [PORTCULLIS_PROG_XDP, PORTCULLIS_PROG_CLOCK]
+
+    /// The map that holds blocks of this family and kind, as error messages name it.
+    public static func blockMapName(family: AddressFamily, kind: BlockKind) -> String {
+        let name: MapName = switch (family, kind) {
+        case (.ipv4, .address): .blocksV4
+        case (.ipv6, .address): .blocksV6
+        case (.ipv4, .prefix): .prefixesV4
+        case (.ipv6, .prefix): .prefixesV6
+        }
+        return name.rawValue
+    }
     static let linksDirectory = "links"
 
     /// Opens the state in `pins`. When there is none yet and `capacity` is
@@ -100,7 +111,7 @@ public final class Datapath {
             guard meta.layout_version == PORTCULLIS_LAYOUT_VERSION else {
                 throw DatapathError(
                     .refused,
-                    "the state in \(pins.path) has layout version \(meta.layout_version) but this portcullis uses \(PORTCULLIS_LAYOUT_VERSION); run the portcullis that created it, or `portcullis purge` to start over (this drops every block)")
+                    "the state in \(pins.path) has layout version \(meta.layout_version) but this portcullis uses \(PORTCULLIS_LAYOUT_VERSION); `portcullis attach` or the daemon upgrades layout 3 (its blocks are kept); for another, run the portcullis that created it, or `portcullis purge` to start over")
             }
             capacity = Capacity(exact: UInt32(meta.capacity_exact), prefixes: UInt32(meta.capacity_prefix))
             jiffiesPerSecond = meta.jiffies_per_second
@@ -172,7 +183,7 @@ public final class Datapath {
 
     // MARK: - First load
 
-    private static func create(in pins: PinDirectory, capacity: Capacity) throws(DatapathError) {
+    static func create(in pins: PinDirectory, capacity: Capacity) throws(DatapathError) {
         // A creation that died half-way leaves pins without the meta map (pinned last); clear them.
         for name in MapName.allCases.map(\.rawValue) + programNames where pins.contains(name) {
             unlink(pins.path(of: name))

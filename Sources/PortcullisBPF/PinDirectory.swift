@@ -97,7 +97,7 @@ public struct PinDirectory: Sendable, Equatable {
 
 /// Held while a process writes the maps; released when it goes out of scope
 /// or the process dies (the kernel drops a dead process's flocks).
-final class WriterLock {
+public final class WriterLock {
     private let fileDescriptor: CInt
     init(fileDescriptor: CInt) { self.fileDescriptor = fileDescriptor }
     deinit { close(fileDescriptor) }

@@ -80,17 +80,21 @@ extension Datapath {
         return result
     }
 
-    public func mapUsage() throws(DatapathError) -> [MapUsage] {
+    /// How full each map is. The exact maps' entry counts come from the caller (the ledger
+    /// keeps them), because counting a hash map's entries means walking it; the tries' counts
+    /// are the sizes the data plane keeps.
+    public func mapUsage(exactV4 entriesV4: Int, exactV6 entriesV6: Int) throws(DatapathError) -> [MapUsage] {
         func usage(_ map: BPFMap, _ count: Int) -> MapUsage {
             MapUsage(name: map.name, entries: count, capacity: map.maxEntries, memoryBytes: map.memoryInUse())
         }
+        let sizes = try trieSizeCounts()
         return [
-            usage(blocksV4, try blocksV4.entries(as: UInt32.self, portcullis_block.self).count),
-            usage(blocksV6, try blocksV6.entries(as: portcullis_addr_v6.self, portcullis_block.self).count),
-            usage(prefixesV4, try prefixesV4.keys(as: portcullis_lpm_v4.self).count),
-            usage(prefixesV6, try prefixesV6.keys(as: portcullis_lpm_v6.self).count),
-            usage(allowV4, try allowV4.keys(as: portcullis_lpm_v4.self).count),
-            usage(allowV6, try allowV6.keys(as: portcullis_lpm_v6.self).count),
+            usage(blocksV4, entriesV4),
+            usage(blocksV6, entriesV6),
+            usage(prefixesV4, Int(sizes[2])),
+            usage(prefixesV6, Int(sizes[3])),
+            usage(allowV4, Int(sizes[0])),
+            usage(allowV6, Int(sizes[1])),
         ]
     }
 }

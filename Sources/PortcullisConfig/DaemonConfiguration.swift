@@ -63,6 +63,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     }
 
     public var pinDirectory = "/sys/fs/bpf/portcullis"
+    /// Where the ledger and the incident key live; nil: $PORTCULLIS_STATE_DIR, then /var/lib/portcullis.
+    public var stateDirectory: String?
     public var interfaces: [Interface] = []
     public var capacityExact: UInt32 = 1_048_576
     public var capacityPrefixes: UInt32 = 65_536
@@ -137,6 +139,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             }
             switch key {
             case "pin_dir": configuration.pinDirectory = try reader.absolutePath(value, key)
+            case "state_dir": configuration.stateDirectory = try reader.absolutePath(value, key)
             case "interfaces": configuration.interfaces = try reader.interfaces(value, key)
             case "capacity":
                 let (exact, prefixes) = try reader.capacity(value, key, defaults: (configuration.capacityExact, configuration.capacityPrefixes))
@@ -153,7 +156,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             default:
                 throw ConfigurationError(
                     file: file, line: keyNode.mark?.line, key: key,
-                    message: "unknown key (known: pin_dir, interfaces, capacity, sweep_interval, allowlist, control_socket, control_group, metrics_address, incident_log, detach_on_exit, detector)")
+                    message: "unknown key (known: pin_dir, state_dir, interfaces, capacity, sweep_interval, allowlist, control_socket, control_group, metrics_address, incident_log, detach_on_exit, detector)")
             }
         }
         return configuration

@@ -2,6 +2,7 @@ import FoundationEssentials
 import PortcullisBPF
 import PortcullisCore
 import PortcullisIncidents
+import PortcullisLedger
 
 /// A failure as the control API reports it, with the HTTP status it maps to.
 public struct ServiceError: Error, CustomStringConvertible, Sendable {
@@ -92,7 +93,10 @@ public protocol BlocklistService {
     /// Lifts the block on `target`; with `onlyOwn`, only a block `source` set, by
     /// ``BlockPolicy/mayLift(ownedBy:isExpired:requestedBy:)``.
     func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockOutcome
-    func list() throws(ServiceError) -> [BlockEntry]
+    /// The blocks `query` selects, a page of them, and how many it selects in all.
+    func list(_ query: BlockQuery) throws(ServiceError) -> BlockListing
+    /// One block, found by its key.
+    func entry(for target: BlockTarget) throws(ServiceError) -> BlockEntry?
     func sweep() throws(ServiceError) -> SweepReport
     func allow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange
     func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange
@@ -156,95 +160,6 @@ public enum RequestParsing {
         } catch {
             throw ServiceError(.badRequest, error.description)
         }
-    }
-}
-
-/// The blocklist in the pinned maps, with every change recorded as an incident.
-/// The daemon serves the control API with one of these; the CLI and the Wazuh
-/// active response use one directly when no daemon runs.
-public final class LocalBlocklist: BlocklistService {
-    public let datapath: Datapath
-    public let recorder: IncidentRecorder
-
-    public init(datapath: Datapath, recorder: IncidentRecorder) {
-        self.datapath = datapath
-        self.recorder = recorder
-    }
-
-    public func block(_ request: BlockRequest, context: IncidentContext) throws(ServiceError) -> BlockOutcome {
-        guard request.reason.utf8.count <= BlockRequest.maximumReasonBytes else {
-            throw ServiceError(.badRequest, "the reason is \(request.reason.utf8.count) bytes long; at most \(BlockRequest.maximumReasonBytes) are kept")
-        }
-        do throws(Refusal) {
-            try Admission.checkBlockable(request.target)
-        } catch {
-            recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: error.description, context: context)
-            throw ServiceError(.badRequest, error.description)
-        }
-        do {
-            let outcome = try datapath.block(request)
-            recorder.record(outcome, requested: request.duration, context: context)
-            return outcome
-        } catch {
-            if error.kind == .refused || error.kind == .full {
-                recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: error.description, context: context)
-            }
-            throw ServiceError(error)
-        }
-    }
-
-    public func block(batch: BlockBatch) throws(ServiceError) -> BatchResult {
-        let started = ContinuousClock.now
-        do {
-            let outcome = try datapath.block(batch: batch.requests)
-            let elapsed = ContinuousClock.now - started
-            recorder.recordBatch(outcome, from: batch.origin, reason: batch.reason, requested: nil)
-            return BatchResult(outcome: outcome, elapsed: elapsed)
-        } catch {
-            throw ServiceError(error)
-        }
-    }
-
-    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockOutcome {
-        do {
-            let outcome = try datapath.unblock(target, onlyFrom: onlyOwn ? source : nil)
-            if case .removed(let removed) = outcome {
-                recorder.recordUnblock(removed, source: source.rawValue, context: context)
-            }
-            return outcome
-        } catch {
-            throw ServiceError(error)
-        }
-    }
-
-    public func list() throws(ServiceError) -> [BlockEntry] {
-        try ServiceError.mapping { () throws(DatapathError) in try datapath.list().sorted { $0.target < $1.target } }
-    }
-
-    public func sweep() throws(ServiceError) -> SweepReport {
-        do {
-            let report = try datapath.sweep()
-            recorder.recordExpiries(report.removed)
-            return report
-        } catch {
-            throw ServiceError(error)
-        }
-    }
-
-    public func allow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange {
-        try ServiceError.mapping { () throws(DatapathError) in try datapath.allow(target) ? .added : .unchanged }
-    }
-
-    public func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange {
-        try ServiceError.mapping { () throws(DatapathError) in try datapath.disallow(target) ? .removed : .absent }
-    }
-
-    public func allowlist() throws(ServiceError) -> [BlockTarget] {
-        try ServiceError.mapping { () throws(DatapathError) in try datapath.allowlist() }
-    }
-
-    public func statistics() throws(ServiceError) -> PacketStatistics {
-        try ServiceError.mapping { () throws(DatapathError) in try datapath.statistics() }
     }
 }
 
@@ -316,12 +231,29 @@ public struct RemoteBlocklist: BlocklistService {
         return try response.outcome()
     }
 
-    public func list() throws(ServiceError) -> [BlockEntry] {
-        let page: BlockPage = try call("GET", "/v1/blocks?limit=0")
+    public func list(_ query: BlockQuery) throws(ServiceError) -> BlockListing {
+        var parameters = ["limit=\(query.limit ?? 0)", "offset=\(query.offset)"]
+        if let source = query.source { parameters.append("source=\(source.rawValue)") }
+        if let family = query.family { parameters.append("family=\(family.rawValue)") }
+        if let kind = query.kind { parameters.append("kind=\(kind.rawValue)") }
+        if let containing = query.containing { parameters.append("contains=\(Self.query(containing.description))") }
+        if let expired = query.expired { parameters.append("expired=\(expired)") }
+        if let after = query.after { parameters.append("after=\(Self.query(after.description))") }
+        let page: BlockPage = try call("GET", "/v1/blocks?" + parameters.joined(separator: "&"))
         var entries: [BlockEntry] = []
         entries.reserveCapacity(page.blocks.count)
         for record in page.blocks { entries.append(try BlockEntry(record)) }
-        return entries
+        return BlockListing(entries: entries, total: page.total)
+    }
+
+    public func entry(for target: BlockTarget) throws(ServiceError) -> BlockEntry? {
+        do {
+            let record: BlockRecord = try call("GET", "/v1/block?target=\(Self.query(target.description))")
+            return try BlockEntry(record)
+        } catch {
+            if error.kind == .notFound { return nil }
+            throw error
+        }
     }
 
     public func sweep() throws(ServiceError) -> SweepReport {
@@ -411,7 +343,8 @@ public final class PreferredBlocklist: BlocklistService {
     public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockOutcome {
         try perform { s throws(ServiceError) in try s.unblock(target, requestedBy: source, onlyOwn: onlyOwn, context: context) }
     }
-    public func list() throws(ServiceError) -> [BlockEntry] { try perform { s throws(ServiceError) in try s.list() } }
+    public func list(_ query: BlockQuery) throws(ServiceError) -> BlockListing { try perform { s throws(ServiceError) in try s.list(query) } }
+    public func entry(for target: BlockTarget) throws(ServiceError) -> BlockEntry? { try perform { s throws(ServiceError) in try s.entry(for: target) } }
     public func sweep() throws(ServiceError) -> SweepReport { try perform { s throws(ServiceError) in try s.sweep() } }
     public func allow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange { try perform { s throws(ServiceError) in try s.allow(target) } }
     public func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange { try perform { s throws(ServiceError) in try s.disallow(target) } }

@@ -2,11 +2,6 @@ import PortcullisBPF
 import PortcullisCore
 import PortcullisIncidents
 
-/// How a block is written on the wire: a single address or a prefix.
-public enum BlockKind: String, Codable, Sendable {
-    case address, prefix
-}
-
 /// A block as the control API and `--json` output show it. The same shape
 /// whether the answer came from the daemon or from the maps directly.
 public struct BlockRecord: Codable, Sendable, Equatable {

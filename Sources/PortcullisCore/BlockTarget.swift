@@ -11,6 +11,11 @@ public enum BlockTarget: Hashable, Sendable, Comparable, CustomStringConvertible
     }
 
     /// The target as a prefix (/32 or /128 for a single address), the shape LPM-trie keys take.
+    public var kind: BlockKind {
+        if case .prefix = self { return .prefix }
+        return .address
+    }
+
     public var asPrefix: IPPrefix {
         switch self {
         case .address(let a): return IPPrefix(host: a)
@@ -204,4 +209,9 @@ extension BlockTarget {
         case (.prefix(let p), .prefix(let q)): p.contains(q)
         }
     }
+}
+
+/// Whether a block holds a single address or a prefix.
+public enum BlockKind: String, Codable, Sendable, CaseIterable {
+    case address, prefix
 }

@@ -25,6 +25,10 @@ public struct BlockRequest: Sendable, Equatable {
     public var reason: String
     public var source: BlockSource
 
+    /// Longer reasons are refused at the edges, or cut at a character boundary where the
+    /// text comes from elsewhere (a Wazuh rule's description).
+    public static let maximumReasonBytes = 1024
+
     public init(target: BlockTarget, duration: Duration?, reason: String = "", source: BlockSource = .cli) {
         self.target = target
         self.duration = duration

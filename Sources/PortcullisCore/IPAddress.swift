@@ -58,7 +58,7 @@ public enum IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
     }
 
     /// Clears every bit after the first `length` bits.
-    func masked(to length: Int) -> IPAddress {
+    public func masked(to length: Int) -> IPAddress {
         switch self {
         case .v4(let a):
             return .v4(IPv4Address(a.value & IPv4Address.mask(length: length)))

@@ -4,6 +4,10 @@ import PortcullisConfig
 import PortcullisControl
 import PortcullisCore
 import PortcullisIncidents
+import PortcullisLedger
+import NIOCore
+import NIOPosix
+import Synchronization
 
 /// The daemon's single writer: every change to the blocklist, from the control
 /// API, the sweeper or a reload, runs on this actor one at a time, and also
@@ -11,25 +15,41 @@ import PortcullisIncidents
 /// daemon is serialized with it too. A refresh therefore cannot interleave with
 /// the sweep that would have removed the entry it refreshes.
 actor BlocklistKeeper {
+    /// The single writer's own thread: its ledger commits wait for the disk (fsync) and must not
+    /// hold a thread of the cooperative pool while they do.
+    private static let writerThread = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private nonisolated let executor = BlocklistKeeper.writerThread.next().executor
+    nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
     private let blocklist: LocalBlocklist
+    /// A second handle on the same ledger and maps, for answers that only read: a scrape or a
+    /// listing never waits behind a change, and a change never waits behind them.
+    let reader: BlocklistReader
     let metrics: DaemonMetrics
     let logger: Logger
     private(set) var configuration: DaemonConfiguration
+    /// What the start did to bring maps and ledger together.
+    let startReport: StartReport
 
-    init(configuration: DaemonConfiguration, metrics: DaemonMetrics, logger: Logger) throws(DatapathError) {
-        let datapath = try Datapath.open(
-            PinDirectory(path: configuration.pinDirectory),
-            creatingWith: Capacity(exact: configuration.capacityExact, prefixes: configuration.capacityPrefixes))
-        if datapath.capacity != Capacity(exact: configuration.capacityExact, prefixes: configuration.capacityPrefixes) {
-            logger.warning("the pinned state has capacity \(datapath.capacity); the configured capacity applies only to a new state (portcullis purge)")
-        }
-        let recorder = IncidentRecorder(log: IncidentLog(path: configuration.incidentLog)) { [logger] message in
+    init(configuration: DaemonConfiguration, metrics: DaemonMetrics, logger: Logger) throws(ServiceError) {
+        let recorder = IncidentRecorder(log: IncidentLog(path: configuration.incidentLog, stateDirectory: configuration.stateDirectory)) { [logger] message in
             logger.error("incident record: \(message)")
         }
-        self.blocklist = LocalBlocklist(datapath: datapath, recorder: recorder)
+        let location = BlocklistLocation(
+            pins: PinDirectory(path: configuration.pinDirectory),
+            stateDirectory: IncidentLog.resolveStateDirectory(option: configuration.stateDirectory))
+        let capacity = Capacity(exact: configuration.capacityExact, prefixes: configuration.capacityPrefixes)
+        let (blocklist, report) = try LocalBlocklist.open(location, creatingWith: capacity, reconcile: true, recorder: recorder)
+        if blocklist.datapath.capacity != capacity {
+            logger.warning("the pinned state has capacity \(blocklist.datapath.capacity); the configured capacity applies only to a new state (portcullis purge)")
+        }
+        for line in report.lines { logger.notice("\(line)") }
+        self.blocklist = blocklist
+        self.reader = BlocklistReader(try LocalBlocklist.open(location, creatingWith: nil, recorder: recorder).0)
         self.metrics = metrics
         self.logger = logger
         self.configuration = configuration
+        self.startReport = report
     }
 
     var datapath: Datapath { blocklist.datapath }
@@ -58,7 +78,7 @@ actor BlocklistKeeper {
         let report = try blocklist.sweep()
         metrics.recordSweep(report)
         if report.removedCount > 0 {
-            logger.info("swept \(report.removedCount) expired blocks of \(report.scanned) in \(Int(report.elapsed.fractionalSeconds * 1000)) ms")
+            logger.info("swept \(report.removedCount) expired blocks in \(Int(report.elapsed.fractionalSeconds * 1000)) ms")
         }
         return report
     }
@@ -80,46 +100,15 @@ actor BlocklistKeeper {
     func allow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange { try blocklist.allow(target) }
     func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange { try blocklist.disallow(target) }
 
-    // MARK: - Reading
-
-    func list() throws(ServiceError) -> [BlockEntry] { try blocklist.list() }
-    func allowlist() throws(ServiceError) -> [BlockTarget] { try blocklist.allowlist() }
-    func statistics() throws(ServiceError) -> PacketStatistics { try blocklist.statistics() }
-
-    /// One block, read from the map by its key: an answer for one target never walks the blocklist.
-    func entry(for target: BlockTarget) throws(ServiceError) -> BlockEntry? {
-        do {
-            return try datapath.entry(for: target)
-        } catch {
-            throw ServiceError(error)
-        }
-    }
-
     func status() throws(ServiceError) -> DaemonStatus {
-        do throws(DatapathError) {
-            return DaemonStatus(
-                pinDirectory: datapath.pins.path,
-                attachments: try datapath.attachments().map { AttachmentRecord($0) },
-                maps: try datapath.mapUsage(),
-                sweepIntervalSeconds: configuration.sweepInterval.fractionalSeconds,
-                incidentLog: configuration.incidentLog)
-        } catch {
-            throw ServiceError(error)
-        }
-    }
-
-    /// Everything the metrics endpoint shows, read in one turn of the actor.
-    func metricsSnapshot() throws(ServiceError) -> MetricsSnapshot {
-        let blocks = try blocklist.list()
-        do throws(DatapathError) {
-            return MetricsSnapshot(
-                byInterface: try datapath.statisticsByInterface(),
-                attachments: try datapath.attachments(),
-                blocks: blocks,
-                maps: try datapath.mapUsage())
-        } catch {
-            throw ServiceError(error)
-        }
+        let attachments = try ServiceError.mapping { () throws(DatapathError) in try datapath.attachments() }
+        return DaemonStatus(
+            pinDirectory: datapath.pins.path,
+            ledger: blocklist.ledger.path,
+            attachments: attachments.map { AttachmentRecord($0) },
+            maps: try reader.mapUsageNow(),
+            sweepIntervalSeconds: configuration.sweepInterval.fractionalSeconds,
+            incidentLog: configuration.incidentLog)
     }
 
     // MARK: - Configuration
@@ -128,7 +117,7 @@ actor BlocklistKeeper {
     /// owns, and the interfaces it names (attached, and detached when removed).
     func apply(_ configuration: DaemonConfiguration, previous: DaemonConfiguration?) {
         do {
-            let (added, removed) = try datapath.synchronizeConfiguredAllowlist(configuration.allowlist)
+            let (added, removed) = try blocklist.synchronizeConfiguredAllowlist(configuration.allowlist)
             for target in added { logger.info("allowlist: added \(target) from the configuration") }
             for target in removed { logger.info("allowlist: removed \(target), no longer in the configuration") }
         } catch {
@@ -188,15 +177,63 @@ actor BlocklistKeeper {
     }
 }
 
-struct MetricsSnapshot {
+struct MetricsSnapshot: Sendable {
     let byInterface: [UInt32: PacketStatistics]
     let attachments: [Attachment]
-    let blocks: [BlockEntry]
+    let counts: LedgerCounts
     let maps: [MapUsage]
+}
+
+/// Answers that only read, on their own ledger connection and off the keeper: WAL lets them
+/// run while the keeper writes. Serialized among themselves (a connection is used by one
+/// thread at a time); each is a few indexed rows and map lookups.
+final class BlocklistReader: @unchecked Sendable {
+    // Unchecked: `blocklist` is only touched under `lock`.
+    private let blocklist: LocalBlocklist
+    private let lock = Mutex(())
+
+    init(_ blocklist: LocalBlocklist) { self.blocklist = blocklist }
+
+    /// Runs `body` on NIO's blocking thread pool, one reader at a time.
+    private func reading<T: Sendable>(_ body: @escaping @Sendable (LocalBlocklist) throws(ServiceError) -> T) async throws(ServiceError) -> T {
+        do {
+            return try await NIOThreadPool.singleton.runIfActive { [self] in
+                try lock.withLock { _ throws(ServiceError) in try body(blocklist) }
+            }
+        } catch let error as ServiceError {
+            throw error
+        } catch {
+            throw ServiceError(.unavailable, "the daemon is shutting down")
+        }
+    }
+
+    /// For callers already off the cooperative pool, or at start-up.
+    func mapUsageNow() throws(ServiceError) -> [MapUsage] { try lock.withLock { _ throws(ServiceError) in try blocklist.mapUsage() } }
+
+    func list(_ query: BlockQuery) async throws(ServiceError) -> BlockListing { try await reading { b throws(ServiceError) in try b.list(query) } }
+    func entry(for target: BlockTarget) async throws(ServiceError) -> BlockEntry? { try await reading { b throws(ServiceError) in try b.entry(for: target) } }
+    func allowlist() async throws(ServiceError) -> [BlockTarget] { try await reading { b throws(ServiceError) in try b.allowlist() } }
+    func statistics() async throws(ServiceError) -> PacketStatistics { try await reading { b throws(ServiceError) in try b.statistics() } }
+
+    /// Everything the metrics endpoint shows: counts the ledger keeps, never a walk of the blocks.
+    func metricsSnapshot() async throws(ServiceError) -> MetricsSnapshot {
+        try await reading { b throws(ServiceError) in
+            let counts = try b.counts()
+            return try ServiceError.mapping { () throws(DatapathError) in
+                MetricsSnapshot(
+                    byInterface: try b.datapath.statisticsByInterface(),
+                    attachments: try b.datapath.attachments(),
+                    counts: counts,
+                    maps: try b.datapath.mapUsage(exactV4: counts.count(family: .ipv4, kind: .address),
+                                                   exactV6: counts.count(family: .ipv6, kind: .address)))
+            }
+        }
+    }
 }
 
 public struct DaemonStatus: Codable, Sendable {
     public let pinDirectory: String
+    public let ledger: String
     public let attachments: [AttachmentRecord]
     public let maps: [MapUsage]
     public let sweepIntervalSeconds: Double

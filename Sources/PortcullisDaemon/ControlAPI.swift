@@ -5,6 +5,7 @@ import PortcullisBPF
 import PortcullisControl
 import PortcullisCore
 import PortcullisIncidents
+import PortcullisLedger
 import PortcullisSystem
 import Logging
 
@@ -14,6 +15,7 @@ import Logging
 ///     POST   /v1/blocks/batch      {"items": [{"target", "durationSeconds"?}], ...}
 ///     GET    /v1/blocks            ?family=ipv4|ipv6 &kind=address|prefix &source= &expired=true|false
 ///                                  &contains=ADDRESS &limit=N (0: all; default 100) &offset=N
+///                                  &after=TARGET (the blocks after it: a cursor for paging everything)
 ///     GET    /v1/block?target=T    one block
 ///     DELETE /v1/blocks?target=T   unblock (also POST /v1/unblock {"target"})
 ///     POST   /v1/sweep             remove expired blocks now
@@ -75,36 +77,35 @@ enum ControlAPI {
         return router
     }
 
-    /// The blocks matching the query's filters, a page of them, formatted: only the page is formatted.
-    static func page(_ blocks: [BlockEntry], _ parameters: Parameters) throws -> BlockPage {
-        var selected = blocks[...]
+    /// The listing a request's query parameters ask for. Every filter is answered by the
+    /// ledger's indexes; only the page is read and formatted.
+    static func query(_ parameters: Parameters) throws -> BlockQuery {
+        var query = BlockQuery()
         if let family = parameters["family"].map(String.init) {
             guard let wanted = AddressFamily(rawValue: family) else { throw ServiceError(.badRequest, "family must be ipv4 or ipv6") }
-            selected = selected.filter { $0.target.family == wanted }[...]
+            query.family = wanted
         }
         if let kind = parameters["kind"].map(String.init) {
             guard let wanted = BlockKind(rawValue: kind) else { throw ServiceError(.badRequest, "kind must be address or prefix") }
-            selected = selected.filter { entry in
-                if case .prefix = entry.target { wanted == .prefix } else { wanted == .address }
-            }[...]
+            query.kind = wanted
         }
         if let source = parameters["source"].map(String.init) {
-            let wanted = try RequestParsing.source(source, default: .api)
-            selected = selected.filter { $0.source == wanted }[...]
+            query.source = try RequestParsing.source(source, default: .api)
         }
         if let expired = parameters["expired"].map(String.init) {
             guard expired == "true" || expired == "false" else { throw ServiceError(.badRequest, "expired must be true or false") }
-            selected = selected.filter { $0.isExpired == (expired == "true") }[...]
+            query.expired = expired == "true"
         }
         if let contains = parameters["contains"].map(String.init) {
-            let address: IPAddress
-            do { address = try IPAddress(parsing: contains) } catch { throw ServiceError(.badRequest, error.description) }
-            selected = selected.filter { $0.target.contains(.address(address)) }[...]
+            do { query.containing = try IPAddress(parsing: contains) } catch { throw ServiceError(.badRequest, error.description) }
         }
-        let offset = try number("offset", parameters, default: 0)
+        if let after = parameters["after"].map(String.init) {
+            query.after = try RequestParsing.target(after).target
+        }
+        query.offset = try number("offset", parameters, default: 0)
         let limit = try number("limit", parameters, default: 100)
-        let window = selected.dropFirst(offset).prefix(limit == 0 ? Int.max : limit)
-        return BlockPage(total: selected.count, offset: offset, limit: limit, blocks: window.map(BlockRecord.init))
+        query.limit = limit == 0 ? nil : limit
+        return query
     }
 
     static func number(_ name: String, _ parameters: Parameters, default fallback: Int) throws -> Int {
@@ -167,12 +168,15 @@ struct BlockRoutes: Sendable {
     }
 
     @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        try ControlAPI.json(ControlAPI.page(try await keeper.list(), request.uri.queryParameters))
+        let query = try ControlAPI.query(request.uri.queryParameters)
+        let listing = try await keeper.reader.list(query)
+        return try ControlAPI.json(BlockPage(
+            total: listing.total, offset: query.offset, limit: query.limit ?? 0, blocks: listing.entries.map(BlockRecord.init)))
     }
 
     @Sendable func one(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let target = try RequestParsing.target(try ControlAPI.required("target", request)).target
-        guard let entry = try await keeper.entry(for: target) else {
+        guard let entry = try await keeper.reader.entry(for: target) else {
             throw ServiceError(.notFound, "\(target) is not blocked")
         }
         return try ControlAPI.json(BlockRecord(entry))
@@ -202,7 +206,7 @@ struct AllowlistRoutes: Sendable {
     let keeper: BlocklistKeeper
 
     @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        try ControlAPI.json(try await keeper.allowlist().map(\.description))
+        try ControlAPI.json(try await keeper.reader.allowlist().map(\.description))
     }
 
     @Sendable func allow(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -221,7 +225,7 @@ struct StateRoutes: Sendable {
     let keeper: BlocklistKeeper
 
     @Sendable func statistics(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        try ControlAPI.json(try await keeper.statistics())
+        try ControlAPI.json(try await keeper.reader.statistics())
     }
 
     @Sendable func status(_ request: Request, context: BasicRequestContext) async throws -> Response {

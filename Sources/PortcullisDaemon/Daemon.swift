@@ -99,7 +99,7 @@ public enum Daemon {
         if let address = configuration.metricsAddress {
             let router = Router()
             router.get("metrics") { _, _ in
-                let snapshot = try await keeper.metricsSnapshot()
+                let snapshot = try await keeper.reader.metricsSnapshot()
                 return Response(
                     status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.render(snapshot))))

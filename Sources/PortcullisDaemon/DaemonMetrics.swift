@@ -90,15 +90,12 @@ final class DaemonMetrics: Sendable {
                 export("dropped_bytes_total", where_, stats.droppedBytes, help: "Bytes of the dropped packets.")
             }
         }
-        var active: [String: Int] = [:]
-        for family in ["ipv4", "ipv6"] { for kind in ["address", "prefix"] { active["\(family)|\(kind)"] = 0 } }
-        for block in snapshot.blocks where !block.isExpired {
-            let kind = if case .prefix = block.target { "prefix" } else { "address" }
-            active["\(block.target.family.rawValue)|\(kind)", default: 0] += 1
-        }
-        for (key, count) in active {
-            let parts = key.split(separator: "|").map(String.init)
-            gauge("blocks_active", labels: [("family", parts[0]), ("kind", parts[1])], help: "Blocks in force (not expired), by family and kind.").set(to: Double(count))
+        for family in [AddressFamily.ipv4, .ipv6] {
+            for kind in BlockKind.allCases {
+                gauge("blocks_active", labels: [("family", family.rawValue), ("kind", kind.rawValue)],
+                      help: "Blocks held, by family and kind; an expired block counts until the next sweep.")
+                    .set(to: Double(snapshot.counts.count(family: family, kind: kind)))
+            }
         }
         for map in snapshot.maps {
             gauge("map_entries", labels: [("map", map.name)], help: "Entries in each BPF map.")

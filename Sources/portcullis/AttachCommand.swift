@@ -9,7 +9,9 @@ struct Attach: ParsableCommand {
         commandName: "attach",
         abstract: "Attach the XDP program to a network interface.",
         discussion: """
-            Loads the blocklist maps and the XDP program on first use, then attaches the program to \
+            Loads the blocklist maps and the XDP program on first use, filled from the ledger when \
+            it holds blocks (after a reboot, or an upgrade from older pins), and reconciles maps \
+            and ledger; then attaches the program to \
             IFACE through a BPF link pinned in the pin directory, so it stays attached after this \
             command exits and across daemon restarts. Attaching more interfaces reuses the same \
             pinned maps: there is one blocklist, however many interfaces enforce it. Attaching \
@@ -43,7 +45,7 @@ struct Attach: ParsableCommand {
     var json = false
 
     func run() throws {
-        let datapath = try creation.open(state)
+        let datapath = try state.local(creating: creation, reconcile: true).datapath
         let (attachment, existing) = try datapath.attach(interface: interface, namespace: netns, mode: mode)
         if json {
             print(Output.json(AttachmentRecord(attachment, alreadyAttached: existing)))
@@ -80,7 +82,7 @@ struct Detach: ParsableCommand {
     var netns: String?
 
     func run() throws {
-        let datapath = try state.open()
+        let datapath = try Datapath.open(state.pins)
         let place = netns.map { "\(interface) in netns \($0)" } ?? interface
         guard try datapath.detach(interface: interface, namespace: netns) else {
             throw RuntimeFailure("Portcullis is not attached to \(place) (see `portcullis status`)")

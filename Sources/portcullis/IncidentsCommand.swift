@@ -130,21 +130,14 @@ struct VerifyIncidents: ParsableCommand {
               portcullis incidents verify --json | jq .headHash
             """)
 
+    // Its --state-dir names the directory holding incident-key, the chain's key.
     @OptionGroup var state: StateOptions
-
-    @Option(
-        name: .customLong("state-dir"),
-        help: ArgumentHelp(
-            "The directory holding incident-key, the chain's key.",
-            discussion: "Defaults to $\(IncidentLog.stateDirectoryVariable), then \(IncidentLog.defaultStateDirectory).",
-            valueName: "path"))
-    var stateDirectory: String?
 
     @Flag(help: "Print the report as JSON.")
     var json = false
 
     func run() throws {
-        let log = IncidentLog.resolve(option: state.incidentLog, stateDirectory: stateDirectory)
+        let log = IncidentLog.resolve(option: state.incidentLog, stateDirectory: state.stateDirectory)
         let report: IncidentChainReport
         do {
             report = try log.verify()

@@ -2,28 +2,104 @@ import ArgumentParser
 import PortcullisBPF
 import PortcullisControl
 import PortcullisCore
+import PortcullisLedger
+
+extension AddressFamily: ExpressibleByArgument {}
+extension BlockKind: ExpressibleByArgument {}
+extension BlockSource: ExpressibleByArgument {}
 
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list",
-        abstract: "Show every block with its time left and what it dropped.",
+        abstract: "Show blocks with their time left and what they dropped.",
         discussion: """
             Columns: the blocked address or prefix, the time left, the wall-clock expiry in local \
             time, packets and bytes dropped, who blocked it and why. Blocks that expired but were \
             not swept yet are shown as expired; they no longer drop anything.
 
+            Blocks come from the ledger in target order, filtered and paged there: a page costs \
+            the same with ten blocks held as with a million. --json streams every selected block \
+            with bounded memory. --top reads the drop counters of every block in the maps.
+
             Examples:
               portcullis list
+              portcullis list --source wazuh --limit 20
+              portcullis list --contains 203.0.113.9
+              portcullis list --top 10
               portcullis list --json | jq '.[] | select(.droppedPackets > 0)'
             """)
 
     @OptionGroup var state: StateOptions
 
+    @Option(help: ArgumentHelp("Only blocks from this source (cli, file, wazuh, detector, api).", valueName: "source"))
+    var source: BlockSource?
+
+    @Option(help: ArgumentHelp("Only ipv4 or ipv6 blocks.", valueName: "family"))
+    var family: AddressFamily?
+
+    @Option(help: ArgumentHelp("Only single addresses (address) or prefixes (prefix).", valueName: "kind"))
+    var kind: BlockKind?
+
+    @Option(help: ArgumentHelp("Only blocks that hold this address: the address itself and prefixes around it.", valueName: "address"))
+    var contains: String?
+
+    @Flag(help: "Only blocks that expired and were not swept yet.")
+    var expired = false
+
+    @Option(help: ArgumentHelp("Show at most this many blocks.", valueName: "count"))
+    var limit: Int?
+
+    @Option(help: ArgumentHelp("Skip this many blocks first.", valueName: "count"))
+    var offset: Int = 0
+
+    @Option(help: ArgumentHelp("Show the N blocks that dropped most packets, most first.", valueName: "N"))
+    var top: Int?
+
     @Flag(help: "Print a JSON array of blocks.")
     var json = false
 
+    func validate() throws {
+        if let limit, limit < 0 { throw ValidationError("--limit must be zero or more") }
+        if offset < 0 { throw ValidationError("--offset must be zero or more") }
+        if let top, top < 1 { throw ValidationError("--top must be at least 1") }
+        if top != nil && (limit != nil || offset != 0) { throw ValidationError("--top takes no --limit or --offset") }
+    }
+
+    func query() throws -> BlockQuery {
+        var query = BlockQuery(source: source, family: family, kind: kind, expired: expired ? true : nil, limit: limit, offset: offset)
+        if let contains {
+            do {
+                query.containing = try IPAddress(parsing: contains)
+            } catch {
+                throw ValidationError("--contains: \(error.description)")
+            }
+        }
+        return query
+    }
+
     func run() throws {
-        let blocks = try whenStateExists(or: []) { () throws(ServiceError) in try state.blocklist().list() }.map(BlockRecord.init)
+        let query = try query()
+        let blocklist = state.reader()
+        if let top {
+            guard let local = blocklist as? LocalBlocklist else {
+                throw RuntimeFailure("--top reads the maps' counters directly; run it as root")
+            }
+            let blocks = try whenStateExists(or: []) { () throws(ServiceError) in try local.top(top) }.map(BlockRecord.init)
+            try show(blocks)
+            return
+        }
+        if json {
+            try streamJSON(query, from: blocklist)
+            return
+        }
+        let listing = try whenStateExists(or: BlockListing(entries: [], total: 0)) { () throws(ServiceError) in try blocklist.list(query) }
+        try show(listing.entries.map(BlockRecord.init))
+        if listing.entries.count < listing.total - query.offset && listing.total > 0 {
+            print("(\(listing.entries.count) of \(listing.total) shown; --offset and --limit page through them)")
+        }
+    }
+
+    private func show(_ blocks: [BlockRecord]) throws {
         if json {
             print(Output.json(blocks))
             return
@@ -40,6 +116,31 @@ struct List: ParsableCommand {
             ]
         }
         print(Output.table(["TARGET", "REMAINING", "EXPIRES", "PACKETS", "BYTES", "SOURCE", "REASON"], rows))
+    }
+
+    /// A JSON array written a page at a time: memory stays bounded by the page, not the blocklist.
+    private func streamJSON(_ query: BlockQuery, from blocklist: any BlocklistService) throws {
+        let pageSize = 4096
+        var remaining = query.limit
+        var page = query
+        var first = true
+        var output = StandardOutput()
+        output.write("[")
+        while remaining.map({ $0 > 0 }) ?? true {
+            page.limit = min(pageSize, remaining ?? pageSize)
+            let listing = try whenStateExists(or: BlockListing(entries: [], total: 0)) { () throws(ServiceError) in try blocklist.list(page) }
+            for entry in listing.entries {
+                output.write(first ? "\n" : ",\n")
+                first = false
+                output.write(BlockRecord(entry).jsonArrayElement)
+            }
+            remaining = remaining.map { $0 - listing.entries.count }
+            guard listing.entries.count == page.limit, let last = listing.entries.last else { break }
+            page.after = last.target
+            page.offset = 0
+        }
+        output.write(first ? "]\n" : "\n]\n")
+        output.flush()
     }
 }
 

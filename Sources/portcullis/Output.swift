@@ -2,6 +2,7 @@ import FoundationEssentials
 import Glibc
 import PortcullisControl
 import PortcullisCore
+import PortcullisSystem
 
 /// How blocks and times are shown to people and to scripts.
 enum Output {
@@ -86,5 +87,40 @@ extension Int64 {
     func floorDivided(by divisor: Int64) -> Int64 {
         let quotient = self / divisor
         return (self % divisor != 0 && (self < 0) != (divisor < 0)) ? quotient - 1 : quotient
+    }
+}
+
+/// Standard output through one buffer, written with as few write(2) calls as it takes: for
+/// output of a million lines.
+struct StandardOutput {
+    private var buffer: [UInt8] = []
+
+    init() { buffer.reserveCapacity(1 << 16) }
+
+    mutating func write(_ text: String) {
+        buffer.append(contentsOf: text.utf8)
+        if buffer.count >= 1 << 16 { flush() }
+    }
+
+    mutating func flush() {
+        guard !buffer.isEmpty else { return }
+        _ = SystemCall.writeAll(1, buffer)
+        buffer.removeAll(keepingCapacity: true)
+    }
+}
+
+extension BlockRecord {
+    private static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    /// The record as an element of a JSON array, formatted as ``Output/json(_:)`` formats a
+    /// whole array: a streamed listing reads the same as one printed at once.
+    var jsonArrayElement: String {
+        guard let data = try? Self.encoder.encode(self) else { return "  null" }
+        return String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+            .map { "  " + $0 }.joined(separator: "\n")
     }
 }

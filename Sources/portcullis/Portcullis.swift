@@ -64,6 +64,16 @@ struct StateOptions: ParsableArguments {
     var pins: PinDirectory { PinDirectory.resolve(option: pinDirectory) }
 
     @Option(
+        name: .customLong("state-dir"),
+        help: ArgumentHelp(
+            "The directory holding the ledger (the durable record of every block) and the incident key.",
+            discussion: "Defaults to $\(IncidentLog.stateDirectoryVariable), then \(IncidentLog.defaultStateDirectory).",
+            valueName: "path"))
+    var stateDirectory: String?
+
+    var location: BlocklistLocation { BlocklistLocation.resolve(pinDirectory: pinDirectory, stateDirectory: stateDirectory) }
+
+    @Option(
         name: .customLong("control-socket"),
         help: ArgumentHelp(
             "The daemon's control socket; changes go through the daemon when it runs there.",
@@ -78,19 +88,25 @@ struct StateOptions: ParsableArguments {
     /// The daemon when it runs, else the pinned maps, created on first use when `creation` is given.
     func blocklist(creating creation: CreationOptions? = nil) -> PreferredBlocklist {
         PreferredBlocklist(socket: ControlSocketClient.resolve(option: controlSocket)) { () throws(ServiceError) -> LocalBlocklist in
-            do throws(DatapathError) {
-                let datapath: Datapath
-                if let creation { datapath = try creation.open(self) } else { datapath = try open() }
-                return LocalBlocklist(datapath: datapath, recorder: recorder)
-            } catch {
-                throw ServiceError(error)
-            }
+            try local(creating: creation)
         }
     }
 
-    /// Opens the existing state, without creating any.
-    func open() throws(DatapathError) -> Datapath {
-        try Datapath.open(pins)
+    /// The ledger and the maps on this host, restored from the ledger when the maps are gone;
+    /// created on first use when `creation` is given. With `reconcile`, made to agree (a start).
+    func local(creating creation: CreationOptions? = nil, reconcile: Bool = false) throws(ServiceError) -> LocalBlocklist {
+        let (blocklist, report) = try LocalBlocklist.open(
+            location, creatingWith: creation?.requested, capacityWasExplicit: creation?.isExplicit ?? false,
+            reconcile: reconcile, recorder: recorder)
+        for line in report.lines { printError("portcullis: \(line)") }
+        return blocklist
+    }
+
+    /// For reading: the ledger and maps directly when this user may open them (reads need no
+    /// single writer), else the daemon.
+    func reader() -> any BlocklistService {
+        if let local = try? local() { return local }
+        return blocklist()
     }
 
 }
@@ -111,12 +127,12 @@ struct CreationOptions: ParsableArguments {
         if capacity == 0 || prefixCapacity == 0 { throw ValidationError("capacities must be at least 1") }
     }
 
-    func open(_ state: StateOptions) throws(DatapathError) -> Datapath {
-        let requested = Capacity(
-            exact: capacity ?? Capacity.standard.exact, prefixes: prefixCapacity ?? Capacity.standard.prefixes)
-        return try Datapath.open(
-            state.pins, creatingWith: requested, capacityWasExplicit: capacity != nil || prefixCapacity != nil)
+    /// The capacity to create the maps with.
+    var requested: Capacity {
+        Capacity(exact: capacity ?? Capacity.standard.exact, prefixes: prefixCapacity ?? Capacity.standard.prefixes)
     }
+
+    var isExplicit: Bool { capacity != nil || prefixCapacity != nil }
 }
 
 /// A user-typed address or prefix, parsed strictly by PortcullisCore.

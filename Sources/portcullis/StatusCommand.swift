@@ -3,6 +3,7 @@ import PortcullisBPF
 import PortcullisControl
 import PortcullisCore
 import PortcullisIncidents
+import PortcullisLedger
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,10 +29,11 @@ struct Status: ParsableCommand {
     var json = false
 
     func run() throws {
-        let datapath = try state.open()
+        let blocklist = try state.local()
+        let datapath = blocklist.datapath
         var attachments = try datapath.attachments()
         if let netns { attachments = attachments.filter { $0.namespace == netns } }
-        let maps = try datapath.mapUsage()
+        let maps = try blocklist.mapUsage()
         if json {
             print(Output.json(StatusJSON(
                 pinDirectory: datapath.pins.path, createdAt: Incident.rfc3339(unixMilliseconds: datapath.createdUnixMilliseconds),
@@ -40,6 +42,7 @@ struct Status: ParsableCommand {
             return
         }
         print("state:     \(datapath.pins.path) (created \(Output.localTime(unixMilliseconds: datapath.createdUnixMilliseconds)))")
+        print("ledger:    \(blocklist.ledger.path)")
         print("capacity:  \(datapath.capacity)")
         print("clock:     kernel jiffies at \(datapath.jiffiesPerSecond) Hz")
         print("")
@@ -79,9 +82,10 @@ struct Purge: ParsableCommand {
         commandName: "purge",
         abstract: "Detach everywhere and delete all Portcullis state.",
         discussion: """
-            Detaches the XDP program from every interface it is attached to and removes the pin \
-            directory with every block and the allowlist. Use it to uninstall, or to start over \
-            with another capacity.
+            Detaches the XDP program from every interface it is attached to, removes the pin \
+            directory, and deletes the ledger (every block and the allowlist, which would \
+            otherwise be restored). The incident record and its key are kept. Use it to \
+            uninstall, or to start over with another capacity.
 
             Example:
               portcullis purge --yes
@@ -100,5 +104,9 @@ struct Purge: ParsableCommand {
         let detached = try Datapath.purge(state.pins)
         for interface in detached { print("detached from \(interface)") }
         print("removed \(state.pins.path)")
+        let location = state.location
+        if try Ledger.remove(stateDirectory: location.stateDirectory) {
+            print("removed the ledger in \(location.stateDirectory)")
+        }
     }
 }

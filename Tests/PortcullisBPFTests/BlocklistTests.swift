@@ -2,6 +2,7 @@ import CLibbpf
 import Foundation
 import Synchronization
 import PortcullisBPF
+import PortcullisControl
 import PortcullisCore
 import Testing
 
@@ -58,11 +59,11 @@ struct BlocklistTests {
         let state = try ScratchState()
         _ = try state.block("203.0.113.0/24", reason: "wide")
         #expect(try state.entry("203.0.113.0/25") == nil, "a lookup of a narrower prefix must not find the wider block")
-        #expect(try state.datapath.unblock(try BlockTarget.parse("203.0.113.0/25").target) == nil)
+        #expect(try state.blocks.unblock(try BlockTarget.parse("203.0.113.0/25").target) == nil)
         #expect(try state.block("203.0.113.0/25", for: .seconds(60)).change == .added)
         #expect(try state.entry("203.0.113.0/24")?.reason == "wide")
-        #expect(try state.datapath.list().count == 2)
-        #expect(try state.datapath.unblock(try BlockTarget.parse("203.0.113.0/24").target) != nil)
+        #expect(try state.blocks.list().count == 2)
+        #expect(try state.blocks.unblock(try BlockTarget.parse("203.0.113.0/24").target) != nil)
         #expect(try state.verdict(Frame.ipv4(source: "203.0.113.5")) == .drop)
         #expect(try state.verdict(Frame.ipv4(source: "203.0.113.200")) == .pass)
     }
@@ -73,9 +74,9 @@ struct BlocklistTests {
         #expect {
             try state.block("192.0.2.100", for: .seconds(600))
         } throws: { error in
-            (error as? DatapathError)?.kind == .full
+            (error as? ServiceError)?.kind == .full
         }
-        #expect(try state.datapath.list().count == 8)
+        #expect(try state.blocks.list().count == 8)
         for host in 1...8 { #expect(try state.verdict(Frame.ipv4(source: "192.0.2.\(host)")) == .drop) }
         // A refresh of an existing block still works when full.
         #expect(try state.block("192.0.2.1", for: .seconds(6000)).change == .refreshed)
@@ -90,26 +91,26 @@ struct BlocklistTests {
         // 4 refreshes and 7 new addresses: 11 in a map of 10.
         let tooMany = try requests((1...11).map { "192.0.2.\($0)" } + ["2001:db8::1", "198.51.100.0/24"])
         do {
-            _ = try state.datapath.block(batch: tooMany)
+            _ = try state.blocks.block(batch: tooMany)
             Issue.record("a batch larger than the map's room was applied")
         } catch {
             #expect(error.kind == .full)
             #expect(error.description.hasPrefix("map blocks_v4 has room for 6 more entries (capacity 10) but the batch adds 7; nothing was blocked"))
         }
-        #expect(try state.datapath.list().count == 4, "nothing of the batch, of any family or kind, was applied")
+        #expect(try state.blocks.list().count == 4, "nothing of the batch, of any family or kind, was applied")
         #expect(try state.verdict(Frame.ipv4(source: "192.0.2.5")) == .pass)
 
         let prefixes = try requests(["198.51.100.0/24", "198.51.101.0/24", "198.51.102.0/24", "198.51.103.0/24", "198.51.104.0/24", "192.0.2.5"])
         do {
-            _ = try state.datapath.block(batch: prefixes)
+            _ = try state.blocks.block(batch: prefixes)
             Issue.record("a batch larger than the prefix trie's room was applied")
         } catch {
             #expect(error.kind == .full)
             #expect(error.description.hasPrefix("map prefixes_v4 has room for 4 more prefixes (capacity 4) but the batch adds 5"))
         }
-        #expect(try state.datapath.list().count == 4)
+        #expect(try state.blocks.list().count == 4)
         // What fits goes in whole.
-        #expect(try state.datapath.block(batch: try requests((1...10).map { "192.0.2.\($0)" })).total == 10)
+        #expect(try state.blocks.block(batch: try requests((1...10).map { "192.0.2.\($0)" })).total == 10)
     }
 
     @Test func aFullPrefixTrieIsNamed() throws {
@@ -119,7 +120,7 @@ struct BlocklistTests {
         do {
             _ = try state.block("198.51.102.0/24", for: .seconds(600))
             Issue.record("a third prefix went into a trie of two")
-        } catch let error as DatapathError {
+        } catch let error as ServiceError {
             #expect(error.kind == .full)
             #expect(error.description.contains("map prefixes_v4 is full (capacity 2)"), "\(error)")
         }
@@ -136,11 +137,11 @@ struct BlocklistTests {
         }
         requests.append(BlockRequest(target: try BlockTarget.parse("2001:db8::7").target, duration: nil, source: .file))
         requests.append(BlockRequest(target: try BlockTarget.parse("203.0.113.0/24").target, duration: nil, source: .file))
-        let outcome = try state.datapath.block(batch: requests)
+        let outcome = try state.blocks.block(batch: requests)
         #expect(outcome.total == 40_002)
         #expect(outcome.refreshed == 1)
         #expect(outcome.added == 40_001)
-        #expect(try state.datapath.list().count == 40_002)
+        #expect(try state.blocks.list().count == 40_002)
         let refreshed = try #require(try state.entry("198.51.100.1"))
         #expect(refreshed.droppedPackets == 1)
         #expect(refreshed.reason == "earlier")
@@ -153,18 +154,18 @@ struct BlocklistTests {
             BlockRequest(target: try BlockTarget.parse("198.51.100.1").target, duration: nil),
             BlockRequest(target: .address(.v4(IPv4Address(127, 0, 0, 1))), duration: nil),
         ]
-        #expect(throws: DatapathError.self) { try state.datapath.block(batch: requests) }
-        #expect(try state.datapath.list().isEmpty)
+        #expect(throws: ServiceError.self) { try state.blocks.block(batch: requests) }
+        #expect(try state.blocks.list().isEmpty)
     }
 
     @Test func stateIsSharedThroughThePins() throws {
         let state = try ScratchState()
         _ = try state.block("198.51.100.20", for: .seconds(60), reason: "persisted")
-        let reopened = try Datapath.open(state.pins)
+        let reopened = try state.reopen()
         let entries = try reopened.list()
         #expect(entries.map(\.target.description) == ["198.51.100.20"])
         #expect(entries.first?.reason == "persisted")
-        #expect(reopened.capacity == state.datapath.capacity)
+        #expect(reopened.blocklist.datapath.capacity == state.datapath.capacity)
         #expect(throws: DatapathError.self) {
             try Datapath.open(state.pins, creatingWith: Capacity(exact: 99, prefixes: 99), capacityWasExplicit: true)
         }
@@ -202,7 +203,7 @@ struct WriterLockTests {
         let done = DispatchSemaphore(value: 0)
         let stop = Mutex(false)
         // The sweeper has its own handle, so the two only meet at the pin directory's lock.
-        let sweeper = try Datapath.open(pins)
+        let sweeper = try state.reopen()
         let sweeperBox = UncheckedBox(sweeper)
         DispatchQueue.global().async {
             while !stop.withLock({ $0 }) { _ = try? sweeperBox.value.sweep() }
@@ -213,7 +214,7 @@ struct WriterLockTests {
         Thread.sleep(forTimeInterval: 0.3)
         stop.withLock { $0 = true }
         done.wait()
-        let entries = try state.datapath.list()
+        let entries = try state.blocks.list()
         #expect(Set(entries.map(\.target.description)) == Set(targets))
         #expect(entries.allSatisfy { ($0.remaining ?? .zero) > .seconds(3500) })
     }

@@ -46,17 +46,21 @@ struct LayoutTests {
             Member(name: "expires_jiffies", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.expires_jiffies)!),
             Member(name: "dropped_packets", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.dropped_packets)!),
             Member(name: "dropped_bytes", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.dropped_bytes)!),
-            Member(name: "created_unix_ms", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.created_unix_ms)!),
-            Member(name: "refreshed_unix_ms", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.refreshed_unix_ms)!),
-            Member(name: "requested_seconds", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.requested_seconds)!),
-            Member(name: "source", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.source)!),
-            Member(name: "prefixlen", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.prefixlen)!),
-            Member(name: "pad", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.pad)!),
-            Member(name: "reason", byteOffset: MemoryLayout<portcullis_block>.offset(of: \.reason)!),
         ]
         #expect(members == swift)
-        // The data plane's fields share the first cache line.
-        #expect(MemoryLayout<portcullis_block>.offset(of: \.dropped_bytes)! + 8 <= 64)
+        // Only what the data plane needs: the record lives in the ledger.
+        #expect(MemoryLayout<portcullis_block>.size == 24)
+    }
+
+    @Test func prefixBlockValueMatchesTheKernelProgram() throws {
+        let (size, members) = try Self.btfLayout(of: "portcullis_prefix_block")
+        #expect(size == MemoryLayout<portcullis_prefix_block>.size)
+        let swift: [Member] = [
+            Member(name: "block", byteOffset: MemoryLayout<portcullis_prefix_block>.offset(of: \.block)!),
+            Member(name: "prefixlen", byteOffset: MemoryLayout<portcullis_prefix_block>.offset(of: \.prefixlen)!),
+            Member(name: "pad", byteOffset: MemoryLayout<portcullis_prefix_block>.offset(of: \.pad)!),
+        ]
+        #expect(members == swift)
     }
 
     @Test func keysAndCountersMatchTheKernelProgram() throws {

@@ -1,20 +1,43 @@
 import CLibbpf
 import Foundation
+import Glibc
 import PortcullisBPF
+import PortcullisControl
 import PortcullisCore
+import PortcullisIncidents
+import PortcullisLedger
 
 /// A Portcullis state in its own pin directory, removed when the test is done
 /// with it, also when the test fails.
 final class ScratchState {
     let pins: PinDirectory
+    let stateDirectory: String
     let datapath: Datapath
+    /// The blocklist over these maps, with a ledger of its own.
+    let blocks: ScratchBlocklist
 
     init(capacity: Capacity = Capacity(exact: 4096, prefixes: 256)) throws {
-        pins = PinDirectory(path: "/sys/fs/bpf/portcullis-test-\(UUID().uuidString.prefix(8).lowercased())")
-        datapath = try Datapath.open(pins, creatingWith: capacity)
+        let name = "portcullis-test-\(UUID().uuidString.prefix(8).lowercased())"
+        pins = PinDirectory(path: "/sys/fs/bpf/\(name)")
+        stateDirectory = "/tmp/\(name)"
+        let location = BlocklistLocation(pins: pins, stateDirectory: stateDirectory)
+        let recorder = IncidentRecorder(log: IncidentLog(path: stateDirectory + "/incidents.jsonl", stateDirectory: stateDirectory)) { _ in }
+        let blocklist = try LocalBlocklist.open(location, creatingWith: capacity, recorder: recorder).0
+        datapath = blocklist.datapath
+        blocks = ScratchBlocklist(blocklist: blocklist)
     }
 
-    deinit { _ = try? Datapath.purge(pins) }
+    deinit {
+        _ = try? Datapath.purge(pins)
+        try? FileManager.default.removeItem(atPath: stateDirectory)
+    }
+
+    /// Another handle on the same state, as another process would open it.
+    func reopen() throws -> ScratchBlocklist {
+        let location = BlocklistLocation(pins: pins, stateDirectory: stateDirectory)
+        let recorder = IncidentRecorder(log: IncidentLog(path: stateDirectory + "/incidents.jsonl", stateDirectory: stateDirectory)) { _ in }
+        return ScratchBlocklist(blocklist: try LocalBlocklist.open(location, creatingWith: nil, recorder: recorder).0)
+    }
 
     /// The XDP program's verdict on `frame`, run in the kernel through BPF_PROG_TEST_RUN.
     func verdict(_ frame: [UInt8]) throws -> Verdict {
@@ -23,12 +46,45 @@ final class ScratchState {
     }
 
     func block(_ text: String, for duration: Duration? = nil, reason: String = "") throws -> BlockOutcome {
-        try datapath.block(BlockRequest(target: try BlockTarget.parse(text).target, duration: duration, reason: reason))
+        try blocks.block(BlockRequest(target: try BlockTarget.parse(text).target, duration: duration, reason: reason))
     }
 
     func entry(_ text: String) throws -> BlockEntry? {
-        try datapath.entry(for: try BlockTarget.parse(text).target)
+        try blocks.entry(for: try BlockTarget.parse(text).target)
     }
+}
+
+/// The blocklist as these tests use it: ledger, maps and the rules, through the same
+/// ``LocalBlocklist`` every writer uses.
+struct ScratchBlocklist {
+    let blocklist: LocalBlocklist
+
+    func block(_ request: BlockRequest) throws(ServiceError) -> BlockOutcome { try blocklist.block(request, context: .none) }
+
+    /// Requests that share a reason and source, as one batch.
+    func block(batch requests: [BlockRequest]) throws(ServiceError) -> BatchOutcome {
+        let batch = BlockBatch(
+            items: requests.map { BlockBatch.Item(target: $0.target, duration: $0.duration) },
+            reason: requests.first?.reason ?? "", source: requests.first?.source ?? .file, origin: "test")
+        return try blocklist.block(batch: batch).outcome
+    }
+
+    func unblock(_ target: BlockTarget) throws(ServiceError) -> BlockEntry? {
+        switch try blocklist.unblock(target, requestedBy: .cli, onlyOwn: false, context: .none) {
+        case .removed(let entry): entry
+        case .absent, .keptForOwner: nil
+        }
+    }
+
+    func unblock(_ target: BlockTarget, onlyFrom source: BlockSource?) throws(ServiceError) -> UnblockOutcome {
+        try blocklist.unblock(target, requestedBy: source ?? .cli, onlyOwn: source != nil, context: .none)
+    }
+
+    func list() throws(ServiceError) -> [BlockEntry] { try blocklist.list(BlockQuery()).entries }
+    func sweep() throws(ServiceError) -> SweepReport { try blocklist.sweep() }
+    func entry(for target: BlockTarget) throws(ServiceError) -> BlockEntry? { try blocklist.entry(for: target) }
+    @discardableResult func allow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange { try blocklist.allow(target) }
+    @discardableResult func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange { try blocklist.disallow(target) }
 }
 
 enum Verdict: UInt32 {

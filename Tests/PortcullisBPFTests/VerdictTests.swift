@@ -1,5 +1,6 @@
 import Foundation
 import PortcullisBPF
+import PortcullisControl
 import PortcullisCore
 import Testing
 
@@ -121,17 +122,17 @@ struct VerdictTests {
         let expired = try #require(try state.entry("203.0.113.9"))
         #expect(expired.isExpired)
 
-        let report = try state.datapath.sweep()
+        let report = try state.blocks.sweep()
         #expect(Set(report.removed.map(\.target.description)) == ["203.0.113.9", "203.0.113.0/28"])
         #expect(report.removed.first { $0.target.description == "203.0.113.9" }?.droppedPackets == 1)
         #expect(try state.entry("203.0.113.9") == nil)
-        #expect(try state.datapath.list().map(\.target.description) == ["203.0.113.200"])
+        #expect(try state.blocks.list().map(\.target.description) == ["203.0.113.200"])
     }
 
     @Test func allowlistWinsOverEveryBlock() throws {
         let state = try ScratchState()
-        try state.datapath.allow(try BlockTarget.parse("203.0.113.7").target)
-        try state.datapath.allow(try BlockTarget.parse("2001:db8:1::/64").target)
+        try state.blocks.allow(try BlockTarget.parse("203.0.113.7").target)
+        try state.blocks.allow(try BlockTarget.parse("2001:db8:1::/64").target)
         _ = try state.block("203.0.113.0/24")
         _ = try state.block("2001:db8::/32")
         #expect(try state.verdict(Frame.ipv4(source: "203.0.113.7")) == .pass)
@@ -141,20 +142,20 @@ struct VerdictTests {
         #expect(try state.datapath.statistics().passedAllowed == 2)
 
         // Blocking inside the allowlist is refused, and changes nothing.
-        #expect(throws: DatapathError.self) { try state.block("203.0.113.7", for: .seconds(10)) }
-        #expect(throws: DatapathError.self) { try state.block("2001:db8:1::5") }
+        #expect(throws: ServiceError.self) { try state.block("203.0.113.7", for: .seconds(10)) }
+        #expect(throws: ServiceError.self) { try state.block("2001:db8:1::5") }
         #expect(try state.entry("203.0.113.7") == nil)
 
-        try state.datapath.disallow(try BlockTarget.parse("203.0.113.7").target)
+        try state.blocks.disallow(try BlockTarget.parse("203.0.113.7").target)
         #expect(try state.verdict(Frame.ipv4(source: "203.0.113.7")) == .drop)
     }
 
     @Test func loopbackAndUnspecifiedAreRefused() throws {
         let state = try ScratchState()
         for text in ["127.0.0.1", "::1", "127.0.0.0/8", "0.0.0.0", "::", "0.0.0.0/0", "::/0", "::ffff:127.0.0.1"] {
-            #expect(throws: DatapathError.self, "\(text)") { try state.block(text) }
+            #expect(throws: ServiceError.self, "\(text)") { try state.block(text) }
         }
-        #expect(try state.datapath.list().isEmpty)
+        #expect(try state.blocks.list().isEmpty)
     }
 }
 
@@ -169,17 +170,17 @@ struct TrieSizeTests {
         _ = try state.block("203.0.113.0/24")
         _ = try state.block("203.0.113.0/24", for: .seconds(10))  // a refresh adds nothing
         _ = try state.block("2001:db8::/48")
-        try state.datapath.allow(try BlockTarget.parse("192.0.2.1").target)
-        try state.datapath.allow(try BlockTarget.parse("192.0.2.1").target)  // already there
-        try state.datapath.allow(try BlockTarget.parse("2001:db8:9::/64").target)
+        try state.blocks.allow(try BlockTarget.parse("192.0.2.1").target)
+        try state.blocks.allow(try BlockTarget.parse("192.0.2.1").target)  // already there
+        try state.blocks.allow(try BlockTarget.parse("2001:db8:9::/64").target)
         #expect(try state.datapath.trieSizeCounts() == [1, 1, 1, 1])
         #expect(try state.verdict(Frame.ipv4(source: "203.0.113.5")) == .drop)
         #expect(try state.verdict(Frame.ipv4(source: "192.0.2.1")) == .pass)
         #expect(try state.datapath.statistics().passedAllowed == 1)
 
-        _ = try state.datapath.unblock(try BlockTarget.parse("203.0.113.0/24").target)
-        _ = try state.datapath.unblock(try BlockTarget.parse("203.0.113.0/24").target)  // gone already
-        try state.datapath.disallow(try BlockTarget.parse("192.0.2.1").target)
+        _ = try state.blocks.unblock(try BlockTarget.parse("203.0.113.0/24").target)
+        _ = try state.blocks.unblock(try BlockTarget.parse("203.0.113.0/24").target)  // gone already
+        try state.blocks.disallow(try BlockTarget.parse("192.0.2.1").target)
         #expect(try state.datapath.trieSizeCounts() == [0, 1, 0, 1])
         #expect(try state.verdict(Frame.ipv4(source: "203.0.113.5")) == .pass)
     }
@@ -188,7 +189,7 @@ struct TrieSizeTests {
         let state = try ScratchState()
         _ = try state.block("203.0.113.0/24", for: .seconds(1))
         Thread.sleep(forTimeInterval: 1.2)
-        _ = try state.datapath.sweep()
+        _ = try state.blocks.sweep()
         #expect(try state.datapath.trieSizeCounts() == [0, 0, 0, 0])
     }
 }
@@ -213,7 +214,7 @@ struct ExpiredShadowTests {
         Thread.sleep(forTimeInterval: 1.2)
         #expect(try state.verdict(Frame.ipv6(source: "2001:db8:1::5")) == .drop)
         // Only expired blocks match: it passes, counted as expired.
-        _ = try state.datapath.unblock(try BlockTarget.parse("2001:db8::/32").target)
+        _ = try state.blocks.unblock(try BlockTarget.parse("2001:db8::/32").target)
         #expect(try state.verdict(Frame.ipv6(source: "2001:db8:1::5")) == .pass)
         #expect(try state.datapath.statistics().passedExpired == 1)
     }

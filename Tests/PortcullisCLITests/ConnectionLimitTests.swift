@@ -50,6 +50,7 @@ struct ConnectionLimitTests {
         let started = Date()
         let result = try Command.run(Command.portcullis, ["block", "203.0.113.90", "--for", "10m"], environment: [
             "PORTCULLIS_PIN_DIR": daemon.pins, "PORTCULLIS_CONTROL_SOCKET": daemon.socket,
+            "PORTCULLIS_STATE_DIR": Command.stateDirectory(pins: daemon.pins),
             "PORTCULLIS_INCIDENT_LOG": "\(daemon.directory)/cli-incidents.jsonl",
         ])
         #expect(result.status == 0, "\(result)")

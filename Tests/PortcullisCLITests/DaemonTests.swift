@@ -51,7 +51,7 @@ final class DaemonFixture {
         process.executableURL = URL(fileURLWithPath: Command.portcullis)
         process.arguments = ["run", "--config", configPath]
         var environment = ProcessInfo.processInfo.environment
-        environment["PORTCULLIS_STATE_DIR"] = Command.stateDirectory
+        environment["PORTCULLIS_STATE_DIR"] = Command.stateDirectory(pins: pins)
         process.environment = environment
         let output = Pipe()
         process.standardOutput = output
@@ -230,7 +230,8 @@ struct DaemonTests {
         #expect(denied.status == 0, "nobody must not get an answer: \(denied)")
         let cli = try Command.run(
             "/usr/sbin/runuser", ["-u", "nobody", "--", Command.portcullis, "block", "203.0.113.8"],
-            environment: ["PORTCULLIS_CONTROL_SOCKET": daemon.socket, "PORTCULLIS_PIN_DIR": daemon.pins])
+            environment: ["PORTCULLIS_CONTROL_SOCKET": daemon.socket, "PORTCULLIS_PIN_DIR": daemon.pins,
+                          "PORTCULLIS_STATE_DIR": Command.stateDirectory(pins: daemon.pins)])
         #expect(cli.status == 1, "\(cli)")
         #expect(cli.stderr.contains("permission denied"), "\(cli)")
         let list = try #require(try daemon.json("GET", "/v1/blocks") as? [String: Any])

@@ -28,6 +28,12 @@ enum Command {
         return path
     }()
 
+    /// Each pin directory's own ledger and key, inside ``stateDirectory``: the ledger is the
+    /// blocklist's source of truth, so tests on different pins must not share one.
+    static func stateDirectory(pins: String) -> String {
+        "\(stateDirectory)/\(pins.split(separator: "/").last ?? "default")"
+    }
+
     static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
@@ -81,7 +87,7 @@ enum Command {
 
     /// A control socket nobody listens on, so a daemon on the machine never takes a test's requests.
     static func environment(pins: String) -> [String: String] {
-        ["PORTCULLIS_PIN_DIR": pins, "PORTCULLIS_INCIDENT_LOG": incidentLog(pins: pins), "PORTCULLIS_STATE_DIR": stateDirectory,
+        ["PORTCULLIS_PIN_DIR": pins, "PORTCULLIS_INCIDENT_LOG": incidentLog(pins: pins), "PORTCULLIS_STATE_DIR": stateDirectory(pins: pins),
          "PORTCULLIS_CONTROL_SOCKET": "/tmp/portcullis-no-daemon-\(pins.split(separator: "/").last ?? "x").sock"]
     }
 

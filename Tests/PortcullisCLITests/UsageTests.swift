@@ -18,7 +18,7 @@ import Testing
         ["block"],
         ["block", "203.0.113.9", "--file", "/dev/null"],
         ["block", "203.0.113.9", "--capacity", "0"],
-        ["block", "203.0.113.9", "--reason", String(repeating: "x", count: 200)],
+        ["block", "203.0.113.9", "--reason", String(repeating: "x", count: 1100)],
         ["unblock", "not-an-address"],
         ["attach"],
         ["attach", "eth0", "--mode", "turbo"],

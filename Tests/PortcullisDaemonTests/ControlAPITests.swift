@@ -33,6 +33,8 @@ struct ControlAPITests {
         var configuration = DaemonConfiguration()
         configuration.pinDirectory = "/sys/fs/bpf/portcullis-test-api-\(id)"
         configuration.incidentLog = "/tmp/portcullis-test-api-\(id).jsonl"
+        // A ledger of its own: the blocklist's record must not carry over between tests.
+        configuration.stateDirectory = "/tmp/portcullis-test-api-\(id)-state"
         configuration.capacityExact = 1024
         configuration.capacityPrefixes = 64
         let state = TestStateDirectory.path
@@ -40,6 +42,7 @@ struct ControlAPITests {
             try? FileManager.default.removeItem(atPath: configuration.pinDirectory)
             try? FileManager.default.removeItem(atPath: configuration.incidentLog)
             try? FileManager.default.removeItem(atPath: state)
+            if let own = configuration.stateDirectory { try? FileManager.default.removeItem(atPath: own) }
         }
         let keeper = try BlocklistKeeper(configuration: configuration, metrics: DaemonMetrics(), logger: Logger(label: "test"))
         let application = Application(router: ControlAPI.router(keeper: keeper))

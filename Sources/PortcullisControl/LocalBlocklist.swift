@@ -1,0 +1,762 @@
+import FoundationEssentials
+import Glibc
+import PortcullisBPF
+import PortcullisCore
+import PortcullisIncidents
+import PortcullisLedger
+import PortcullisSystem
+
+/// Where a blocklist lives on this host: the pinned maps and the ledger's state directory.
+public struct BlocklistLocation: Sendable, Equatable {
+    public var pins: PinDirectory
+    public var stateDirectory: String
+
+    public init(pins: PinDirectory, stateDirectory: String) {
+        (self.pins, self.stateDirectory) = (pins, stateDirectory)
+    }
+
+    /// `--state-dir` over `PORTCULLIS_STATE_DIR` over /var/lib/portcullis, as the incident key.
+    public static func resolve(pinDirectory: String?, stateDirectory: String?) -> BlocklistLocation {
+        BlocklistLocation(pins: PinDirectory.resolve(option: pinDirectory),
+                          stateDirectory: IncidentLog.resolveStateDirectory(option: stateDirectory))
+    }
+}
+
+/// What opening the blocklist did to bring the maps in line with the ledger.
+public struct StartReport: Sendable, Equatable {
+    /// The maps were missing (a reboot): created and filled from the ledger.
+    public var restored = 0
+    /// Layout 3 pins were found: their blocks and allowlist imported into the ledger.
+    public var upgradedBlocks: Int?
+    /// Blocks the ledger held that expired while nothing ran.
+    public var expiredWhileDown = 0
+    /// Ledger blocks the maps lacked (a crash between the two writes), now added.
+    public var addedToMaps = 0
+    /// Map entries whose expiry did not match the ledger's, now rewritten.
+    public var expiriesRederived = 0
+    /// Map entries the ledger did not know, now recorded in it.
+    public var adopted = 0
+    /// Map entries lifted in the ledger whose removal a crash interrupted, now removed.
+    public var removedFromMaps = 0
+    /// Interfaces moved to the new program after an upgrade.
+    public var movedAttachments: [String] = []
+    /// Set when the wall clock reads earlier than the ledger's last change.
+    public var clockWarning: String?
+
+    public init() {}
+
+    public var changedAnything: Bool {
+        restored + expiredWhileDown + addedToMaps + expiriesRederived + adopted + removedFromMaps > 0
+            || upgradedBlocks != nil || !movedAttachments.isEmpty
+    }
+
+    /// One line per thing done, for the daemon's log and `attach`'s output.
+    public var lines: [String] {
+        var lines: [String] = []
+        if let upgradedBlocks { lines.append("upgraded layout 3 pins: imported \(upgradedBlocks) blocks into the ledger") }
+        if restored > 0 { lines.append("restored \(restored) blocks from the ledger into new maps") }
+        if expiredWhileDown > 0 { lines.append("\(expiredWhileDown) blocks expired while Portcullis was down; recorded as expired") }
+        if addedToMaps > 0 { lines.append("added \(addedToMaps) blocks the maps lacked (an interrupted change)") }
+        if expiriesRederived > 0 { lines.append("re-derived the expiry of \(expiriesRederived) blocks from the ledger") }
+        if adopted > 0 { lines.append("recorded \(adopted) blocks found in the maps but not in the ledger") }
+        if removedFromMaps > 0 { lines.append("removed \(removedFromMaps) blocks lifted in the ledger but still in the maps") }
+        if !movedAttachments.isEmpty { lines.append("moved \(movedAttachments.joined(separator: ", ")) to the new program") }
+        if let clockWarning { lines.append(clockWarning) }
+        return lines
+    }
+}
+
+/// The blocklist on this host: the ledger first, then the pinned maps, then the incident
+/// record, under the pin directory's writer lock. The daemon serves the control API with
+/// one; the CLI and the Wazuh active response use one directly when no daemon runs.
+public final class LocalBlocklist: BlocklistService {
+    public let datapath: Datapath
+    public let ledger: Ledger
+    public let recorder: IncidentRecorder
+    public let location: BlocklistLocation
+
+    init(datapath: Datapath, ledger: Ledger, recorder: IncidentRecorder, location: BlocklistLocation) {
+        (self.datapath, self.ledger, self.recorder, self.location) = (datapath, ledger, recorder, location)
+    }
+
+    /// Opens the blocklist. When the maps are missing and the ledger is not (after a reboot),
+    /// or when the maps need creating for a write (`capacity` given), creates them and fills
+    /// them from the ledger before anything attaches; layout 3 pins are upgraded. With
+    /// `reconcile`, also makes maps and ledger agree (a start: the daemon, `attach`).
+    public static func open(
+        _ location: BlocklistLocation, creatingWith capacity: Capacity?, capacityWasExplicit: Bool = false,
+        reconcile: Bool = false, recorder: IncidentRecorder
+    ) throws(ServiceError) -> (LocalBlocklist, StartReport) {
+        let ledger = try ServiceError.mapping { () throws(LedgerError) in try Ledger.open(stateDirectory: location.stateDirectory) }
+        var report = StartReport()
+        let pins = location.pins
+        let version = try ServiceError.mapping { () throws(DatapathError) in try Datapath.layoutVersion(in: pins) }
+        let datapath: Datapath
+        var fresh = false
+        switch version {
+        case nil:
+            let stored = try? ledger.setting("capacity_exact").flatMap { exact in
+                try ledger.setting("capacity_prefixes").map { Capacity(exact: UInt32(exact), prefixes: UInt32($0)) }
+            }
+            let hasState = (try? ledger.isEmpty()) == false
+            if let creation = capacity ?? (hasState ? stored ?? .standard : nil) {
+                datapath = try ServiceError.mapping { () throws(DatapathError) in
+                    try Datapath.open(pins, creatingWith: capacityWasExplicit ? creation : (stored ?? creation),
+                                      capacityWasExplicit: capacityWasExplicit)
+                }
+                fresh = true
+            } else {
+                // Nothing to restore and nothing asked to create: reports that there is no state.
+                datapath = try ServiceError.mapping { () throws(DatapathError) in try Datapath.open(pins) }
+            }
+        case 3:
+            let legacy = try ServiceError.mapping { () throws(DatapathError) in try Datapath.readLegacyState(in: pins) }
+            try importLegacy(legacy, into: ledger)
+            report.upgradedBlocks = legacy.blocks.count
+            datapath = try ServiceError.mapping { () throws(DatapathError) in try Datapath.recreate(pins, capacity: legacy.capacity) }
+            fresh = true
+        default:
+            datapath = try ServiceError.mapping { () throws(DatapathError) in
+                try Datapath.open(pins, creatingWith: capacity, capacityWasExplicit: capacityWasExplicit)
+            }
+        }
+        let blocklist = LocalBlocklist(datapath: datapath, ledger: ledger, recorder: recorder, location: location)
+        try blocklist.start(restoring: fresh, reconcile: reconcile, report: &report)
+        if version == 3 {
+            report.movedAttachments = try ServiceError.mapping { () throws(DatapathError) in try datapath.moveAttachments() }
+        }
+        return (blocklist, report)
+    }
+
+    /// Records layout 3's blocks and allowlist in the ledger, before its maps are replaced.
+    private static func importLegacy(_ legacy: LegacyState, into ledger: Ledger) throws(ServiceError) {
+        let now = WallClock.nowUnixMilliseconds()
+        try ServiceError.mapping { () throws(LedgerError) in
+            try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
+                for old in legacy.blocks.sorted(by: { $0.target < $1.target }) {
+                    let current = try writer.block(for: old.target)
+                    try writer.put(LedgerBlock(
+                        target: old.target, expiry: old.expiresUnixMilliseconds.map { .at($0) } ?? .never, source: old.source,
+                        origin: "layout 3 pins", reason: old.reason, createdUnixMilliseconds: old.createdUnixMilliseconds,
+                        refreshedUnixMilliseconds: old.refreshedUnixMilliseconds, requestedDuration: old.requestedDuration),
+                        replacing: current)
+                }
+                for entry in legacy.allowlist { _ = try writer.allow(entry, atUnixMilliseconds: now) }
+                try writer.recordWrite(atUnixMilliseconds: now)
+            }
+        }
+    }
+
+    // MARK: - Blocking
+
+    public func block(_ request: BlockRequest, context: IncidentContext) throws(ServiceError) -> BlockOutcome {
+        guard request.reason.utf8.count <= BlockRequest.maximumReasonBytes else {
+            throw ServiceError(.badRequest, "the reason is \(request.reason.utf8.count) bytes long; at most \(BlockRequest.maximumReasonBytes) are kept")
+        }
+        do throws(Refusal) {
+            try Admission.checkBlockable(request.target)
+        } catch {
+            recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: error.description, context: context)
+            throw ServiceError(.badRequest, error.description)
+        }
+        let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
+        defer { withExtendedLifetime(lock) {} }
+        if let entry = try ServiceError.mapping({ () throws(DatapathError) in try datapath.allowlistEntry(covering: request.target) }) {
+            let refusal = Refusal.allowlisted(request.target, by: entry)
+            recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: refusal.description, context: context)
+            throw ServiceError(.refused, refusal.description)
+        }
+        let reading = try ServiceError.mapping { () throws(DatapathError) in try datapath.now() }
+        let now = reading.unixMilliseconds
+        let requested = ledgerBlock(for: request, origin: origin(of: request.source, context: context),
+                                    context: Self.encode(context), at: now)
+        let (merged, change, previous): (LedgerBlock, BlockChange, LedgerBlock?)
+        do {
+            (merged, change, previous) = try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
+                let current = try ServiceError.mapping { () throws(LedgerError) in try writer.block(for: request.target) }
+                let (merged, change) = Self.merge(requested, into: current, at: now)
+                if current == nil { try requireRoom(forNew: [request.target], batch: false) }
+                if change != .keptLonger {
+                    try ServiceError.mapping { () throws(LedgerError) in
+                        try writer.put(merged, replacing: current)
+                        try writer.recordWrite(atUnixMilliseconds: now)
+                    }
+                }
+                return (merged, change, current)
+            }
+        } catch {
+            if error.kind == .full {
+                recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: error.description, context: context)
+            }
+            throw error
+        }
+        CrashPoint.reached(.ledgerCommitted)
+        if change != .keptLonger {
+            let write = ExpiryWrite(target: request.target, expiry: Self.jiffies(merged.expiry, reading),
+                                    keepsCounters: change == .refreshed)
+            do {
+                try datapath.setExpiries([write])
+            } catch {
+                undo(merged, restoring: previous)
+                throw ServiceError(error)
+            }
+        }
+        let outcome = BlockOutcome(entry: try entry(merged, at: now), change: change)
+        recorder.record(outcome, requested: request.duration, context: context)
+        return outcome
+    }
+
+    public func block(batch: BlockBatch) throws(ServiceError) -> BatchResult {
+        let started = ContinuousClock.now
+        for item in batch.items {
+            do throws(Refusal) {
+                try Admission.checkBlockable(item.target)
+            } catch {
+                throw ServiceError(.refused, error.description)
+            }
+        }
+        let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
+        defer { withExtendedLifetime(lock) {} }
+        let allowed = try ServiceError.mapping { () throws(DatapathError) in try datapath.allowlist() }
+        if !allowed.isEmpty {
+            for item in batch.items {
+                do throws(Refusal) {
+                    try Admission.check(item.target, allowlist: allowed)
+                } catch {
+                    throw ServiceError(.refused, error.description)
+                }
+            }
+        }
+        let reading = try ServiceError.mapping { () throws(DatapathError) in try datapath.now() }
+        let now = reading.unixMilliseconds
+        // In key order: the ledger's B-tree is written front to back, and a target listed
+        // twice comes out as neighbours, merged in the order given.
+        let order = batch.items.indices.sorted { batch.items[$0].target < batch.items[$1].target || (batch.items[$0].target == batch.items[$1].target && $0 < $1) }
+        var outcome = BatchOutcome()
+        var writes: [ExpiryWrite] = []
+        writes.reserveCapacity(batch.items.count)
+        try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
+            var newTargets: [BlockTarget] = []
+            var pending: (block: LedgerBlock, previous: LedgerBlock?, inMaps: Bool)?
+            func flush(_ item: (block: LedgerBlock, previous: LedgerBlock?, inMaps: Bool)?, writer: inout LedgerWriter) throws(ServiceError) {
+                guard let item else { return }
+                try ServiceError.mapping { () throws(LedgerError) in try writer.put(item.block, replacing: item.previous) }
+                writes.append(ExpiryWrite(target: item.block.target, expiry: Self.jiffies(item.block.expiry, reading), keepsCounters: item.inMaps))
+            }
+            for index in order {
+                let item = batch.items[index]
+                let requested = ledgerBlock(
+                    for: BlockRequest(target: item.target, duration: item.duration, reason: batch.reason, source: batch.source),
+                    origin: batch.origin, context: nil, at: now)
+                if let current = pending, current.block.target == item.target {
+                    let (merged, change) = Self.merge(requested, into: current.block, at: now)
+                    outcome.count(change)
+                    pending = (merged, current.previous, current.inMaps)
+                    continue
+                }
+                try flush(pending, writer: &writer)
+                pending = nil
+                let current = try ServiceError.mapping { () throws(LedgerError) in try writer.block(for: item.target) }
+                let (merged, change) = Self.merge(requested, into: current, at: now)
+                outcome.count(change)
+                if current == nil { newTargets.append(item.target) }
+                if change != .keptLonger { pending = (merged, current, change == .refreshed) }
+            }
+            try flush(pending, writer: &writer)
+            try requireRoom(forNew: newTargets, batch: true)
+            try ServiceError.mapping { () throws(LedgerError) in try writer.recordWrite(atUnixMilliseconds: now) }
+        }
+        CrashPoint.reached(.ledgerCommitted)
+        do {
+            try datapath.setExpiries(writes)
+        } catch {
+            throw ServiceError(.failed, "the ledger holds the batch but the maps could not take it (\(error.description)); the next `portcullis attach` or daemon start applies it")
+        }
+        recorder.recordBatch(outcome, from: batch.origin, reason: batch.reason, requested: nil)
+        return BatchResult(outcome: outcome, elapsed: ContinuousClock.now - started)
+    }
+
+    /// The refresh rule over ledger records: an expired block counts as absent (a new incident);
+    /// a live one keeps its start and, when it lasts longer, everything.
+    static func merge(_ requested: LedgerBlock, into current: LedgerBlock?, at now: Int64) -> (LedgerBlock, BlockChange) {
+        guard let current, !current.isExpired(atUnixMilliseconds: now) else { return (requested, .added) }
+        let (terms, change) = BlockPolicy.refresh(current.terms, with: requested.terms)
+        guard change == .refreshed else { return (current, change) }
+        var merged = requested
+        merged.createdUnixMilliseconds = current.createdUnixMilliseconds
+        merged.expiry = terms.expiry
+        merged.reason = terms.reason
+        merged.requestedDuration = terms.requestedDuration
+        if merged.context == nil { merged.context = current.context }
+        return (merged, change)
+    }
+
+    private func ledgerBlock(for request: BlockRequest, origin: String, context: String?, at now: Int64) -> LedgerBlock {
+        let expiry: Expiry<Int64> = request.duration.map { duration in
+            let (seconds, attoseconds) = duration.components
+            let (milliseconds, overflow) = seconds.multipliedReportingOverflow(by: 1000)
+            return overflow ? .never : .at(now.addingReportingOverflow(milliseconds + attoseconds / 1_000_000_000_000_000).partialValue)
+        } ?? .never
+        return LedgerBlock(target: request.target, expiry: expiry, source: request.source, origin: origin, reason: request.reason,
+                           createdUnixMilliseconds: now, refreshedUnixMilliseconds: now, requestedDuration: request.duration,
+                           context: context)
+    }
+
+    private func origin(of source: BlockSource, context: IncidentContext) -> String {
+        if let wazuh = context.wazuh {
+            return ["agent", wazuh.agentId, wazuh.agentName].compactMap { $0 }.joined(separator: " ")
+        }
+        if let detection = context.detection { return detection.logSource ?? "detector" }
+        return ""
+    }
+
+    static func encode(_ context: IncidentContext) -> String? {
+        struct Stored: Encodable {
+            let wazuh: Incident.Wazuh?
+            let detection: Incident.Detection?
+        }
+        guard context.wazuh != nil || context.detection != nil,
+              let data = try? JSONEncoder().encode(Stored(wazuh: context.wazuh, detection: context.detection)) else { return nil }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Throws, before anything is committed, when a map has no room for `targets`; the ledger's
+    /// counts say how many entries each map holds.
+    private func requireRoom(forNew targets: [BlockTarget], batch: Bool) throws(ServiceError) {
+        guard !targets.isEmpty else { return }
+        var wanted: [LedgerCounts.Key: Int] = [:]
+        for target in targets { wanted[LedgerCounts.Key(family: target.family, kind: target.kind, source: .cli), default: 0] += 1 }
+        let counts = try ServiceError.mapping { () throws(LedgerError) in try ledger.counts() }
+        for (key, adding) in wanted {
+            let held = counts.count(family: key.family, kind: key.kind)
+            let capacity = Int(key.kind == .prefix ? datapath.capacity.prefixes : datapath.capacity.exact)
+            let room = capacity - held
+            if adding > room {
+                let map = Datapath.blockMapName(family: key.family, kind: key.kind)
+                let what = key.kind == .prefix ? "prefixes" : "entries"
+                let larger = key.kind == .prefix ? "--prefix-capacity" : "--capacity"
+                let advice = "sweep or unblock entries, or recreate the state with a larger \(larger)"
+                if !batch { throw ServiceError(.full, "map \(map) is full (capacity \(capacity)); \(advice)") }
+                throw ServiceError(.full, "map \(map) has room for \(max(room, 0)) more \(what) (capacity \(capacity)) but the batch adds \(adding); nothing was blocked (\(advice))")
+            }
+        }
+    }
+
+    /// Puts back what a change replaced, when the maps refused it after the ledger took it.
+    private func undo(_ block: LedgerBlock, restoring previous: LedgerBlock?) {
+        _ = try? ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
+            if let previous { try writer.put(previous, replacing: block) } else { try writer.remove(block) }
+        }
+    }
+
+    private func ledgerWrite<T>(_ body: (inout LedgerWriter) throws(ServiceError) -> T) throws(ServiceError) -> T {
+        try ledger.write(body, mapping: ServiceError.init)
+    }
+
+    // MARK: - Unblocking
+
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockOutcome {
+        let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
+        defer { withExtendedLifetime(lock) {} }
+        let now = WallClock.nowUnixMilliseconds()
+        enum Decision { case absent, kept(LedgerBlock), removed(LedgerBlock) }
+        let decision = try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) -> Decision in
+            guard let current = try ServiceError.mapping({ () throws(LedgerError) in try writer.block(for: target) }) else { return .absent }
+            guard BlockPolicy.mayLift(ownedBy: current.source, isExpired: current.isExpired(atUnixMilliseconds: now),
+                                      requestedBy: onlyOwn ? source : nil) else { return .kept(current) }
+            try ServiceError.mapping { () throws(LedgerError) in
+                try writer.remove(current)
+                try writer.recordWrite(atUnixMilliseconds: now)
+            }
+            return .removed(current)
+        }
+        switch decision {
+        case .absent: return .absent
+        case .kept(let block): return .keptForOwner(try entry(block, at: now))
+        case .removed(let block):
+            CrashPoint.reached(.ledgerCommitted)
+            let removed = try ServiceError.mapping { () throws(DatapathError) in try datapath.removeBlocks([target]) }
+            let entry = Self.entry(block, counters: removed.first, at: now)
+            recorder.recordUnblock(entry, source: source.rawValue, context: context)
+            return .removed(entry)
+        }
+    }
+
+    // MARK: - Sweeping
+
+    /// Removes the blocks that expired, found through the ledger's expiry index, and finishes
+    /// removals a crash interrupted. A sweep that finds nothing writes nothing.
+    public func sweep() throws(ServiceError) -> SweepReport {
+        let started = ContinuousClock.now
+        let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
+        defer { withExtendedLifetime(lock) {} }
+        let now = WallClock.nowUnixMilliseconds()
+        var removed: [BlockEntry] = []
+        var scanned = 0
+        while true {
+            let expired = try ServiceError.mapping { () throws(LedgerError) in try ledger.expired(atUnixMilliseconds: now, limit: 65_536) }
+            let pending = try ServiceError.mapping { () throws(LedgerError) in try ledger.pendingRemovals() }
+            guard !expired.isEmpty || !pending.isEmpty else { break }
+            scanned += expired.count
+            try ServiceError.mapping { () throws(LedgerError) in
+                try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
+                    for block in expired { try writer.remove(block) }
+                }
+            }
+            let targets = expired.map(\.target) + pending
+            let counters = try ServiceError.mapping { () throws(DatapathError) in try datapath.removeBlocks(targets) }
+            var byTarget: [BlockTarget: DataplaneBlock] = [:]
+            for block in counters { byTarget[block.target] = block }
+            for block in expired { removed.append(Self.entry(block, counters: byTarget[block.target], at: now)) }
+            try ServiceError.mapping { () throws(LedgerError) in
+                try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in try writer.clearPendingRemovals(targets) }
+            }
+            if expired.count < 65_536 { break }
+        }
+        if !removed.isEmpty { recorder.recordExpiries(removed) }
+        return SweepReport(removed: removed, scanned: scanned, elapsed: ContinuousClock.now - started)
+    }
+
+    // MARK: - Reading
+
+    public func list(_ query: BlockQuery) throws(ServiceError) -> BlockListing {
+        let now = WallClock.nowUnixMilliseconds()
+        let blocks = try ServiceError.mapping { () throws(LedgerError) in try ledger.blocks(query, at: now) }
+        let total = try ServiceError.mapping { () throws(LedgerError) in try ledger.count(query, at: now) }
+        var entries: [BlockEntry] = []
+        entries.reserveCapacity(blocks.count)
+        for block in blocks { entries.append(try entry(block, at: now)) }
+        return BlockListing(entries: entries, total: total)
+    }
+
+    /// Every block the query selects, a chunk at a time, with bounded memory: for `list --json`
+    /// of a million.
+    public func forEach(_ query: BlockQuery, chunk: Int = 4096, _ body: ([BlockEntry]) throws(ServiceError) -> Void) throws(ServiceError) {
+        let now = WallClock.nowUnixMilliseconds()
+        var page = query
+        page.limit = chunk
+        while true {
+            let blocks = try ServiceError.mapping { () throws(LedgerError) in try ledger.blocks(page, at: now) }
+            var entries: [BlockEntry] = []
+            entries.reserveCapacity(blocks.count)
+            for block in blocks { entries.append(try entry(block, at: now)) }
+            try body(entries)
+            guard blocks.count == chunk, let last = blocks.last else { return }
+            page.after = last.target
+            page.offset = 0
+        }
+    }
+
+    public func entry(for target: BlockTarget) throws(ServiceError) -> BlockEntry? {
+        let now = WallClock.nowUnixMilliseconds()
+        guard let block = try ServiceError.mapping({ () throws(LedgerError) in try ledger.block(for: target) }) else { return nil }
+        return try entry(block, at: now)
+    }
+
+    /// The blocks that dropped most, read from the maps' counters and described by the ledger.
+    public func top(_ count: Int) throws(ServiceError) -> [BlockEntry] {
+        let now = WallClock.nowUnixMilliseconds()
+        let all = try ServiceError.mapping { () throws(DatapathError) in try datapath.dataplaneBlocks() }
+        let most = all.filter { $0.droppedPackets > 0 }.sorted { $0.droppedPackets > $1.droppedPackets }.prefix(count)
+        var entries: [BlockEntry] = []
+        for counters in most {
+            guard let block = try ServiceError.mapping({ () throws(LedgerError) in try ledger.block(for: counters.target) }) else { continue }
+            entries.append(Self.entry(block, counters: counters, at: now))
+        }
+        return entries
+    }
+
+    public func counts() throws(ServiceError) -> LedgerCounts {
+        try ServiceError.mapping { () throws(LedgerError) in try ledger.counts() }
+    }
+
+    private func entry(_ block: LedgerBlock, at now: Int64) throws(ServiceError) -> BlockEntry {
+        let counters = try ServiceError.mapping { () throws(DatapathError) in try datapath.dataplaneBlock(for: block.target) }
+        return Self.entry(block, counters: counters, at: now)
+    }
+
+    static func entry(_ block: LedgerBlock, counters: DataplaneBlock?, at now: Int64) -> BlockEntry {
+        let expires: Int64? = switch block.expiry {
+        case .never: nil
+        case .at(let end): end
+        }
+        return BlockEntry(
+            target: block.target, remaining: expires.map { .milliseconds($0 - now) }, expiresUnixMilliseconds: expires,
+            isExpired: block.isExpired(atUnixMilliseconds: now),
+            droppedPackets: counters?.droppedPackets ?? 0, droppedBytes: counters?.droppedBytes ?? 0,
+            reason: block.reason, source: block.source,
+            createdUnixMilliseconds: block.createdUnixMilliseconds, refreshedUnixMilliseconds: block.refreshedUnixMilliseconds,
+            requestedDuration: block.requestedDuration)
+    }
+
+    // MARK: - Allowlist
+
+    public func allow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange {
+        try allow(target, origin: .command)
+    }
+
+    public func allow(_ target: BlockTarget, origin: AllowOrigin) throws(ServiceError) -> AllowlistChange {
+        let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
+        defer { withExtendedLifetime(lock) {} }
+        let now = WallClock.nowUnixMilliseconds()
+        let added = try ServiceError.mapping { () throws(LedgerError) in
+            try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) -> Bool in
+                try writer.recordWrite(atUnixMilliseconds: now)
+                return try writer.allow(AllowlistEntry(target: target, origin: origin), atUnixMilliseconds: now)
+            }
+        }
+        let inMaps = try ServiceError.mapping { () throws(DatapathError) in try datapath.insertAllowed(target, origin: origin) }
+        return added || inMaps ? .added : .unchanged
+    }
+
+    public func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange {
+        let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
+        defer { withExtendedLifetime(lock) {} }
+        let now = WallClock.nowUnixMilliseconds()
+        let removed = try ServiceError.mapping { () throws(LedgerError) in
+            try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) -> Bool in
+                try writer.recordWrite(atUnixMilliseconds: now)
+                return try writer.disallow(target)
+            }
+        }
+        let inMaps = try ServiceError.mapping { () throws(DatapathError) in try datapath.removeAllowed(target) }
+        return removed || inMaps ? .removed : .absent
+    }
+
+    public func allowlist() throws(ServiceError) -> [BlockTarget] {
+        try ServiceError.mapping { () throws(DatapathError) in try datapath.allowlist() }
+    }
+
+    public func allowlistEntries() throws(ServiceError) -> [AllowlistEntry] {
+        try ServiceError.mapping { () throws(LedgerError) in try ledger.allowlist() }
+    }
+
+    /// Makes the configuration's entries exactly `targets`: adds the missing ones and removes
+    /// configuration entries no longer listed. Entries added by a command are left alone.
+    public func synchronizeConfiguredAllowlist(_ targets: [BlockTarget]) throws(ServiceError) -> (added: [BlockTarget], removed: [BlockTarget]) {
+        let wanted = Set(targets)
+        let existing = try allowlistEntries()
+        var added: [BlockTarget] = []
+        var removed: [BlockTarget] = []
+        for entry in existing where entry.origin == .configuration && !wanted.contains(entry.target) {
+            if try disallow(entry.target) == .removed { removed.append(entry.target) }
+        }
+        let present = Set(existing.map(\.target))
+        for target in targets where !present.contains(target) {
+            if try allow(target, origin: .configuration) == .added { added.append(target) }
+        }
+        return (added, removed)
+    }
+
+    public func statistics() throws(ServiceError) -> PacketStatistics {
+        try ServiceError.mapping { () throws(DatapathError) in try datapath.statistics() }
+    }
+
+    public func mapUsage() throws(ServiceError) -> [MapUsage] {
+        let counts = try counts()
+        return try ServiceError.mapping { () throws(DatapathError) in
+            try datapath.mapUsage(exactV4: counts.count(family: .ipv4, kind: .address), exactV6: counts.count(family: .ipv6, kind: .address))
+        }
+    }
+
+    // MARK: - Start: restore, upgrade, reconcile
+
+    private func start(restoring fresh: Bool, reconcile: Bool, report: inout StartReport) throws(ServiceError) {
+        let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
+        defer { withExtendedLifetime(lock) {} }
+        let reading = try ServiceError.mapping { () throws(DatapathError) in try datapath.now() }
+        let lastWrite = try ServiceError.mapping { () throws(LedgerError) in try ledger.lastWriteUnixMilliseconds() }
+        // A clock that reads earlier than the last change (no RTC, not yet synced) is not
+        // believed: remaining times count from the last change, which never shortens a block.
+        var now = reading.unixMilliseconds
+        if let lastWrite, lastWrite > now {
+            report.clockWarning = "the wall clock reads \(Incident.rfc3339(unixMilliseconds: now)), earlier than the ledger's last change at \(Incident.rfc3339(unixMilliseconds: lastWrite)); remaining times count from that change (check NTP and the RTC)"
+            now = lastWrite
+        }
+        try ServiceError.mapping { () throws(LedgerError) in
+            try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
+                try writer.setSetting("capacity_exact", Int64(datapath.capacity.exact))
+                try writer.setSetting("capacity_prefixes", Int64(datapath.capacity.prefixes))
+            }
+        }
+        if fresh {
+            try restore(reading: reading, now: now, report: &report)
+        } else if reconcile {
+            try self.reconcile(reading: reading, now: now, report: &report)
+        }
+    }
+
+    /// Fills new maps from the ledger: every block still in force, and the allowlist.
+    private func restore(reading: ClockReading, now: Int64, report: inout StartReport) throws(ServiceError) {
+        var writes: [ExpiryWrite] = []
+        var expired: [LedgerBlock] = []
+        try ServiceError.mapping { () throws(LedgerError) in
+            try ledger.forEachBlock(BlockQuery(), at: now) { block in
+                if block.isExpired(atUnixMilliseconds: now) {
+                    expired.append(block)
+                } else {
+                    writes.append(ExpiryWrite(target: block.target, expiry: Self.jiffies(block.expiry, reading, now: now), keepsCounters: false))
+                }
+            }
+        }
+        let allowlist = try allowlistEntries()
+        try ServiceError.mapping { () throws(DatapathError) in
+            for entry in allowlist { try datapath.insertAllowed(entry.target, origin: entry.origin) }
+            try datapath.setExpiries(writes)
+        }
+        report.restored = writes.count
+        try retire(expired, at: now, report: &report)
+    }
+
+    /// Expired blocks found at start: lifted in the ledger, each with its expire record.
+    private func retire(_ expired: [LedgerBlock], at now: Int64, report: inout StartReport) throws(ServiceError) {
+        guard !expired.isEmpty else { return }
+        try ServiceError.mapping { () throws(LedgerError) in
+            try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
+                for block in expired { try writer.remove(block) }
+            }
+        }
+        let counters = try ServiceError.mapping { () throws(DatapathError) in try datapath.removeBlocks(expired.map(\.target)) }
+        var byTarget: [BlockTarget: DataplaneBlock] = [:]
+        for block in counters { byTarget[block.target] = block }
+        try ServiceError.mapping { () throws(LedgerError) in
+            try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in try writer.clearPendingRemovals(expired.map(\.target)) }
+        }
+        report.expiredWhileDown = expired.count
+        recorder.recordExpiries(expired.map { Self.entry($0, counters: byTarget[$0.target], at: now) })
+    }
+
+    /// Makes maps and ledger agree after a crash or an outside change: the ledger wins, and
+    /// what only the maps hold is recorded in it rather than lost.
+    private func reconcile(reading: ClockReading, now: Int64, report: inout StartReport) throws(ServiceError) {
+        let mapBlocks = try ServiceError.mapping { () throws(DatapathError) in try datapath.dataplaneBlocks() }
+        var inMaps: [BlockTarget: DataplaneBlock] = [:]
+        inMaps.reserveCapacity(mapBlocks.count)
+        for block in mapBlocks { inMaps[block.target] = block }
+        let pending = Set(try ServiceError.mapping { () throws(LedgerError) in try ledger.pendingRemovals() })
+        var writes: [ExpiryWrite] = []
+        var expired: [LedgerBlock] = []
+        let tolerance = UInt64(datapath.jiffiesPerSecond) * 2
+        try ServiceError.mapping { () throws(LedgerError) in
+            try ledger.forEachBlock(BlockQuery(), at: now) { block in
+                let mapped = inMaps.removeValue(forKey: block.target)
+                if block.isExpired(atUnixMilliseconds: now) {
+                    expired.append(block)
+                    return
+                }
+                let expiry = Self.jiffies(block.expiry, reading, now: now)
+                guard let mapped else {
+                    writes.append(ExpiryWrite(target: block.target, expiry: expiry, keepsCounters: false))
+                    report.addedToMaps += 1
+                    return
+                }
+                let agrees = switch (mapped.expiry, expiry) {
+                case (.never, .never): true
+                case (.at(let a), .at(let b)): (a > b ? a - b : b - a) <= tolerance
+                default: false
+                }
+                if !agrees {
+                    writes.append(ExpiryWrite(target: block.target, expiry: expiry, keepsCounters: true))
+                    report.expiriesRederived += 1
+                }
+            }
+        }
+        // What is left in the maps, the ledger does not hold.
+        var lifted: [BlockTarget] = []
+        var adopted: [LedgerBlock] = []
+        for (target, block) in inMaps {
+            if pending.contains(target) {
+                lifted.append(target)
+                continue
+            }
+            let expiry: Expiry<Int64> = switch block.expiry {
+            case .never: .never
+            case .at(let jiffies): .at(reading.unixMilliseconds(at: jiffies))
+            }
+            adopted.append(LedgerBlock(
+                target: target, expiry: expiry, source: .cli, origin: "found in the maps at start",
+                reason: "recorded by reconciliation", createdUnixMilliseconds: now, refreshedUnixMilliseconds: now,
+                requestedDuration: nil))
+        }
+        let allowlist = try allowlistEntries()
+        let allowedInMaps = try ServiceError.mapping { () throws(DatapathError) in try datapath.allowlistEntries() }
+        let ledgerAllowed = Set(allowlist.map(\.target))
+        let mapAllowed = Set(allowedInMaps.map(\.target))
+        try ServiceError.mapping { () throws(LedgerError) in
+            try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
+                for block in adopted { try writer.put(block, replacing: nil) }
+                for entry in allowedInMaps where !ledgerAllowed.contains(entry.target) {
+                    _ = try writer.allow(entry, atUnixMilliseconds: now)
+                }
+            }
+        }
+        report.adopted = adopted.count
+        try ServiceError.mapping { () throws(DatapathError) in
+            for entry in allowlist where !mapAllowed.contains(entry.target) {
+                try datapath.insertAllowed(entry.target, origin: entry.origin)
+            }
+            try datapath.setExpiries(writes)
+            report.removedFromMaps = try datapath.removeBlocks(lifted).count
+            try datapath.recountTries()
+        }
+        try ServiceError.mapping { () throws(LedgerError) in
+            try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in try writer.clearPendingRemovals(Array(pending)) }
+        }
+        try retire(expired, at: now, report: &report)
+    }
+
+    /// A wall-clock expiry in the maps' jiffies, counted from `now` (which may be later than
+    /// the reading when the clock is not believed).
+    static func jiffies(_ expiry: Expiry<Int64>, _ reading: ClockReading, now: Int64? = nil) -> Expiry<UInt64> {
+        switch expiry {
+        case .never: return .never
+        case .at(let end):
+            let left = end - (now ?? reading.unixMilliseconds)
+            return .at(left > 0 ? reading.expiry(after: .milliseconds(left)) : reading.jiffies)
+        }
+    }
+}
+
+/// What a listing found: a page of blocks and how many matched in all.
+public struct BlockListing: Sendable {
+    public let entries: [BlockEntry]
+    public let total: Int
+
+    public init(entries: [BlockEntry], total: Int) {
+        (self.entries, self.total) = (entries, total)
+    }
+}
+
+extension ServiceError {
+    public init(_ error: LedgerError) {
+        let kind: Kind = switch error.kind {
+        case .full: .full
+        case .permission, .readOnly: .permission
+        case .busy: .unavailable
+        case .corrupt, .newerSchema, .failed: .failed
+        }
+        self.init(kind, error.description)
+    }
+
+    /// Runs a ledger call, giving its failure the service's kind.
+    public static func mapping<T>(_ body: () throws(LedgerError) -> T) throws(ServiceError) -> T {
+        do {
+            return try body()
+        } catch {
+            throw ServiceError(error)
+        }
+    }
+}
+
+/// Where a test may have the process killed, to prove that a crash there loses nothing:
+/// `PORTCULLIS_TEST_CRASH_AT=ledger-committed` kills the process right after the ledger
+/// committed a change and before the maps took it. Unset in production.
+enum CrashPoint: String {
+    case ledgerCommitted = "ledger-committed"
+
+    static let armed: CrashPoint? = setting(option: nil, environment: "PORTCULLIS_TEST_CRASH_AT").flatMap(CrashPoint.init(rawValue:))
+
+    static func reached(_ point: CrashPoint) {
+        if armed == point { kill(getpid(), SIGKILL) }
+    }
+}

@@ -1,0 +1,579 @@
+import CSQLite
+import Glibc
+import PortcullisCore
+import PortcullisSystem
+
+/// A block as the ledger records it: everything but the drop counters, which the data plane
+/// keeps. Times are wall-clock Unix milliseconds.
+public struct LedgerBlock: Sendable, Equatable {
+    public var target: BlockTarget
+    public var expiry: Expiry<Int64>
+    public var source: BlockSource
+    /// Where it came from within its source: a file's path, a Wazuh agent, a log file.
+    public var origin: String
+    public var reason: String
+    public var createdUnixMilliseconds: Int64
+    public var refreshedUnixMilliseconds: Int64
+    /// What was asked for the last time it was set; nil when permanent.
+    public var requestedDuration: Duration?
+    /// The Wazuh alert or detector match behind it, as JSON.
+    public var context: String?
+
+    public init(target: BlockTarget, expiry: Expiry<Int64>, source: BlockSource, origin: String = "", reason: String,
+                createdUnixMilliseconds: Int64, refreshedUnixMilliseconds: Int64, requestedDuration: Duration?,
+                context: String? = nil) {
+        (self.target, self.expiry, self.source, self.origin, self.reason) = (target, expiry, source, origin, reason)
+        (self.createdUnixMilliseconds, self.refreshedUnixMilliseconds) = (createdUnixMilliseconds, refreshedUnixMilliseconds)
+        (self.requestedDuration, self.context) = (requestedDuration, context)
+    }
+
+    public func isExpired(atUnixMilliseconds now: Int64) -> Bool {
+        if case .at(let end) = expiry { return end <= now }
+        return false
+    }
+
+    /// The terms the refresh and owner rules decide on.
+    public var terms: BlockTerms<Int64> {
+        BlockTerms(expiry: expiry, source: source, reason: reason, requestedDuration: requestedDuration)
+    }
+}
+
+/// How many blocks the ledger holds, by family, kind and source: kept up to date by every
+/// change, so reading it never counts rows.
+public struct LedgerCounts: Sendable, Equatable {
+    public struct Key: Hashable, Sendable {
+        public let family: AddressFamily
+        public let kind: BlockKind
+        public let source: BlockSource
+
+        public init(family: AddressFamily, kind: BlockKind, source: BlockSource) {
+            (self.family, self.kind, self.source) = (family, kind, source)
+        }
+    }
+
+    public var byKey: [Key: Int] = [:]
+
+    public init() {}
+
+    public func count(family: AddressFamily? = nil, kind: BlockKind? = nil, source: BlockSource? = nil) -> Int {
+        byKey.reduce(0) { total, item in
+            let key = item.key
+            guard family.map({ $0 == key.family }) ?? true, kind.map({ $0 == key.kind }) ?? true,
+                  source.map({ $0 == key.source }) ?? true else { return total }
+            return total + item.value
+        }
+    }
+
+    public var total: Int { byKey.values.reduce(0, +) }
+}
+
+/// Which blocks a listing wants. Every filter is answered from an index or by key.
+public struct BlockQuery: Sendable, Equatable {
+    public var source: BlockSource?
+    public var family: AddressFamily?
+    public var kind: BlockKind?
+    /// Only blocks holding this address: the address itself and the prefixes around it.
+    public var containing: IPAddress?
+    /// true: only blocks expired but not yet swept; false: only blocks in force.
+    public var expired: Bool?
+    /// Only blocks after this one, in target order: a cursor for paging through everything.
+    public var after: BlockTarget?
+    /// nil for no limit.
+    public var limit: Int?
+    public var offset: Int
+
+    public init(source: BlockSource? = nil, family: AddressFamily? = nil, kind: BlockKind? = nil, containing: IPAddress? = nil,
+                expired: Bool? = nil, after: BlockTarget? = nil, limit: Int? = nil, offset: Int = 0) {
+        (self.source, self.family, self.kind, self.containing) = (source, family, kind, containing)
+        (self.expired, self.after, self.limit, self.offset) = (expired, after, limit, offset)
+    }
+}
+
+/// The control plane's source of truth: every block with its record, and the allowlist, in a
+/// SQLite database in WAL mode. One writer at a time (SQLite's lock, and the pin directory's
+/// writer lock around ledger and maps together); readers never wait for it.
+///
+/// Not thread-safe: one thread or actor uses a `Ledger` at a time. Open one per reader.
+public final class Ledger {
+    public static let fileName = "ledger.sqlite"
+    /// Schema version, kept in `PRAGMA user_version`.
+    static let schemaVersion: Int64 = 1
+
+    public let path: String
+    let connection: SQLiteConnection
+
+    /// Opens the ledger in `stateDirectory`, creating the directory and the database when
+    /// missing.
+    public static func open(stateDirectory: String) throws(LedgerError) -> Ledger {
+        if case .failure(let error) = SystemCall.makeDirectories(stateDirectory, mode: 0o750) {
+            let path = stateDirectory + "/" + fileName
+            let kind: LedgerError.Kind = error.code == EROFS ? .readOnly : (error.code == EACCES ? .permission : .failed)
+            let advice = kind == .permission ? "run as root, or choose" : "choose"
+            throw LedgerError(kind, path: path, "\(error.description), where the ledger \(path) lives; \(advice) a writable state directory with --state-dir or PORTCULLIS_STATE_DIR")
+        }
+        return try Ledger(path: stateDirectory + "/" + fileName)
+    }
+
+    /// Whether a ledger exists in `stateDirectory`, without creating one.
+    public static func exists(stateDirectory: String) -> Bool {
+        access(stateDirectory + "/" + fileName, F_OK) == 0
+    }
+
+    /// Deletes the ledger in `stateDirectory` with its write-ahead log; false when there was none.
+    public static func remove(stateDirectory: String) throws(LedgerError) -> Bool {
+        let path = stateDirectory + "/" + fileName
+        guard access(path, F_OK) == 0 else { return false }
+        for suffix in ["-wal", "-shm", ""] {
+            guard unlink(path + suffix) != 0 else { continue }
+            let code = errno
+            if code == ENOENT { continue }
+            throw LedgerError(.permission, path: path, "cannot remove the ledger \(path)\(suffix): \(String(cString: strerror(code)))")
+        }
+        return true
+    }
+
+    public init(path: String) throws(LedgerError) {
+        self.path = path
+        connection = try SQLiteConnection(path: path)
+        try prepareSchema()
+    }
+
+    private func prepareSchema() throws(LedgerError) {
+        // Reading the header first tells a damaged or foreign file from an empty one.
+        let version = try connection.statement("PRAGMA user_version")
+        guard try version.step() else { throw LedgerError(.corrupt, path: path, "the ledger \(path) has no schema version") }
+        let found = version.int64(0)
+        version.reset()
+        if found > Self.schemaVersion {
+            throw LedgerError(.newerSchema, path: path, "the ledger \(path) has schema version \(found), newer than this portcullis understands (\(Self.schemaVersion)); run the newer portcullis")
+        }
+        let mode = try connection.statement("PRAGMA journal_mode = WAL")
+        _ = try mode.step()
+        let journal = mode.string(0)
+        mode.reset()
+        if journal != "wal" {
+            throw LedgerError(.failed, path: path, "the ledger \(path) cannot use write-ahead logging (journal mode \(journal)); put the state directory on a local file system")
+        }
+        // FULL: a change the caller was told about survives a power cut, not only a crash.
+        try connection.execute("PRAGMA synchronous = FULL")
+        guard found < Self.schemaVersion else { return }
+        try connection.execute("""
+            BEGIN IMMEDIATE;
+            CREATE TABLE IF NOT EXISTS blocks (
+                key BLOB PRIMARY KEY,          -- family, address, length, kind: sorts as targets do
+                family INTEGER NOT NULL,       -- 4 or 6
+                kind INTEGER NOT NULL,         -- 0 address, 1 prefix
+                expires_ms INTEGER,            -- NULL: permanent
+                source TEXT NOT NULL,
+                origin TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                refreshed_ms INTEGER NOT NULL,
+                requested_seconds INTEGER,     -- NULL: permanent
+                context TEXT                   -- the Wazuh alert or detector match, JSON
+            ) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS blocks_by_expiry ON blocks (expires_ms) WHERE expires_ms IS NOT NULL;
+            CREATE INDEX IF NOT EXISTS blocks_by_source ON blocks (source, key);
+            CREATE INDEX IF NOT EXISTS prefix_blocks ON blocks (key) WHERE kind = 1;
+            CREATE TABLE IF NOT EXISTS block_counts (
+                family INTEGER NOT NULL, kind INTEGER NOT NULL, source TEXT NOT NULL, count INTEGER NOT NULL,
+                PRIMARY KEY (family, kind, source)
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS allowlist (
+                key BLOB PRIMARY KEY, origin TEXT NOT NULL, added_ms INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            -- Lifted in the ledger, not yet in the maps: a crash in between must not bring them back.
+            CREATE TABLE IF NOT EXISTS pending_removals (key BLOB PRIMARY KEY) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;
+            PRAGMA user_version = \(Self.schemaVersion);
+            COMMIT;
+            """)
+    }
+
+    // MARK: - Writing
+
+    /// Runs `body` in one write transaction (`BEGIN IMMEDIATE`): all of it is recorded, or,
+    /// when it throws, none.
+    public func write<T>(_ body: (inout LedgerWriter) throws(LedgerError) -> T) throws(LedgerError) -> T {
+        try write(body, mapping: { $0 })
+    }
+
+    /// ``write(_:)`` for a body that throws its caller's error type; the ledger's own failures
+    /// (begin, commit) become that type through `mapping`.
+    public func write<T, Failure: Error>(
+        _ body: (inout LedgerWriter) throws(Failure) -> T, mapping: (LedgerError) -> Failure
+    ) throws(Failure) -> T {
+        do {
+            try connection.execute("BEGIN IMMEDIATE")
+        } catch {
+            throw mapping(error)
+        }
+        var writer = LedgerWriter(connection: connection)
+        do throws(Failure) {
+            let result = try body(&writer)
+            do {
+                try writer.flushCounts()
+                try connection.execute("COMMIT")
+            } catch {
+                throw mapping(error)
+            }
+            return result
+        } catch {
+            if connection.inTransaction { try? connection.execute("ROLLBACK") }
+            throw error
+        }
+    }
+
+    // MARK: - Reading
+
+    static let columns = "key, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context"
+
+    public func block(for target: BlockTarget) throws(LedgerError) -> LedgerBlock? {
+        try LedgerWriter.block(for: target, in: connection)
+    }
+
+    /// The blocks `query` selects, in target order; `now` decides what has expired.
+    public func blocks(_ query: BlockQuery, at now: Int64 = WallClock.nowUnixMilliseconds()) throws(LedgerError) -> [LedgerBlock] {
+        var result: [LedgerBlock] = []
+        try forEachBlock(query, at: now) { result.append($0) }
+        return result
+    }
+
+    /// Calls `body` with each block `query` selects, in target order, without holding them all.
+    public func forEachBlock(_ query: BlockQuery, at now: Int64 = WallClock.nowUnixMilliseconds(),
+                             _ body: (LedgerBlock) throws(LedgerError) -> Void) throws(LedgerError) {
+        var conditions: [String] = []
+        var bindings: [Binding] = []
+        if let containing = query.containing {
+            // The address itself and each prefix that could hold it: a handful of keys.
+            var keys = [LedgerKey.encode(.address(containing))]
+            for length in 0..<containing.family.bitWidth {
+                let network = containing.masked(to: length)
+                if let prefix = try? IPPrefix(address: network, length: length) { keys.append(LedgerKey.encode(.prefix(prefix))) }
+            }
+            conditions.append("key IN (\(Array(repeating: "?", count: keys.count).joined(separator: ",")))")
+            bindings += keys.map(Binding.blob)
+        }
+        if let family = query.family {
+            conditions.append("key >= ? AND key < ?")
+            let first = UInt8(family == .ipv4 ? 4 : 6)
+            bindings += [.blob([first]), .blob([first + 1])]
+        }
+        if let kind = query.kind {
+            conditions.append("kind = \(kind == .prefix ? 1 : 0)")
+        }
+        if let source = query.source {
+            conditions.append("source = ?")
+            bindings.append(.text(source.rawValue))
+        }
+        if let expired = query.expired {
+            conditions.append(expired ? "expires_ms IS NOT NULL AND expires_ms <= ?" : "(expires_ms IS NULL OR expires_ms > ?)")
+            bindings.append(.integer(now))
+        }
+        if let after = query.after {
+            conditions.append("key > ?")
+            bindings.append(.blob(LedgerKey.encode(after)))
+        }
+        var sql = "SELECT \(Self.columns) FROM blocks"
+        if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
+        sql += " ORDER BY key LIMIT ? OFFSET ?"
+        bindings.append(.integer(query.limit.map(Int64.init) ?? -1))
+        bindings.append(.integer(Int64(query.offset)))
+        let statement = try connection.statement(sql)
+        for (index, binding) in bindings.enumerated() { binding.bind(to: statement, at: Int32(index + 1)) }
+        defer { statement.reset() }
+        while try statement.step() {
+            if let block = LedgerWriter.decodeBlock(statement) { try body(block) }
+        }
+    }
+
+    /// How many blocks `query` selects, ignoring its limit and offset.
+    public func count(_ query: BlockQuery, at now: Int64 = WallClock.nowUnixMilliseconds()) throws(LedgerError) -> Int {
+        if query.containing == nil, query.expired == nil, query.after == nil {
+            return try counts().count(family: query.family, kind: query.kind, source: query.source)
+        }
+        var unpaged = query
+        unpaged.limit = nil
+        unpaged.offset = 0
+        var count = 0
+        try forEachBlock(unpaged, at: now) { _ in count += 1 }
+        return count
+    }
+
+    public func counts() throws(LedgerError) -> LedgerCounts {
+        let statement = try connection.statement("SELECT family, kind, source, count FROM block_counts WHERE count > 0")
+        defer { statement.reset() }
+        var counts = LedgerCounts()
+        while try statement.step() {
+            guard let source = BlockSource(rawValue: statement.string(2)) else { continue }
+            let key = LedgerCounts.Key(
+                family: statement.int64(0) == 6 ? .ipv6 : .ipv4, kind: statement.int64(1) == 1 ? .prefix : .address, source: source)
+            counts.byKey[key, default: 0] += Int(statement.int64(3))
+        }
+        return counts
+    }
+
+    /// Blocks expired at `now`, found through the expiry index: a sweep's cost follows what
+    /// expired, not what is held.
+    public func expired(atUnixMilliseconds now: Int64, limit: Int) throws(LedgerError) -> [LedgerBlock] {
+        let statement = try connection.statement(
+            "SELECT \(Self.columns) FROM blocks WHERE expires_ms IS NOT NULL AND expires_ms <= ? ORDER BY expires_ms LIMIT ?")
+        statement.bind(1, now).bind(2, Int64(limit))
+        defer { statement.reset() }
+        var result: [LedgerBlock] = []
+        while try statement.step() {
+            if let block = LedgerWriter.decodeBlock(statement) { result.append(block) }
+        }
+        return result
+    }
+
+    /// The earliest expiry of any block, for a sweeper that sleeps until then.
+    public func nextExpiry() throws(LedgerError) -> Int64? {
+        let statement = try connection.statement("SELECT min(expires_ms) FROM blocks WHERE expires_ms IS NOT NULL")
+        defer { statement.reset() }
+        guard try statement.step() else { return nil }
+        return statement.optionalInt64(0)
+    }
+
+    public func allowlist() throws(LedgerError) -> [AllowlistEntry] {
+        let statement = try connection.statement("SELECT key, origin FROM allowlist ORDER BY key")
+        defer { statement.reset() }
+        var entries: [AllowlistEntry] = []
+        while try statement.step() {
+            guard let target = LedgerKey.decode(statement.blob(0)) else { continue }
+            entries.append(AllowlistEntry(target: target, origin: AllowOrigin(rawValue: statement.string(1)) ?? .command))
+        }
+        return entries
+    }
+
+    /// Targets lifted in the ledger whose removal from the maps may not have happened.
+    public func pendingRemovals() throws(LedgerError) -> [BlockTarget] {
+        let statement = try connection.statement("SELECT key FROM pending_removals")
+        defer { statement.reset() }
+        var targets: [BlockTarget] = []
+        while try statement.step() {
+            if let target = LedgerKey.decode(statement.blob(0)) { targets.append(target) }
+        }
+        return targets
+    }
+
+    /// The wall-clock time of the latest change, which a later start compares with its clock.
+    public func lastWriteUnixMilliseconds() throws(LedgerError) -> Int64? {
+        try setting("last_write_ms")
+    }
+
+    public func setting(_ name: String) throws(LedgerError) -> Int64? {
+        let statement = try connection.statement("SELECT value FROM settings WHERE name = ?")
+        statement.bind(1, name)
+        defer { statement.reset() }
+        guard try statement.step() else { return nil }
+        return statement.optionalInt64(0)
+    }
+
+    /// A number that changes whenever another connection commits: `PRAGMA data_version`.
+    public func dataVersion() throws(LedgerError) -> Int64 {
+        let statement = try connection.statement("PRAGMA data_version")
+        defer { statement.reset() }
+        guard try statement.step() else { return 0 }
+        return statement.int64(0)
+    }
+
+    /// Whether the ledger holds anything at all.
+    public func isEmpty() throws(LedgerError) -> Bool {
+        let blocks = try connection.statement("SELECT 1 FROM blocks LIMIT 1")
+        defer { blocks.reset() }
+        if try blocks.step() { return false }
+        let allowed = try connection.statement("SELECT 1 FROM allowlist LIMIT 1")
+        defer { allowed.reset() }
+        return try !allowed.step()
+    }
+}
+
+/// The changes of one write transaction. Counts are kept in memory and written once at the
+/// end, so a batch of a million touches the counts table a handful of times.
+public struct LedgerWriter {
+    let connection: SQLiteConnection
+    private var countDeltas: [LedgerCounts.Key: Int] = [:]
+
+    init(connection: SQLiteConnection) { self.connection = connection }
+
+    public func block(for target: BlockTarget) throws(LedgerError) -> LedgerBlock? {
+        try Self.block(for: target, in: connection)
+    }
+
+    static func block(for target: BlockTarget, in connection: SQLiteConnection) throws(LedgerError) -> LedgerBlock? {
+        let statement = try connection.statement("SELECT \(Ledger.columns) FROM blocks WHERE key = ?")
+        statement.bind(1, LedgerKey.encode(target))
+        defer { statement.reset() }
+        guard try statement.step() else { return nil }
+        return decodeBlock(statement)
+    }
+
+    /// Writes `block`, replacing `previous` (what ``block(for:)`` returned for its target).
+    public mutating func put(_ block: LedgerBlock, replacing previous: LedgerBlock?) throws(LedgerError) {
+        let statement = try connection.statement("""
+            INSERT OR REPLACE INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        let expires: Int64? = switch block.expiry {
+        case .never: nil
+        case .at(let end): end
+        }
+        statement.bind(1, LedgerKey.encode(block.target))
+            .bind(2, block.target.family == .ipv6 ? 6 : 4)
+            .bind(3, block.target.kind == .prefix ? 1 : 0)
+            .bind(4, expires)
+            .bind(5, block.source.rawValue)
+            .bind(6, block.origin)
+            .bind(7, block.reason)
+            .bind(8, block.createdUnixMilliseconds)
+            .bind(9, block.refreshedUnixMilliseconds)
+            .bind(10, block.requestedDuration.map { $0.components.seconds })
+            .bind(11, block.context)
+        try statement.run()
+        if let previous { countDeltas[Self.countKey(previous), default: 0] -= 1 }
+        countDeltas[Self.countKey(block), default: 0] += 1
+        if previous == nil { try clearPendingRemoval(block.target) }
+    }
+
+    /// Lifts `block` in the ledger and marks it for removal from the maps, which
+    /// ``clearPendingRemovals(_:)`` confirms once done.
+    public mutating func remove(_ block: LedgerBlock) throws(LedgerError) {
+        let key = LedgerKey.encode(block.target)
+        let delete = try connection.statement("DELETE FROM blocks WHERE key = ?")
+        delete.bind(1, key)
+        try delete.run()
+        guard connection.changes > 0 else { return }
+        countDeltas[Self.countKey(block), default: 0] -= 1
+        let pending = try connection.statement("INSERT OR IGNORE INTO pending_removals (key) VALUES (?)")
+        pending.bind(1, key)
+        try pending.run()
+    }
+
+    private func clearPendingRemoval(_ target: BlockTarget) throws(LedgerError) {
+        let statement = try connection.statement("DELETE FROM pending_removals WHERE key = ?")
+        statement.bind(1, LedgerKey.encode(target))
+        try statement.run()
+    }
+
+    /// Confirms that the maps no longer hold `targets`.
+    public func clearPendingRemovals(_ targets: [BlockTarget]) throws(LedgerError) {
+        for target in targets { try clearPendingRemoval(target) }
+    }
+
+    /// Adds to the allowlist; false when the target was there already.
+    public func allow(_ entry: AllowlistEntry, atUnixMilliseconds now: Int64) throws(LedgerError) -> Bool {
+        let statement = try connection.statement("INSERT OR IGNORE INTO allowlist (key, origin, added_ms) VALUES (?, ?, ?)")
+        statement.bind(1, LedgerKey.encode(entry.target)).bind(2, entry.origin.rawValue).bind(3, now)
+        try statement.run()
+        return connection.changes > 0
+    }
+
+    /// Removes from the allowlist; false when the target was not there.
+    public func disallow(_ target: BlockTarget) throws(LedgerError) -> Bool {
+        let statement = try connection.statement("DELETE FROM allowlist WHERE key = ?")
+        statement.bind(1, LedgerKey.encode(target))
+        try statement.run()
+        return connection.changes > 0
+    }
+
+    public func setSetting(_ name: String, _ value: Int64) throws(LedgerError) {
+        let statement = try connection.statement("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)")
+        statement.bind(1, name).bind(2, value)
+        try statement.run()
+    }
+
+    /// Records the wall-clock time of this change, never moving it backwards.
+    public func recordWrite(atUnixMilliseconds now: Int64) throws(LedgerError) {
+        let statement = try connection.statement("""
+            INSERT INTO settings (name, value) VALUES ('last_write_ms', ?)
+            ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)
+            """)
+        statement.bind(1, now)
+        try statement.run()
+    }
+
+    mutating func flushCounts() throws(LedgerError) {
+        let statement = try connection.statement("""
+            INSERT INTO block_counts (family, kind, source, count) VALUES (?, ?, ?, ?)
+            ON CONFLICT (family, kind, source) DO UPDATE SET count = count + excluded.count
+            """)
+        for (key, delta) in countDeltas where delta != 0 {
+            statement.reset()
+            statement.bind(1, key.family == .ipv6 ? 6 : 4).bind(2, key.kind == .prefix ? 1 : 0)
+                .bind(3, key.source.rawValue).bind(4, Int64(delta))
+            try statement.run()
+        }
+        countDeltas.removeAll()
+    }
+
+    static func countKey(_ block: LedgerBlock) -> LedgerCounts.Key {
+        LedgerCounts.Key(family: block.target.family, kind: block.target.kind, source: block.source)
+    }
+
+    /// A row as a block, or nil for a row no Portcullis could have written (skipped, never
+    /// guessed at).
+    static func decodeBlock(_ statement: SQLiteStatement) -> LedgerBlock? {
+        guard let target = LedgerKey.decode(statement.blob(0)),
+              let source = BlockSource(rawValue: statement.string(2)) else { return nil }
+        return LedgerBlock(
+            target: target,
+            expiry: statement.optionalInt64(1).map { .at($0) } ?? .never,
+            source: source, origin: statement.string(3), reason: statement.string(4),
+            createdUnixMilliseconds: statement.int64(5), refreshedUnixMilliseconds: statement.int64(6),
+            requestedDuration: statement.optionalInt64(7).map { .seconds($0) },
+            context: statement.optionalString(8))
+    }
+}
+
+enum Binding {
+    case integer(Int64), text(String), blob([UInt8])
+
+    func bind(to statement: SQLiteStatement, at index: Int32) {
+        switch self {
+        case .integer(let value): statement.bind(index, value)
+        case .text(let value): statement.bind(index, value)
+        case .blob(let value): statement.bind(index, value)
+        }
+    }
+}
+
+/// A target as the ledger's primary key: family, address bytes, prefix length, kind. Byte
+/// order is target order, so keys page and range like the targets they stand for.
+enum LedgerKey {
+    static func encode(_ target: BlockTarget) -> [UInt8] {
+        let prefix = target.asPrefix
+        var key: [UInt8] = []
+        key.reserveCapacity(19)
+        switch prefix.address {
+        case .v4(let address):
+            key.append(4)
+            key += address.octets
+        case .v6(let address):
+            key.append(6)
+            key += address.octets
+        }
+        key.append(UInt8(prefix.length))
+        key.append(target.kind == .prefix ? 1 : 0)
+        return key
+    }
+
+    static func decode(_ key: [UInt8]) -> BlockTarget? {
+        guard let family = key.first else { return nil }
+        let width = family == 4 ? 4 : (family == 6 ? 16 : 0)
+        guard width > 0, key.count == width + 3 else { return nil }
+        let octets = Array(key[1...width])
+        let length = Int(key[width + 1])
+        let address: IPAddress
+        if width == 4 {
+            address = .v4(IPv4Address(octets[0], octets[1], octets[2], octets[3]))
+        } else {
+            guard let v6 = IPv6Address(octets: octets) else { return nil }
+            address = .v6(v6)
+        }
+        if key[width + 2] == 0 {
+            return length == address.family.bitWidth ? .address(address) : nil
+        }
+        return (try? IPPrefix(address: address, length: length)).map { .prefix($0) }
+    }
+}

@@ -1,0 +1,160 @@
+import Glibc
+import PortcullisCore
+import Testing
+
+@testable import PortcullisLedger
+
+/// A ledger in a fresh temporary directory, removed afterwards.
+final class ScratchLedger {
+    let directory: String
+    let ledger: Ledger
+
+    init() throws {
+        var template = Array("/tmp/portcullis-ledger-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw LedgerError(.failed, path: "/tmp", "mkdtemp failed") }
+        directory = String(cString: made)
+        ledger = try Ledger.open(stateDirectory: directory)
+    }
+
+    deinit {
+        for suffix in ["", "-wal", "-shm"] { unlink(directory + "/" + Ledger.fileName + suffix) }
+        rmdir(directory)
+    }
+}
+
+func target(_ text: String) throws -> BlockTarget { try BlockTarget.parse(text).target }
+
+func block(_ text: String, expires: Int64? = nil, source: BlockSource = .cli, reason: String = "", at now: Int64 = 1_000) throws -> LedgerBlock {
+    LedgerBlock(target: try target(text), expiry: expires.map { .at($0) } ?? .never, source: source, reason: reason,
+                createdUnixMilliseconds: now, refreshedUnixMilliseconds: now,
+                requestedDuration: expires.map { .milliseconds($0 - now) })
+}
+
+@Suite struct LedgerTests {
+    @Test func keysSortAsTargetsDo() throws {
+        let texts = ["2001:db8::1", "192.0.2.0/24", "192.0.2.1", "198.51.100.7", "2001:db8::/32", "192.0.2.0", "0.0.0.0/0", "::/0"]
+        let targets = try texts.map(target)
+        let byKey = targets.sorted { LedgerKey.encode($0).lexicographicallyPrecedes(LedgerKey.encode($1)) }
+        #expect(byKey == targets.sorted())
+        for item in targets { #expect(LedgerKey.decode(LedgerKey.encode(item)) == item) }
+        #expect(LedgerKey.decode([4, 1, 2]) == nil)
+        #expect(LedgerKey.decode([9, 1, 2, 3, 4, 32, 0]) == nil)
+        #expect(LedgerKey.decode([4, 192, 0, 2, 1, 24, 1]) == nil, "host bits set: not a prefix")
+    }
+
+    @Test func blocksRoundTripWithEveryField() throws {
+        let scratch = try ScratchLedger()
+        var original = try block("203.0.113.7", expires: 61_000, source: .wazuh, reason: "rule 5710")
+        original.origin = "agent 001"
+        original.context = #"{"rule":"5710"}"#
+        try scratch.ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in try writer.put(original, replacing: nil) }
+        #expect(try scratch.ledger.block(for: try target("203.0.113.7")) == original)
+        #expect(try scratch.ledger.block(for: try target("203.0.113.8")) == nil)
+        let reopened = try Ledger(path: scratch.ledger.path)
+        #expect(try reopened.block(for: original.target) == original, "it is on disk, not in the connection")
+    }
+
+    @Test func countsFollowEveryChange() throws {
+        let scratch = try ScratchLedger()
+        let a = try block("192.0.2.1"), b = try block("2001:db8::/48", source: .file), c = try block("192.0.2.0/24", source: .api)
+        try scratch.ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
+            try writer.put(a, replacing: nil)
+            try writer.put(b, replacing: nil)
+            try writer.put(c, replacing: nil)
+        }
+        var counts = try scratch.ledger.counts()
+        #expect(counts.total == 3)
+        #expect(counts.count(family: .ipv4) == 2)
+        #expect(counts.count(kind: .prefix) == 2)
+        #expect(counts.count(source: .file) == 1)
+        var moved = a
+        moved.source = .wazuh
+        try scratch.ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
+            try writer.put(moved, replacing: a)
+            try writer.remove(c)
+        }
+        counts = try scratch.ledger.counts()
+        #expect(counts.total == 2)
+        #expect(counts.count(source: .cli) == 0)
+        #expect(counts.count(source: .wazuh) == 1)
+        #expect(try scratch.ledger.pendingRemovals() == [c.target])
+        try scratch.ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in try writer.clearPendingRemovals([c.target]) }
+        #expect(try scratch.ledger.pendingRemovals().isEmpty)
+    }
+
+    @Test func aFailedTransactionChangesNothing() throws {
+        let scratch = try ScratchLedger()
+        struct Stop: Error {}
+        #expect(throws: LedgerError.self) {
+            try scratch.ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
+                try writer.put(try! block("192.0.2.1"), replacing: nil)
+                throw LedgerError(.failed, path: "", "stop")
+            }
+        }
+        #expect(try scratch.ledger.isEmpty())
+        #expect(try scratch.ledger.counts().total == 0)
+    }
+
+    @Test func queriesFilterPageAndFindContainingBlocks() throws {
+        let scratch = try ScratchLedger()
+        let blocks = [
+            try block("192.0.2.1", expires: 500), try block("192.0.2.2", source: .file), try block("192.0.2.0/24", source: .file),
+            try block("198.51.100.0/24", expires: 5_000), try block("2001:db8::1", source: .wazuh), try block("2001:db8::/32"),
+        ]
+        try scratch.ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
+            for item in blocks { try writer.put(item, replacing: nil) }
+        }
+        func texts(_ query: BlockQuery) throws -> [String] { try scratch.ledger.blocks(query).map(\.target.description) }
+        #expect(try texts(BlockQuery()) == blocks.map(\.target).sorted().map(\.description))
+        #expect(try texts(BlockQuery(family: .ipv6)) == ["2001:db8::/32", "2001:db8::1"])
+        #expect(try texts(BlockQuery(kind: .prefix, limit: 2)) == ["192.0.2.0/24", "198.51.100.0/24"])
+        #expect(try texts(BlockQuery(source: .file)) == ["192.0.2.0/24", "192.0.2.2"])
+        #expect(try texts(BlockQuery(containing: try IPAddress(parsing: "192.0.2.2"))) == ["192.0.2.0/24", "192.0.2.2"])
+        #expect(try texts(BlockQuery(containing: try IPAddress(parsing: "2001:db8::1"))) == ["2001:db8::/32", "2001:db8::1"])
+        #expect(try scratch.ledger.blocks(BlockQuery(expired: true), at: 1_000).map(\.target.description) == ["192.0.2.1"])
+        #expect(try scratch.ledger.blocks(BlockQuery(family: .ipv4, expired: false), at: 1_000).count == 3)
+        #expect(try texts(BlockQuery(limit: 2, offset: 2)) == ["192.0.2.2", "198.51.100.0/24"])
+        #expect(try texts(BlockQuery(after: try target("198.51.100.0/24"), limit: 10)) == ["2001:db8::/32", "2001:db8::1"])
+        #expect(try scratch.ledger.count(BlockQuery(source: .file)) == 2)
+        #expect(try scratch.ledger.count(BlockQuery(expired: true), at: 10_000) == 2)
+        #expect(try scratch.ledger.expired(atUnixMilliseconds: 1_000, limit: 10).map(\.target.description) == ["192.0.2.1"])
+        #expect(try scratch.ledger.nextExpiry() == 500)
+    }
+
+    @Test func allowlistAndLastWrite() throws {
+        let scratch = try ScratchLedger()
+        let entry = AllowlistEntry(target: try target("192.0.2.0/24"), origin: .configuration)
+        let added = try scratch.ledger.write { (writer: inout LedgerWriter) throws(LedgerError) -> Bool in
+            try writer.recordWrite(atUnixMilliseconds: 2_000)
+            try writer.recordWrite(atUnixMilliseconds: 1_000)
+            return try writer.allow(entry, atUnixMilliseconds: 2_000)
+        }
+        #expect(added)
+        #expect(try scratch.ledger.lastWriteUnixMilliseconds() == 2_000, "never moves backwards")
+        #expect(try scratch.ledger.allowlist() == [entry])
+        let again = try scratch.ledger.write { (writer: inout LedgerWriter) throws(LedgerError) -> Bool in
+            try writer.allow(entry, atUnixMilliseconds: 3_000)
+        }
+        #expect(!again)
+        let removed = try scratch.ledger.write { (writer: inout LedgerWriter) throws(LedgerError) -> Bool in try writer.disallow(entry.target) }
+        #expect(removed)
+        #expect(try scratch.ledger.allowlist().isEmpty)
+    }
+
+    @Test func aFileThatIsNotALedgerIsAClearError() throws {
+        var template = Array("/tmp/portcullis-ledger-XXXXXX".utf8CString)
+        let directory = String(cString: try #require(mkdtemp(&template)))
+        defer {
+            unlink(directory + "/" + Ledger.fileName)
+            rmdir(directory)
+        }
+        let fd = open(directory + "/" + Ledger.fileName, O_CREAT | O_WRONLY, 0o600)
+        let garbage = [UInt8](repeating: 0x5A, count: 8192)
+        _ = garbage.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        let error = try #require(throws: LedgerError.self) { try Ledger.open(stateDirectory: directory) }
+        #expect(error.kind == .corrupt)
+        #expect(error.description.contains(directory + "/" + Ledger.fileName))
+        #expect(!error.description.contains("\n"))
+    }
+}
