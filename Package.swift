@@ -57,7 +57,10 @@ let package = Package(
         // The incident record: JSON lines, locked and fsync'd, HMAC-chained. No BPF, no root.
         .target(
             name: "PortcullisIncidents",
-            dependencies: ["PortcullisCore", "PortcullisSystem", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: [
+                "PortcullisCore", "PortcullisSystem", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]),
 
         // The daemon's YAML configuration, with file, line and key in every error. No BPF, no root.
         .target(

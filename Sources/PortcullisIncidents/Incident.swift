@@ -110,11 +110,7 @@ public struct Incident: Codable, Sendable, Equatable {
             + "." + String(repeating: "0", count: 3 - fraction.count) + fraction + "Z"
     }
 
-    public static func nowUnixMilliseconds() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
-    }
+    public static func nowUnixMilliseconds() -> Int64 { WallClock.nowUnixMilliseconds() }
 }
 
 
@@ -244,7 +240,7 @@ public struct IncidentLog: Sendable {
     }
 
     private func createParentDirectory() throws(IncidentLogError) {
-        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
-        try IncidentFile.createDirectories(String(path[..<slash]), mode: 0o750, what: "the incident log \(path)")
+        guard let directory = SystemCall.parent(of: path) else { return }
+        try IncidentFile.createDirectories(directory, mode: 0o750, what: "the incident log \(path)")
     }
 }

@@ -1,6 +1,8 @@
 import Crypto
 import FoundationEssentials
 import Glibc
+import PortcullisSystem
+import SystemPackage
 
 /// The hash chain of the incident record. Each record carries `sequence`,
 /// `previous` (the hash of the record before it) and `hash`: HMAC-SHA256, under
@@ -91,35 +93,32 @@ enum IncidentKey {
         let key = SymmetricKey(size: .bits256)
         let text = Array((key.withUnsafeBytes { IncidentChain.hex($0) } + "\n").utf8)
         let temporary = "\(directory)/.\(fileName).\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
-        var fd: CInt
-        repeat { fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) } while fd < 0 && errno == EINTR
-        guard fd >= 0 else { throw keyFailure("cannot create", temporary) }
-        defer { unlink(temporary) }
-        var offset = 0
-        while offset < text.count {
-            let written = text[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if written < 0 && errno == EINTR { continue }
-            guard written > 0 else {
-                let error = keyFailure("cannot write", temporary)
-                close(fd)
-                throw error
-            }
-            offset += written
+        let fd: CInt
+        switch SystemCall.retryingInterrupts({ open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }) {
+        case .success(let opened): fd = opened
+        case .failure(let code): throw keyFailure("cannot create", temporary, code)
         }
-        guard fsync(fd) == 0 else {
-            let error = keyFailure("cannot sync", temporary)
+        defer { unlink(temporary) }
+        if case .failure(let code) = SystemCall.writeAll(fd, text) {
             close(fd)
-            throw error
+            throw keyFailure("cannot write", temporary, code)
+        }
+        if case .failure(let code) = SystemCall.retryingInterrupts({ fsync(fd) }) {
+            close(fd)
+            throw keyFailure("cannot sync", temporary, code)
         }
         close(fd)
-        if link(temporary, path) != 0 && errno != EEXIST { throw keyFailure("cannot create", path) }
-        let directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if directoryFD >= 0 {
-            _ = fsync(directoryFD)
+        switch SystemCall.retryingInterrupts({ link(temporary, path) }) {
+        case .success, .failure(.fileExists): break
+        case .failure(let code): throw keyFailure("cannot create", path, code)
+        }
+        // Best effort: the link survives a crash only once the directory is synced too.
+        if case .success(let directoryFD) = SystemCall.retryingInterrupts({ open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }) {
+            _ = SystemCall.retryingInterrupts { fsync(directoryFD) }
             close(directoryFD)
         }
         // Another first writer may have linked its key first: use whichever is in place.
-        guard let placed = try load(directory: directory) else { throw keyFailure("cannot read back", path) }
+        guard let placed = try load(directory: directory) else { throw keyFailure("cannot read back", path, .noSuchFileOrDirectory) }
         return placed
     }
 
@@ -144,7 +143,8 @@ enum IncidentKey {
         return bytes
     }
 
-    static func keyFailure(_ what: String, _ path: String) -> IncidentLogError {
-        IncidentLogError(description: "\(what) the incident key \(path): \(IncidentFile.message(errno)); run as root, or give a writable state directory with --state-dir or PORTCULLIS_STATE_DIR")
+    /// `code` is the errno of the failed call, taken by the caller: formatting the message could change errno.
+    static func keyFailure(_ what: String, _ path: String, _ code: Errno) -> IncidentLogError {
+        IncidentLogError(description: "\(what) the incident key \(path): \(IncidentFile.message(code)); run as root, or give a writable state directory with --state-dir or PORTCULLIS_STATE_DIR")
     }
 }

@@ -1,5 +1,7 @@
 import FoundationEssentials
 import Glibc
+import PortcullisSystem
+import SystemPackage
 
 /// An open incident log: checked to be a regular file owned by root or by the
 /// effective user, never reached through a symbolic link, never a FIFO that
@@ -24,17 +26,15 @@ struct IncidentFile {
     static func open(_ path: String, forWriting: Bool, what: String = "the incident log") throws(IncidentLogError) -> IncidentFile? {
         // O_NONBLOCK so a FIFO planted at the path cannot hang the open; cleared once it is known to be a regular file.
         let flags = (forWriting ? O_RDWR | O_APPEND | O_CREAT : O_RDONLY) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC
-        var fd: CInt
-        repeat { fd = Glibc.open(path, flags, 0o640) } while fd < 0 && errno == EINTR
-        guard fd >= 0 else {
-            let code = errno
-            if code == ENOENT && !forWriting { return nil }
-            if code == ELOOP {
-                throw IncidentLogError(description: "refusing \(what) \(path): it is a symbolic link; replace it with a regular file, or give the real path")
-            }
-            if code == EISDIR || code == ENXIO {
-                throw IncidentLogError(description: "refusing \(what) \(path): it is not a regular file; move it away, or give another path")
-            }
+        let fd: CInt
+        switch SystemCall.retryingInterrupts({ Glibc.open(path, flags, 0o640) }) {
+        case .success(let opened): fd = opened
+        case .failure(.noSuchFileOrDirectory) where !forWriting: return nil
+        case .failure(.tooManySymbolicLinkLevels):
+            throw IncidentLogError(description: "refusing \(what) \(path): it is a symbolic link; replace it with a regular file, or give the real path")
+        case .failure(.isDirectory), .failure(.noSuchAddressOrDevice):
+            throw IncidentLogError(description: "refusing \(what) \(path): it is not a regular file; move it away, or give another path")
+        case .failure(let code):
             throw IncidentLogError(description: "cannot open \(what) \(path): \(message(code)); check it and its directory's permissions")
         }
         let file = IncidentFile(fd: fd, path: path, what: what)
@@ -46,8 +46,10 @@ struct IncidentFile {
             guard status.st_uid == 0 || status.st_uid == geteuid() else {
                 throw IncidentLogError(description: "refusing \(what) \(path): it is owned by uid \(status.st_uid), not root; check who wrote it, then chown root \(path)")
             }
-            let current = fcntl(fd, F_GETFL)
-            guard current >= 0, fcntl(fd, F_SETFL, current & ~O_NONBLOCK) == 0 else { throw file.failure("cannot set the flags of") }
+            let cleared = SystemCall.retryingInterrupts { fcntl(fd, F_GETFL) }.flatMap { current in
+                SystemCall.retryingInterrupts { fcntl(fd, F_SETFL, current & ~O_NONBLOCK) }
+            }
+            if case .failure(let code) = cleared { throw file.failure("cannot set the flags of", code) }
         } catch {
             file.close()
             throw error
@@ -58,18 +60,18 @@ struct IncidentFile {
     func close() { _ = Glibc.close(fd) }
 
     func lock(exclusive: Bool) throws(IncidentLogError) {
-        while flock(fd, exclusive ? LOCK_EX : LOCK_SH) != 0 {
-            guard errno == EINTR else { throw failure("cannot lock") }
+        if case .failure(let code) = SystemCall.retryingInterrupts({ flock(fd, exclusive ? LOCK_EX : LOCK_SH) }) {
+            throw failure("cannot lock", code)
         }
     }
 
     func unlock() {
-        while flock(fd, LOCK_UN) != 0 && errno == EINTR {}
+        _ = SystemCall.retryingInterrupts { flock(fd, LOCK_UN) }
     }
 
     func status() throws(IncidentLogError) -> stat {
         var status = stat()
-        guard fstat(fd, &status) == 0 else { throw failure("cannot stat") }
+        if case .failure(let code) = SystemCall.retryingInterrupts({ fstat(fd, &status) }) { throw failure("cannot stat", code) }
         return status
     }
 
@@ -79,35 +81,25 @@ struct IncidentFile {
     func isStill(at path: String) throws(IncidentLogError) -> Bool {
         let mine = try status()
         var named = stat()
-        guard lstat(path, &named) == 0 else {
-            if errno == ENOENT { return false }
-            throw failure("cannot stat")
+        switch SystemCall.retryingInterrupts({ lstat(path, &named) }) {
+        case .success: return named.st_dev == mine.st_dev && named.st_ino == mine.st_ino
+        case .failure(.noSuchFileOrDirectory): return false
+        case .failure(let code): throw failure("cannot stat", code)
         }
-        return named.st_dev == mine.st_dev && named.st_ino == mine.st_ino
     }
 
     func truncate(to length: Int64) throws(IncidentLogError) {
-        while ftruncate(fd, off_t(length)) != 0 {
-            guard errno == EINTR else { throw failure("cannot cut back") }
+        if case .failure(let code) = SystemCall.retryingInterrupts({ ftruncate(fd, off_t(length)) }) {
+            throw failure("cannot cut back", code)
         }
     }
 
     /// Exactly `count` bytes from `offset` (fewer only at the end of the file).
     func bytes(at offset: Int64, count: Int) throws(IncidentLogError) -> [UInt8] {
-        var buffer = [UInt8](repeating: 0, count: count)
-        var done = 0
-        while done < count {
-            let got = buffer.withUnsafeMutableBytes { raw in
-                pread(fd, raw.baseAddress.map { $0 + done }, count - done, off_t(offset) + off_t(done))
-            }
-            if got < 0 {
-                if errno == EINTR { continue }
-                throw failure("cannot read")
-            }
-            if got == 0 { break }
-            done += got
+        switch SystemCall.readAll(fd, count: count, at: offset) {
+        case .success(let bytes): return bytes
+        case .failure(let code): throw failure("cannot read", code)
         }
-        return Array(buffer.prefix(done))
     }
 
     /// The offset of the last "\n" before `end`, reading backwards in chunks: only the tail is read.
@@ -152,35 +144,11 @@ struct IncidentFile {
     /// that fails (a full disk, an I/O error), cuts the file back to `length` so
     /// no partial record is left.
     func appendWhole(_ bytes: [UInt8], restoringLength length: Int64) throws(IncidentLogError) {
-        var offset = 0
-        var failed: CInt?
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if written < 0 {
-                if errno == EINTR { continue }
-                failed = errno
-                break
-            }
-            if written == 0 {
-                failed = ENOSPC
-                break
-            }
-            offset += written
-        }
-        if failed == nil {
-            while fdatasync(fd) != 0 {
-                if errno == EINTR { continue }
-                failed = errno
-                break
-            }
-        }
-        guard let code = failed else { return }
-        var cut = false
-        while !cut {
-            if ftruncate(fd, off_t(length)) == 0 { cut = true } else if errno != EINTR { break }
-        }
-        let left = cut ? "nothing of it was left in the file" : "a partial line may be left, which the next record cuts off"
-        let advice = code == ENOSPC || code == EDQUOT ? "free space on its filesystem" : "check the disk"
+        let written = SystemCall.writeAll(fd, bytes).flatMap { SystemCall.retryingInterrupts { fdatasync(fd) } }
+        guard case .failure(let code) = written else { return }
+        let cut = SystemCall.retryingInterrupts { ftruncate(fd, off_t(length)) }
+        let left = if case .success = cut { "nothing of it was left in the file" } else { "a partial line may be left, which the next record cuts off" }
+        let advice = code == .noSpace || code == .diskQuotaExceeded ? "free space on its filesystem" : "check the disk"
         throw IncidentLogError(description: "cannot write to \(what) \(path): \(IncidentFile.message(code)); the record was not written and \(left); \(advice)")
     }
 
@@ -212,20 +180,19 @@ struct IncidentFile {
 
     /// Creates `directory` and its missing parents with `mode`.
     static func createDirectories(_ directory: String, mode: mode_t, what: String) throws(IncidentLogError) {
-        var built = directory.hasPrefix("/") ? "" : "."
-        for component in directory.split(separator: "/") {
-            built += "/\(component)"
-            if mkdir(built, mode) != 0 && errno != EEXIST {
-                throw IncidentLogError(description: "cannot create the directory \(built) for \(what): \(message(errno)); create it, or give another path")
-            }
+        if case .failure(let error) = SystemCall.makeDirectories(directory, mode: mode) {
+            throw IncidentLogError(description: "cannot create the directory \(error.path) for \(what): \(message(error.code)); create it, or give another path")
         }
     }
 
-    func failure(_ what: String) -> IncidentLogError {
-        IncidentLogError(description: "\(what) \(self.what) \(path): \(IncidentFile.message(errno))")
+    /// `code` is the errno of the failed call, taken by the caller: formatting the message could change errno.
+    func failure(_ what: String, _ code: Errno) -> IncidentLogError {
+        IncidentLogError(description: "\(what) \(self.what) \(path): \(IncidentFile.message(code))")
     }
 
     static func message(_ code: CInt) -> String { String(cString: strerror(code)) }
+
+    static func message(_ code: Errno) -> String { message(code.rawValue) }
 
     static func kind(of mode: mode_t) -> String {
         switch mode & mode_t(S_IFMT) {

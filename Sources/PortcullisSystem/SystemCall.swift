@@ -17,12 +17,17 @@ public enum SystemCall {
     }
 
     /// Writes every byte, however many writes it takes; the errno of a failed write otherwise.
+    ///
+    /// A write that takes none of the bytes is reported as ENOSPC: retrying it could spin forever.
+    ///
+    /// The corresponding C function is `write`.
     public static func writeAll(_ fd: CInt, _ bytes: some Collection<UInt8>) -> Result<Void, Errno> {
         let bytes = Array(bytes)
         var offset = 0
         while offset < bytes.count {
             let written = retryingInterrupts { bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
             switch written {
+            case .success(0): return .failure(.noSpace)
             case .success(let count): offset += count
             case .failure(let code): return .failure(code)
             }
@@ -30,12 +35,43 @@ public enum SystemCall {
         return .success(())
     }
 
+    /// Reads `count` bytes starting at `offset`, however many reads it takes, without moving
+    /// the file offset; fewer only where the file ends first.
+    ///
+    /// - Parameters:
+    ///   - fd: A descriptor open for reading, of a file that can seek.
+    ///   - count: How many bytes to read at most.
+    ///   - offset: Where in the file to start.
+    /// - Returns: The bytes read, or the errno of the read that failed.
+    ///
+    /// The corresponding C function is `pread`.
+    public static func readAll(_ fd: CInt, count: Int, at offset: Int64) -> Result<[UInt8], Errno> {
+        var buffer = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let result = retryingInterrupts {
+                buffer.withUnsafeMutableBytes { raw in
+                    pread(fd, raw.baseAddress.map { $0 + done }, count - done, off_t(offset) + off_t(done))
+                }
+            }
+            switch result {
+            case .success(0): return .success(Array(buffer.prefix(done)))
+            case .success(let got): done += got
+            case .failure(let code): return .failure(code)
+            }
+        }
+        return .success(buffer)
+    }
+
     /// Creates `path` and any missing parents with `mode` (`mkdir -p`); the directory that
-    /// could not be made and why otherwise.
+    /// could not be made and why otherwise. A relative path stays relative to the working directory.
+    ///
+    /// The corresponding C function is `mkdir`.
     public static func makeDirectories(_ path: String, mode: mode_t) -> Result<Void, DirectoryError> {
-        var built = ""
+        var built = path.hasPrefix("/") ? "/" : ""
         for component in path.split(separator: "/") {
-            built += "/\(component)"
+            if !built.isEmpty && built != "/" { built += "/" }
+            built += component
             if mkdir(built, mode) != 0 {
                 let code = errno
                 if code != EEXIST { return .failure(DirectoryError(path: built, code: code)) }

@@ -62,8 +62,10 @@ struct Logtest: ParsableCommand {
         }
         let descriptor: CInt
         if let file {
-            descriptor = open(file, O_RDONLY | O_CLOEXEC)
-            guard descriptor >= 0 else { throw RuntimeFailure("\(file): cannot open: \(String(cString: strerror(errno)))") }
+            switch SystemCall.retryingInterrupts({ open(file, O_RDONLY | O_CLOEXEC) }) {
+            case .success(let opened): descriptor = opened
+            case .failure(let code): throw RuntimeFailure("\(file): cannot open: \(code.description)")
+            }
         } else {
             descriptor = 0
         }
@@ -84,11 +86,13 @@ struct Logtest: ParsableCommand {
             }
             first = false
         }
-        while true {
-            let count = read(descriptor, &buffer, buffer.count)
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { break }
-            for line in assembler.lines(in: buffer[0..<count]) where !line.isEmpty { show(line) }
+        reading: while true {
+            switch SystemCall.retryingInterrupts({ read(descriptor, &buffer, buffer.count) }) {
+            case .success(let count) where count > 0:
+                for line in assembler.lines(in: buffer[0..<count]) where !line.isEmpty { show(line) }
+            // A read error ends the input as the end of the file does: what was read is still shown.
+            case .success, .failure: break reading
+            }
         }
         if let last = assembler.finish(), !last.isEmpty { show(last) }
         if assembler.discardedLines > 0 {

@@ -100,39 +100,52 @@ struct WazuhInstall: ParsableCommand {
     /// through a temporary file and a rename, so a running execd never sees half a binary.
     private func copyActiveResponse(to destination: String) throws {
         let small = DaemonHandoff.sibling(named: "portcullis-active-response")
-        var source = open(small, O_RDONLY | O_CLOEXEC)
-        if source < 0 {
+        var opened = SystemCall.retryingInterrupts { open(small, O_RDONLY | O_CLOEXEC) }
+        if case .failure = opened {
             printError("portcullis: note: \(small) is missing; installing this executable instead, which starts slower")
-            source = open("/proc/self/exe", O_RDONLY | O_CLOEXEC)
+            opened = SystemCall.retryingInterrupts { open("/proc/self/exe", O_RDONLY | O_CLOEXEC) }
         }
-        guard source >= 0 else { throw RuntimeFailure("cannot read this executable: \(String(cString: strerror(errno)))") }
+        let source: CInt
+        switch opened {
+        case .success(let fd): source = fd
+        case .failure(let code): throw RuntimeFailure("cannot read this executable: \(code.description)")
+        }
         defer { close(source) }
         let temporary = "\(destination).portcullis-new"
-        let target = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o750)
-        guard target >= 0 else { throw RuntimeFailure("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        let target: CInt
+        switch SystemCall.retryingInterrupts({ open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o750) }) {
+        case .success(let fd): target = fd
+        case .failure(let code): throw RuntimeFailure("cannot write \(temporary): \(code.description)")
+        }
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        var failed = false
+        // The errno of the read, write or sync that failed, kept from before close and unlink can change it.
+        var failed: CInt?
         copying: while true {
             switch SystemCall.retryingInterrupts({ read(source, &buffer, buffer.count) }) {
             case .success(0): break copying
             case .success(let count):
-                guard case .success = SystemCall.writeAll(target, buffer[0..<count]) else { failed = true; break copying }
-            case .failure: failed = true; break copying
+                if case .failure(let code) = SystemCall.writeAll(target, buffer[0..<count]) {
+                    failed = code.rawValue
+                    break copying
+                }
+            case .failure(let code):
+                failed = code.rawValue
+                break copying
             }
         }
-        let synced = fsync(target) == 0
+        if failed == nil, case .failure(let code) = SystemCall.retryingInterrupts({ fsync(target) }) { failed = code.rawValue }
         close(target)
-        guard !failed, synced else {
+        if let failed {
             unlink(temporary)
-            throw RuntimeFailure("cannot write \(temporary): \(String(cString: strerror(errno)))")
+            throw RuntimeFailure("cannot write \(temporary): \(String(cString: strerror(failed)))")
         }
         // Wazuh's own executables are root:wazuh 0750; without a wazuh group, root only.
         let group = LocalGroups.id(of: "wazuh") ?? 0
         chown(temporary, 0, group)
         chmod(temporary, 0o750)
-        guard rename(temporary, destination) == 0 else {
+        if case .failure(let code) = SystemCall.retryingInterrupts({ rename(temporary, destination) }) {
             unlink(temporary)
-            throw RuntimeFailure("cannot install \(destination): \(String(cString: strerror(errno)))")
+            throw RuntimeFailure("cannot install \(destination): \(code.description)")
         }
     }
 }

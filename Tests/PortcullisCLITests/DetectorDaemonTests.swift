@@ -8,16 +8,68 @@ import Testing
 @Suite(.enabled(if: Privileges.canUseBPF && FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"),
                 "needs root, bpffs and curl (run as root; CI does)"))
 struct DetectorDaemonTests {
-    /// A line as rsyslog writes sshd's to auth.log.
-    static func line(_ message: String) -> String {
-        "Nov 28 07:00:00 bastion sshd[4242]: \(message)\n"
-    }
-
-    static func append(_ text: String, to path: String) throws {
+    /// Appends sshd's `message` to `path` as rsyslog writes it to auth.log.
+    static func sshd(_ message: String, to path: String) throws {
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         try handle.seekToEnd()
-        try handle.write(contentsOf: Data(text.utf8))
+        try handle.write(contentsOf: Data("Nov 28 07:00:00 bastion sshd[4242]: \(message)\n".utf8))
         try handle.close()
+    }
+
+    /// An ossec.conf <command> for the script `name`.sh in the commands directory.
+    static func command(_ name: String, extraArguments: String? = nil) -> String {
+        """
+        <command>
+          <name>\(name)</name>
+          <executable>\(name).sh</executable>
+          <timeout_allowed>yes</timeout_allowed>\(extraArguments.map { "\n  <extra_args>\($0)</extra_args>" } ?? "")
+        </command>
+
+        """
+    }
+
+    /// An ossec.conf <active-response>: `command` on this host when one of `rules` fires.
+    static func activeResponse(_ command: String, rules: String, timeout: Int) -> String {
+        """
+        <active-response>
+          <command>\(command)</command>
+          <location>local</location>
+          <rules_id>\(rules)</rules_id>
+          <timeout>\(timeout)</timeout>
+        </active-response>
+
+        """
+    }
+
+    /// Starts `daemon` with its detector following a new, empty auth.log, configured by
+    /// `ossecConfig` (what goes inside <ossec_config>), with each of `scripts` (name and
+    /// text) an executable in the commands directory. Returns the log's path.
+    static func startDetector(_ daemon: DaemonFixture, ossecConfig: String, scripts: [String: String] = [:]) throws -> String {
+        let log = "\(daemon.directory)/auth.log"
+        try "".write(toFile: log, atomically: true, encoding: .utf8)
+        try "<ossec_config>\n\(ossecConfig)</ossec_config>\n"
+            .write(toFile: "\(daemon.directory)/ossec.conf", atomically: true, encoding: .utf8)
+        var detector = """
+            detector:
+              active_response: \(daemon.directory)/ossec.conf
+
+            """
+        // Only with scripts: the rotation test runs with no commands directory at all.
+        if !scripts.isEmpty {
+            let bin = "\(daemon.directory)/active-response/bin"
+            try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+            for (name, text) in scripts {
+                try text.write(toFile: "\(bin)/\(name)", atomically: true, encoding: .utf8)
+                chmod("\(bin)/\(name)", 0o755)
+            }
+            detector += "  commands_dir: \(bin)\n"
+        }
+        try daemon.write(detector + """
+              sources:
+                - file: \(log)
+            """)
+        try daemon.start()
+        return log
     }
 
     static func waitFor(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
@@ -36,47 +88,31 @@ struct DetectorDaemonTests {
 
     @Test func theLogIsFollowedAcrossRotationAndTruncation() throws {
         let daemon = DaemonFixture()
-        let log = "\(daemon.directory)/auth.log"
-        try "".write(toFile: log, atomically: true, encoding: .utf8)
-        try """
-            <ossec_config>
-              <active-response>
-                <command>firewall-drop</command>
-                <location>local</location>
-                <rules_id>5710,5712</rules_id>
-                <timeout>600</timeout>
-              </active-response>
-              <global><white_list>203.0.113.200</white_list></global>
-            </ossec_config>
-            """.write(toFile: "\(daemon.directory)/ossec.conf", atomically: true, encoding: .utf8)
-        try daemon.write("""
-            detector:
-              active_response: \(daemon.directory)/ossec.conf
-              sources:
-                - file: \(log)
-            """)
-        try daemon.start()
+        let log = try Self.startDetector(
+            daemon,
+            ossecConfig: Self.activeResponse("firewall-drop", rules: "5710,5712", timeout: 600)
+                + "<global><white_list>203.0.113.200</white_list></global>\n")
 
-        try Self.append(Self.line("Invalid user admin from 203.0.113.1 port 1"), to: log)
+        try Self.sshd("Invalid user admin from 203.0.113.1 port 1", to: log)
         #expect(try Self.waitFor(5) { try blocked(daemon).contains("203.0.113.1") })
 
         // Rotation: the old file moves away, a new one takes its name.
         try FileManager.default.moveItem(atPath: log, toPath: log + ".1")
-        try Self.append(Self.line("Invalid user admin from 203.0.113.2 port 2"), to: log + ".1")
+        try Self.sshd("Invalid user admin from 203.0.113.2 port 2", to: log + ".1")
         try "".write(toFile: log, atomically: false, encoding: .utf8)
-        try Self.append(Self.line("Invalid user admin from 203.0.113.3 port 3"), to: log)
+        try Self.sshd("Invalid user admin from 203.0.113.3 port 3", to: log)
         #expect(try Self.waitFor(5) { try blocked(daemon).isSuperset(of: ["203.0.113.2", "203.0.113.3"]) },
                 "the rest of the rotated file and the new one are both read")
 
         // Truncation (logrotate's copytruncate): the file is emptied in place, then written again.
         truncate(log, 0)
         Thread.sleep(forTimeInterval: 0.5)
-        try Self.append(Self.line("Invalid user admin from 2001:db8::4 port 4"), to: log)
+        try Self.sshd("Invalid user admin from 2001:db8::4 port 4", to: log)
         #expect(try Self.waitFor(5) { try blocked(daemon).contains("2001:db8::4") })
 
         // The white list wins over every rule; an unparseable address blocks nothing and is recorded.
-        try Self.append(Self.line("Invalid user admin from 203.0.113.200 port 5"), to: log)
-        try Self.append(Self.line("Invalid user admin from 203.0.113.999 port 6"), to: log)
+        try Self.sshd("Invalid user admin from 203.0.113.200 port 5", to: log)
+        try Self.sshd("Invalid user admin from 203.0.113.999 port 6", to: log)
         #expect(try Self.waitFor(5) { daemon.incidents.contains { ($0["error"] as? String)?.contains("cannot be parsed") == true } })
         #expect(try !blocked(daemon).contains("203.0.113.200"))
         #expect(daemon.incidents.contains { $0["action"] as? String == "refuse" && $0["target"] as? String == "203.0.113.200" })
@@ -84,10 +120,6 @@ struct DetectorDaemonTests {
 
     @Test func aUserDefinedCommandRunsWithWazuhsProtocol() throws {
         let daemon = DaemonFixture()
-        let log = "\(daemon.directory)/auth.log"
-        let bin = "\(daemon.directory)/active-response/bin"
-        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
-        try "".write(toFile: log, atomically: true, encoding: .utf8)
         // An active-response script as Wazuh users write them: read a line; on add, ask check_keys and
         // read the answer; record everything it saw.
         let script = """
@@ -101,33 +133,11 @@ struct DetectorDaemonTests {
                 echo "$answer" >> \(daemon.directory)/seen ;;
             esac
             """
-        try script.write(toFile: "\(bin)/notify.sh", atomically: true, encoding: .utf8)
-        chmod("\(bin)/notify.sh", 0o755)
-        try """
-            <ossec_config>
-              <command>
-                <name>notify</name>
-                <executable>notify.sh</executable>
-                <timeout_allowed>yes</timeout_allowed>
-                <extra_args>--tag lab</extra_args>
-              </command>
-              <active-response>
-                <command>notify</command>
-                <location>local</location>
-                <rules_id>5718</rules_id>
-                <timeout>2</timeout>
-              </active-response>
-            </ossec_config>
-            """.write(toFile: "\(daemon.directory)/ossec.conf", atomically: true, encoding: .utf8)
-        try daemon.write("""
-            detector:
-              active_response: \(daemon.directory)/ossec.conf
-              commands_dir: \(bin)
-              sources:
-                - file: \(log)
-            """)
-        try daemon.start()
-        try Self.append(Self.line("User root from 203.0.113.50 not allowed because not listed in AllowUsers"), to: log)
+        let log = try Self.startDetector(
+            daemon,
+            ossecConfig: Self.command("notify", extraArguments: "--tag lab") + Self.activeResponse("notify", rules: "5718", timeout: 2),
+            scripts: ["notify.sh": script])
+        try Self.sshd("User root from 203.0.113.50 not allowed because not listed in AllowUsers", to: log)
         let seenPath = "\(daemon.directory)/seen"
         func seen() -> [String] {
             ((try? String(contentsOfFile: seenPath, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
@@ -149,50 +159,21 @@ struct DetectorDaemonTests {
     /// daemon still stops promptly, stopping the command.
     @Test func aSlowUserCommandDelaysNoBlock() throws {
         let daemon = DaemonFixture()
-        let log = "\(daemon.directory)/auth.log"
-        let bin = "\(daemon.directory)/active-response/bin"
-        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
-        try "".write(toFile: log, atomically: true, encoding: .utf8)
-        try """
+        let slow = """
             #!/bin/sh
             read -r message
             echo started >> \(daemon.directory)/seen
             sleep 25
-            """.write(toFile: "\(bin)/slow.sh", atomically: true, encoding: .utf8)
-        chmod("\(bin)/slow.sh", 0o755)
-        try """
-            <ossec_config>
-              <command>
-                <name>slow</name>
-                <executable>slow.sh</executable>
-                <timeout_allowed>yes</timeout_allowed>
-              </command>
-              <active-response>
-                <command>slow</command>
-                <location>local</location>
-                <rules_id>5718</rules_id>
-                <timeout>60</timeout>
-              </active-response>
-              <active-response>
-                <command>firewall-drop</command>
-                <location>local</location>
-                <rules_id>5710</rules_id>
-                <timeout>600</timeout>
-              </active-response>
-            </ossec_config>
-            """.write(toFile: "\(daemon.directory)/ossec.conf", atomically: true, encoding: .utf8)
-        try daemon.write("""
-            detector:
-              active_response: \(daemon.directory)/ossec.conf
-              commands_dir: \(bin)
-              sources:
-                - file: \(log)
-            """)
-        try daemon.start()
-        try Self.append(Self.line("User root from 203.0.113.60 not allowed because not listed in AllowUsers"), to: log)
+            """
+        let log = try Self.startDetector(
+            daemon,
+            ossecConfig: Self.command("slow") + Self.activeResponse("slow", rules: "5718", timeout: 60)
+                + Self.activeResponse("firewall-drop", rules: "5710", timeout: 600),
+            scripts: ["slow.sh": slow])
+        try Self.sshd("User root from 203.0.113.60 not allowed because not listed in AllowUsers", to: log)
         #expect(Self.waitFor(5) { FileManager.default.fileExists(atPath: "\(daemon.directory)/seen") }, "the slow command never started")
         let written = Date()
-        try Self.append(Self.line("Invalid user admin from 203.0.113.61 port 1"), to: log)
+        try Self.sshd("Invalid user admin from 203.0.113.61 port 1", to: log)
         #expect(try Self.waitFor(5) { try blocked(daemon).contains("203.0.113.61") }, "the block waited for the slow command")
         #expect(Date().timeIntervalSince(written) < 5)
 

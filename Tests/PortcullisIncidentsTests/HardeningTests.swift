@@ -27,6 +27,15 @@ import Testing
         #expect(after.intact && after.chained == 4 && after.interruptedWrite == nil, "\(after.summary)")
     }
 
+    @Test func aDirectoryThatCannotBeMadeIsNamed() throws {
+        let scratch = Scratch()
+        try #require(FileManager.default.createFile(atPath: scratch.directory + "/file", contents: Data()))
+        let path = scratch.directory + "/file/log/incidents.jsonl"
+        let log = IncidentLog(path: path, stateDirectory: scratch.stateDirectory)
+        let error = #expect(throws: IncidentLogError.self) { try log.append(Scratch.incident(1)) }
+        #expect(error?.description == "cannot create the directory \(scratch.directory)/file/log for the incident log \(path): \(String(cString: strerror(ENOTDIR))); create it, or give another path")
+    }
+
     @Test func symbolicLinkIsRefused() throws {
         let scratch = Scratch()
         let real = scratch.directory + "/real.jsonl"

@@ -31,6 +31,54 @@ import Testing
         #expect(error.description.hasPrefix("cannot create directory \(base)/file/d: "))
     }
 
+    @Test func makeDirectoriesKeepsARelativePathRelative() throws {
+        // Relative to the working directory, not to the root: the name is unique, so nothing at / could be mistaken for it.
+        let name = "portcullis-mkdir-relative-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: name) }
+        guard case .success = SystemCall.makeDirectories("\(name)/a", mode: 0o750) else {
+            Issue.record("mkdir -p of a relative path failed")
+            return
+        }
+        #expect(FileManager.default.fileExists(atPath: "\(FileManager.default.currentDirectoryPath)/\(name)/a"))
+        #expect(!FileManager.default.fileExists(atPath: "/\(name)"))
+    }
+
+    @Test func readAllReadsFromAnOffsetAndStopsAtTheEnd() throws {
+        let path = "/tmp/portcullis-pread-\(UUID().uuidString.prefix(8))"
+        try Data("0123456789".utf8).write(to: URL(fileURLWithPath: path))
+        defer { unlink(path) }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        #expect(SystemCall.readAll(fd, count: 4, at: 3) == .success(Array("3456".utf8)))
+        #expect(SystemCall.readAll(fd, count: 100, at: 8) == .success(Array("89".utf8)))
+        #expect(SystemCall.readAll(fd, count: 4, at: 10) == .success([]))
+        #expect(SystemCall.readAll(-1, count: 4, at: 0) == .failure(.badFileDescriptor))
+    }
+
+    @Test func writeAllReportsTheErrnoOfTheWriteThatFailed() throws {
+        var ends: [CInt] = [0, 0]
+        try #require(pipe(&ends) == 0)
+        defer { close(ends[0]) }
+        let bytes = [UInt8](repeating: 7, count: 1000)
+        guard case .success = SystemCall.writeAll(ends[1], bytes) else {
+            Issue.record("a write into an empty pipe failed")
+            return
+        }
+        close(ends[1])
+        var received = [UInt8](repeating: 0, count: 2000)
+        #expect(read(ends[0], &received, received.count) == 1000)
+
+        let full = open("/dev/full", O_WRONLY | O_CLOEXEC)
+        try #require(full >= 0)
+        defer { close(full) }
+        guard case .failure(let code) = SystemCall.writeAll(full, bytes) else {
+            Issue.record("a write to /dev/full succeeded")
+            return
+        }
+        #expect(code == .noSpace)
+    }
+
     @Test func readsAreBoundedAndOnlyOfRegularFiles() throws {
         let path = "/tmp/portcullis-read-\(UUID().uuidString.prefix(8))"
         try Data(repeating: 65, count: 1000).write(to: URL(fileURLWithPath: path))
