@@ -242,6 +242,37 @@ public final class Ledger {
     /// Calls `body` with each block `query` selects, in target order, without holding them all.
     public func forEachBlock(_ query: BlockQuery, at now: Int64 = WallClock.nowUnixMilliseconds(),
                              _ body: (LedgerBlock) throws(LedgerError) -> Void) throws(LedgerError) {
+        var (sql, bindings) = Self.selection(query, at: now, columns: Self.columns)
+        sql += " ORDER BY key LIMIT ? OFFSET ?"
+        bindings.append(.integer(query.limit.map(Int64.init) ?? -1))
+        bindings.append(.integer(Int64(query.offset)))
+        let statement = try connection.statement(sql)
+        for (index, binding) in bindings.enumerated() { binding.bind(to: statement, at: Int32(index + 1)) }
+        defer { statement.reset() }
+        while try statement.step() {
+            if let block = LedgerWriter.decodeBlock(statement) { try body(block) }
+        }
+    }
+
+    /// How many blocks `query`'s filters select in all: its cursor, limit and offset page
+    /// through them and do not change the total. Family, kind and source alone are answered
+    /// from the counts; other filters count rows in an index.
+    public func count(_ query: BlockQuery, at now: Int64 = WallClock.nowUnixMilliseconds()) throws(LedgerError) -> Int {
+        if query.containing == nil, query.expired == nil {
+            return try counts().count(family: query.family, kind: query.kind, source: query.source)
+        }
+        var filters = query
+        filters.after = nil
+        let (sql, bindings) = Self.selection(filters, at: now, columns: "count(*)")
+        let statement = try connection.statement(sql)
+        for (index, binding) in bindings.enumerated() { binding.bind(to: statement, at: Int32(index + 1)) }
+        defer { statement.reset() }
+        guard try statement.step() else { return 0 }
+        return Int(statement.int64(0))
+    }
+
+    /// The SELECT and its parameters for `query`'s filters and cursor.
+    private static func selection(_ query: BlockQuery, at now: Int64, columns: String) -> (String, [Binding]) {
         var conditions: [String] = []
         var bindings: [Binding] = []
         if let containing = query.containing {
@@ -274,30 +305,9 @@ public final class Ledger {
             conditions.append("key > ?")
             bindings.append(.blob(LedgerKey.encode(after)))
         }
-        var sql = "SELECT \(Self.columns) FROM blocks"
+        var sql = "SELECT \(columns) FROM blocks"
         if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
-        sql += " ORDER BY key LIMIT ? OFFSET ?"
-        bindings.append(.integer(query.limit.map(Int64.init) ?? -1))
-        bindings.append(.integer(Int64(query.offset)))
-        let statement = try connection.statement(sql)
-        for (index, binding) in bindings.enumerated() { binding.bind(to: statement, at: Int32(index + 1)) }
-        defer { statement.reset() }
-        while try statement.step() {
-            if let block = LedgerWriter.decodeBlock(statement) { try body(block) }
-        }
-    }
-
-    /// How many blocks `query` selects, ignoring its limit and offset.
-    public func count(_ query: BlockQuery, at now: Int64 = WallClock.nowUnixMilliseconds()) throws(LedgerError) -> Int {
-        if query.containing == nil, query.expired == nil, query.after == nil {
-            return try counts().count(family: query.family, kind: query.kind, source: query.source)
-        }
-        var unpaged = query
-        unpaged.limit = nil
-        unpaged.offset = 0
-        var count = 0
-        try forEachBlock(unpaged, at: now) { _ in count += 1 }
-        return count
+        return (sql, bindings)
     }
 
     public func counts() throws(LedgerError) -> LedgerCounts {
