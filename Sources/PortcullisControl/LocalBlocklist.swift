@@ -175,7 +175,11 @@ public final class LocalBlocklist: BlocklistService {
             (merged, change, previous) = try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
                 let current = try ServiceError.mapping { () throws(LedgerError) in try writer.block(for: request.target) }
                 let (merged, change) = Self.merge(requested, into: current, at: now)
-                if current == nil { try requireRoom(forNew: [request.target], batch: false) }
+                if current == nil {
+                    var new = NewTargets()
+                    new.count(request.target)
+                    try requireRoom(for: new, batch: false)
+                }
                 if change != .keptLonger {
                     try ServiceError.mapping { () throws(LedgerError) in
                         try writer.put(merged, replacing: current)
@@ -236,14 +240,14 @@ public final class LocalBlocklist: BlocklistService {
         var writes: [ExpiryWrite] = []
         writes.reserveCapacity(batch.items.count)
         try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
-            var newTargets: [BlockTarget] = []
+            var newTargets = NewTargets()
             var pending: (block: LedgerBlock, previous: LedgerBlock?, inMaps: Bool)?
             func flush(_ item: (block: LedgerBlock, previous: LedgerBlock?, inMaps: Bool)?, writer: inout LedgerWriter) throws(ServiceError) {
                 guard let item else { return }
                 try ServiceError.mapping { () throws(LedgerError) in try writer.put(item.block, replacing: item.previous) }
                 writes.append(ExpiryWrite(target: item.block.target, expiry: Self.jiffies(item.block.expiry, reading), keepsCounters: item.inMaps))
             }
-            for index in order {
+            for (position, index) in order.enumerated() {
                 let item = batch.items[index]
                 let requested = ledgerBlock(
                     for: BlockRequest(target: item.target, duration: item.duration, reason: batch.reason, source: batch.source),
@@ -256,14 +260,22 @@ public final class LocalBlocklist: BlocklistService {
                 }
                 try flush(pending, writer: &writer)
                 pending = nil
+                // A target new to the ledger, listed once: one statement, no lookup.
+                let listedAgain = position + 1 < order.count && batch.items[order[position + 1]].target == item.target
+                if !listedAgain, try ServiceError.mapping({ () throws(LedgerError) in try writer.insertIfAbsent(requested) }) {
+                    outcome.count(.added)
+                    newTargets.count(item.target)
+                    writes.append(ExpiryWrite(target: item.target, expiry: Self.jiffies(requested.expiry, reading), keepsCounters: false))
+                    continue
+                }
                 let current = try ServiceError.mapping { () throws(LedgerError) in try writer.block(for: item.target) }
                 let (merged, change) = Self.merge(requested, into: current, at: now)
                 outcome.count(change)
-                if current == nil { newTargets.append(item.target) }
+                if current == nil { newTargets.count(item.target) }
                 if change != .keptLonger { pending = (merged, current, change == .refreshed) }
             }
             try flush(pending, writer: &writer)
-            try requireRoom(forNew: newTargets, batch: true)
+            try requireRoom(for: newTargets, batch: true)
             try ServiceError.mapping { () throws(LedgerError) in try writer.recordWrite(atUnixMilliseconds: now) }
         }
         CrashPoint.reached(.ledgerCommitted)
@@ -320,21 +332,35 @@ public final class LocalBlocklist: BlocklistService {
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// Throws, before anything is committed, when a map has no room for `targets`; the ledger's
-    /// counts say how many entries each map holds.
-    private func requireRoom(forNew targets: [BlockTarget], batch: Bool) throws(ServiceError) {
-        guard !targets.isEmpty else { return }
-        var wanted: [LedgerCounts.Key: Int] = [:]
-        for target in targets { wanted[LedgerCounts.Key(family: target.family, kind: target.kind, source: .cli), default: 0] += 1 }
-        let counts = try ServiceError.mapping { () throws(LedgerError) in try ledger.counts() }
-        for (key, adding) in wanted {
-            let held = counts.count(family: key.family, kind: key.kind)
-            let capacity = Int(key.kind == .prefix ? datapath.capacity.prefixes : datapath.capacity.exact)
-            let room = capacity - held
-            if adding > room {
-                let map = Datapath.blockMapName(family: key.family, kind: key.kind)
-                let what = key.kind == .prefix ? "prefixes" : "entries"
-                let larger = key.kind == .prefix ? "--prefix-capacity" : "--capacity"
+    /// How many targets of a change are new to each map.
+    struct NewTargets {
+        private var counts = [0, 0, 0, 0]
+
+        private static func slot(_ family: AddressFamily, _ kind: BlockKind) -> Int {
+            (family == .ipv6 ? 2 : 0) + (kind == .prefix ? 1 : 0)
+        }
+
+        mutating func count(_ target: BlockTarget) { counts[Self.slot(target.family, target.kind)] += 1 }
+
+        func count(family: AddressFamily, kind: BlockKind) -> Int { counts[Self.slot(family, kind)] }
+    }
+
+    /// Throws, before anything is committed, when a map has no room for the new targets; the
+    /// ledger's counts say how many entries each map holds.
+    private func requireRoom(for new: NewTargets, batch: Bool) throws(ServiceError) {
+        var counts: LedgerCounts?
+        for family in [AddressFamily.ipv4, .ipv6] {
+            for kind in BlockKind.allCases {
+                let adding = new.count(family: family, kind: kind)
+                guard adding > 0 else { continue }
+                if counts == nil { counts = try ServiceError.mapping { () throws(LedgerError) in try ledger.counts() } }
+                let held = counts?.count(family: family, kind: kind) ?? 0
+                let capacity = Int(kind == .prefix ? datapath.capacity.prefixes : datapath.capacity.exact)
+                let room = capacity - held
+                guard adding > room else { continue }
+                let map = Datapath.blockMapName(family: family, kind: kind)
+                let what = kind == .prefix ? "prefixes" : "entries"
+                let larger = kind == .prefix ? "--prefix-capacity" : "--capacity"
                 let advice = "sweep or unblock entries, or recreate the state with a larger \(larger)"
                 if !batch { throw ServiceError(.full, "map \(map) is full (capacity \(capacity)); \(advice)") }
                 throw ServiceError(.full, "map \(map) has room for \(max(room, 0)) more \(what) (capacity \(capacity)) but the batch adds \(adding); nothing was blocked (\(advice))")
