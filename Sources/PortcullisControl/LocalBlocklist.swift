@@ -588,6 +588,8 @@ public final class LocalBlocklist: BlocklistService {
     // MARK: - Start: restore, upgrade, reconcile
 
     private func start(restoring fresh: Bool, reconcile: Bool, report: inout StartReport) throws(ServiceError) {
+        // Opening to read or to make one change touches nothing here: no lock, no write.
+        guard fresh || reconcile else { return }
         let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
         defer { withExtendedLifetime(lock) {} }
         let reading = try ServiceError.mapping { () throws(DatapathError) in try datapath.now() }
@@ -599,15 +601,20 @@ public final class LocalBlocklist: BlocklistService {
             report.clockWarning = "the wall clock reads \(Incident.rfc3339(unixMilliseconds: now)), earlier than the ledger's last change at \(Incident.rfc3339(unixMilliseconds: lastWrite)); remaining times count from that change (check NTP and the RTC)"
             now = lastWrite
         }
-        try ServiceError.mapping { () throws(LedgerError) in
-            try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
-                try writer.setSetting("capacity_exact", Int64(datapath.capacity.exact))
-                try writer.setSetting("capacity_prefixes", Int64(datapath.capacity.prefixes))
+        // Remembered for a restore, which must create maps of the same size.
+        let exact = try ServiceError.mapping { () throws(LedgerError) in try ledger.setting("capacity_exact") }
+        let prefixes = try ServiceError.mapping { () throws(LedgerError) in try ledger.setting("capacity_prefixes") }
+        if exact != Int64(datapath.capacity.exact) || prefixes != Int64(datapath.capacity.prefixes) {
+            try ServiceError.mapping { () throws(LedgerError) in
+                try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
+                    try writer.setSetting("capacity_exact", Int64(datapath.capacity.exact))
+                    try writer.setSetting("capacity_prefixes", Int64(datapath.capacity.prefixes))
+                }
             }
         }
         if fresh {
             try restore(reading: reading, now: now, report: &report)
-        } else if reconcile {
+        } else {
             try self.reconcile(reading: reading, now: now, report: &report)
         }
     }
