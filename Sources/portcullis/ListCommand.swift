@@ -79,15 +79,13 @@ struct List: ParsableCommand {
 
     func run() throws {
         let query = try query()
-        let blocklist = state.reader()
         if let top {
-            guard let local = blocklist as? LocalBlocklist else {
-                throw RuntimeFailure("--top reads the maps' counters directly; run it as root")
-            }
-            let blocks = try whenStateExists(or: []) { () throws(ServiceError) in try local.top(top) }.map(BlockRecord.init)
+            // The counters of every block are read from the maps, which needs root, daemon or not.
+            let blocks = try whenStateExists(or: []) { () throws(ServiceError) in try state.local().top(top) }.map(BlockRecord.init)
             try show(blocks)
             return
         }
+        let blocklist = state.reader()
         if json {
             try streamJSON(query, from: blocklist)
             return

@@ -102,11 +102,12 @@ struct StateOptions: ParsableArguments {
         return blocklist
     }
 
-    /// For reading: the ledger and maps directly when this user may open them (reads need no
-    /// single writer), else the daemon.
+    /// For reading: the daemon when it runs (it knows the pins and ledger it serves), else the
+    /// ledger and maps directly.
     func reader() -> any BlocklistService {
-        if let local = try? local() { return local }
-        return blocklist()
+        let preferred = blocklist()
+        if preferred.reachesDaemon { return preferred }
+        return (try? local()) ?? preferred
     }
 
 }
