@@ -7,7 +7,9 @@ struct Result: CustomStringConvertible {
     let status: Int32
     let stdout: String
     let stderr: String
-    var description: String { "exit \(status)\nstdout: \(stdout)\nstderr: \(stderr)" }
+    /// True when a signal ended the process; `status` is then the signal's number.
+    var signaled = false
+    var description: String { "\(signaled ? "killed by signal" : "exit") \(status)\nstdout: \(stdout)\nstderr: \(stderr)" }
     var stderrLines: [Substring] { stderr.split(separator: "\n") }
 }
 
@@ -77,7 +79,8 @@ enum Command {
         return Result(
             status: process.terminationStatus,
             stdout: String(decoding: out, as: UTF8.self),
-            stderr: String(decoding: err, as: UTF8.self))
+            stderr: String(decoding: err, as: UTF8.self),
+            signaled: process.terminationReason == .uncaughtSignal)
     }
 
     /// Runs portcullis on the given pins, recording incidents beside them in /tmp, never in /var/log.
