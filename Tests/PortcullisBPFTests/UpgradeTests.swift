@@ -126,6 +126,38 @@ struct UpgradeTests {
         #expect(try Layout3Lab.linkProgramID(pinnedAt: lab.pin(lab.linkPin)) == newProgramID)
     }
 
+    /// Two processes start on the same layout 3 pins (the daemon, and a Wazuh response that
+    /// fires meanwhile). Each reads the old state without the writer lock, then replaces the
+    /// maps under it; the one that comes second finds them upgraded already. Replacing them
+    /// again would leave the first process writing to maps no program reads, or move the
+    /// links to a program whose maps nobody writes.
+    @Test func anUpgradeThatLostTheRaceKeepsTheStateTheWinnerMade() throws {
+        let lab = Layout3Lab()
+        defer { lab.remove() }
+        try lab.createNamespace()
+        _ = try lab.pinLayout3()
+        try lab.attachOldProgram()
+
+        // The loser read layout 3 before the winner's upgrade...
+        let legacy = try Datapath.readLegacyState(in: lab.pins)
+        let (winner, _) = try lab.open()
+        let upgradedProgramID = try Layout3Lab.programID(pinnedAt: lab.pin("portcullis_xdp"))
+
+        // ...and carries on with its own once the winner lets go of the lock.
+        let loser = try Datapath.recreate(lab.pins, capacity: legacy.capacity)
+        _ = try loser.moveAttachments()
+
+        #expect(try Layout3Lab.programID(pinnedAt: lab.pin("portcullis_xdp")) == upgradedProgramID)
+        #expect(try Layout3Lab.programID(of: loser.xdpProgram.fileDescriptor) == upgradedProgramID)
+        #expect(try Layout3Lab.linkProgramID(pinnedAt: lab.pin(lab.linkPin)) == upgradedProgramID)
+
+        // What the winner blocks afterwards is dropped by the program on the interface.
+        let late = "203.0.113.50"
+        _ = try winner.block(BlockRequest(target: Layout3Lab.target(late), duration: .seconds(600), reason: "after the race"), context: .none)
+        let attached = try Layout3Lab.linkProgramID(pinnedAt: lab.pin(lab.linkPin))
+        #expect(try Layout3Lab.verdict(ofProgramWithID: attached, on: Frame.ipv4(source: late)) == .drop)
+    }
+
     /// A start that replaced the maps and then died (or failed) before it moved the links: the
     /// next start finds layout 4 and takes the normal path, which never looks at the links, so
     /// the interface keeps running the layout 3 program over its old maps, and no block made
