@@ -177,7 +177,11 @@ let package = Package(
         .testTarget(name: "PortcullisLedgerTests", dependencies: ["PortcullisLedger", "PortcullisCore"]),
         .testTarget(name: "PortcullisIncidentsTests", dependencies: ["PortcullisIncidents", "PortcullisCore"]),
         // Needs root and bpffs (skips with a message otherwise): verdicts through BPF_PROG_TEST_RUN.
-        .testTarget(name: "PortcullisBPFTests", dependencies: ["PortcullisBPF", "PortcullisControl", "PortcullisCore", "PortcullisIncidents", "PortcullisLedger", "CLibbpf"]),
+        // Fixtures/ holds the frozen layout-3 XDP object the upgrade test pins (tools/build-layout3-fixture.sh).
+        .testTarget(
+            name: "PortcullisBPFTests",
+            dependencies: ["PortcullisBPF", "PortcullisControl", "PortcullisCore", "PortcullisIncidents", "PortcullisLedger", "CLibbpf"],
+            resources: [.copy("Fixtures")]),
         // The control API's route handlers in process (HummingbirdTesting) over a real keeper; needs root and bpffs.
         .testTarget(
             name: "PortcullisDaemonTests",

@@ -99,10 +99,14 @@ extension Datapath {
 
     /// Replaces the maps and programs in `pins` with new, empty ones of this layout, leaving
     /// the pinned links (and so the old program, still dropping with its old maps) in place
-    /// until ``moveAttachments()`` points them at the new program.
+    /// until ``moveAttachments()`` points them at the new program. When another process
+    /// upgraded the pins since the caller found layout 3, opens its state instead.
     public static func recreate(_ pins: PinDirectory, capacity: Capacity) throws(DatapathError) -> Datapath {
         let lock = try pins.lockForWriting()
         defer { withExtendedLifetime(lock) {} }
+        // The caller read layout 3 without the lock. Replacing a state already upgraded would
+        // orphan the maps the other process writes, or the program its links were moved to.
+        if try layoutVersion(in: pins) == UInt32(PORTCULLIS_LAYOUT_VERSION) { return try open(pins) }
         // Unpinned first: its absence is what marks the state incomplete should this die half-way.
         if pins.contains(MapName.meta.rawValue), unlink(pins.path(of: MapName.meta.rawValue)) != 0 {
             throw .syscall("cannot remove \(pins.path(of: MapName.meta.rawValue))", errno: errno)

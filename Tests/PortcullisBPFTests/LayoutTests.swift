@@ -14,9 +14,10 @@ struct LayoutTests {
         var description: String { "\(name)@\(byteOffset)" }
     }
 
-    /// Size and members of a struct, as the BPF object's BTF describes it.
-    static func btfLayout(of structName: String) throws -> (size: Int, members: [Member]) {
-        let object = try #require(Datapath.embeddedObject)
+    /// Size and members of a struct, as the BPF object's BTF describes it (the embedded one
+    /// unless `object` is given).
+    static func btfLayout(of structName: String, in object: [UInt8]? = nil) throws -> (size: Int, members: [Member]) {
+        let object = try object ?? #require(Datapath.embeddedObject)
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-layout-\(UUID()).o").path
         try Data(object).write(to: URL(fileURLWithPath: path))
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -81,5 +82,35 @@ struct LayoutTests {
         let (_, stats) = try Self.btfLayout(of: "portcullis_stats")
         #expect(stats.map(\.name) == ["seen", "dropped", "dropped_bytes", "passed", "passed_allowed", "passed_expired", "not_ip", "parse_failed"])
         #expect(stats.map(\.byteOffset) == Array(stride(from: 0, to: 64, by: 8)))
+    }
+
+    /// The upgrade reads layout 3's records with `portcullis_v3_block`; the layout 3 program
+    /// (the committed fixture) called the same value `portcullis_block`.
+    @Test func layout3ValueMatchesTheLayout3Program() throws {
+        let fixture = try Layout3Lab.fixture()
+        let (size, members) = try Self.btfLayout(of: "portcullis_block", in: fixture)
+        #expect(size == MemoryLayout<portcullis_v3_block>.size)
+        #expect(size == 168)
+        let swift: [Member] = [
+            Member(name: "expires_jiffies", byteOffset: MemoryLayout<portcullis_v3_block>.offset(of: \.expires_jiffies)!),
+            Member(name: "dropped_packets", byteOffset: MemoryLayout<portcullis_v3_block>.offset(of: \.dropped_packets)!),
+            Member(name: "dropped_bytes", byteOffset: MemoryLayout<portcullis_v3_block>.offset(of: \.dropped_bytes)!),
+            Member(name: "created_unix_ms", byteOffset: MemoryLayout<portcullis_v3_block>.offset(of: \.created_unix_ms)!),
+            Member(name: "refreshed_unix_ms", byteOffset: MemoryLayout<portcullis_v3_block>.offset(of: \.refreshed_unix_ms)!),
+            Member(name: "requested_seconds", byteOffset: MemoryLayout<portcullis_v3_block>.offset(of: \.requested_seconds)!),
+            Member(name: "source", byteOffset: MemoryLayout<portcullis_v3_block>.offset(of: \.source)!),
+            Member(name: "prefixlen", byteOffset: MemoryLayout<portcullis_v3_block>.offset(of: \.prefixlen)!),
+            Member(name: "pad", byteOffset: MemoryLayout<portcullis_v3_block>.offset(of: \.pad)!),
+            Member(name: "reason", byteOffset: MemoryLayout<portcullis_v3_block>.offset(of: \.reason)!),
+        ]
+        #expect(members == swift)
+        // The keys, the allowlist value and the meta the upgrade reads kept their layout 3 sizes.
+        for (name, swiftSize) in [
+            ("portcullis_lpm_v4", MemoryLayout<portcullis_lpm_v4>.size), ("portcullis_lpm_v6", MemoryLayout<portcullis_lpm_v6>.size),
+            ("portcullis_addr_v6", MemoryLayout<portcullis_addr_v6>.size), ("portcullis_allow", MemoryLayout<portcullis_allow>.size),
+            ("portcullis_meta", MemoryLayout<portcullis_meta>.size), ("portcullis_clock_sample", MemoryLayout<portcullis_clock_sample>.size),
+        ] {
+            #expect(try Self.btfLayout(of: name, in: fixture).size == swiftSize, "\(name)")
+        }
     }
 }
