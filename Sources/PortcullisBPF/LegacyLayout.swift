@@ -115,11 +115,18 @@ extension Datapath {
         return try open(pins)
     }
 
-    /// Points every pinned XDP link at this state's program, atomically per interface: the
+    /// Points every pinned XDP link that runs another program (layout 3's, or the one an
+    /// upgrade cut short left behind) at this state's program, atomically per interface: the
     /// interface never goes without a program. Returns the interfaces moved.
     public func moveAttachments() throws(DatapathError) -> [String] {
         let lock = try pins.lockForWriting()
         defer { withExtendedLifetime(lock) {} }
+        var ownInfo = bpf_prog_info()
+        var ownLength = UInt32(MemoryLayout<bpf_prog_info>.size)
+        guard bpf_obj_get_info_by_fd(xdpProgram.fileDescriptor, &ownInfo, &ownLength) == 0 else {
+            let code = errno
+            throw .syscall("cannot read the description of program \(xdpProgram.name)", errno: code)
+        }
         var moved: [String] = []
         for directory in pins.entries(of: Datapath.linksDirectory) {
             for file in pins.entries(of: "\(Datapath.linksDirectory)/\(directory)") {
@@ -128,6 +135,9 @@ extension Datapath {
                 let fd = bpf_obj_get(path)
                 guard fd >= 0 else { throw .syscall("cannot open the XDP link pinned at \(path)", errno: errno) }
                 defer { close(fd) }
+                var info = bpf_link_info()
+                var length = UInt32(MemoryLayout<bpf_link_info>.size)
+                if bpf_obj_get_info_by_fd(fd, &info, &length) == 0 && info.prog_id == ownInfo.id { continue }
                 let status = bpf_link_update(fd, xdpProgram.fileDescriptor, nil)
                 // A link whose interface is gone is defunct; attach replaces it later.
                 if status != 0 && errno != ENOLINK {

@@ -87,7 +87,10 @@ public final class LocalBlocklist: BlocklistService {
         _ location: BlocklistLocation, creatingWith capacity: Capacity?, capacityWasExplicit: Bool = false,
         reconcile: Bool = false, recorder: IncidentRecorder
     ) throws(ServiceError) -> (LocalBlocklist, StartReport) {
-        let ledger = try ServiceError.mapping { () throws(LedgerError) in try Ledger.open(stateDirectory: location.stateDirectory) }
+        // Opened only to read or for one change, a ledger on a read-only file system is still read.
+        let ledger = try ServiceError.mapping { () throws(LedgerError) in
+            try Ledger.open(stateDirectory: location.stateDirectory, readingIfReadOnly: capacity == nil && !reconcile)
+        }
         var report = StartReport()
         let pins = location.pins
         let version = try ServiceError.mapping { () throws(DatapathError) in try Datapath.layoutVersion(in: pins) }
@@ -122,7 +125,9 @@ public final class LocalBlocklist: BlocklistService {
         }
         let blocklist = LocalBlocklist(datapath: datapath, ledger: ledger, recorder: recorder, location: location)
         try blocklist.start(restoring: fresh, reconcile: reconcile, report: &report)
-        if version == 3 {
+        // After an upgrade, and at every start: an upgrade cut short after it replaced the maps
+        // (layout 4 from then on) left its links on the old program, which only this moves.
+        if version == 3 || reconcile {
             report.movedAttachments = try ServiceError.mapping { () throws(DatapathError) in try datapath.moveAttachments() }
         }
         return (blocklist, report)
@@ -595,11 +600,11 @@ public final class LocalBlocklist: BlocklistService {
         let reading = try ServiceError.mapping { () throws(DatapathError) in try datapath.now() }
         let lastWrite = try ServiceError.mapping { () throws(LedgerError) in try ledger.lastWriteUnixMilliseconds() }
         // A clock that reads earlier than the last change (no RTC, not yet synced) is not
-        // believed: remaining times count from the last change, which never shortens a block.
-        var now = reading.unixMilliseconds
+        // believed for blocks changed after it: each block's time left counts from its own last
+        // change at the earliest, which never shortens one.
+        let now = reading.unixMilliseconds
         if let lastWrite, lastWrite > now {
-            report.clockWarning = "the wall clock reads \(Incident.rfc3339(unixMilliseconds: now)), earlier than the ledger's last change at \(Incident.rfc3339(unixMilliseconds: lastWrite)); remaining times count from that change (check NTP and the RTC)"
-            now = lastWrite
+            report.clockWarning = "the wall clock reads \(Incident.rfc3339(unixMilliseconds: now)), earlier than the ledger's last change at \(Incident.rfc3339(unixMilliseconds: lastWrite)); each block's remaining time counts from its own last change at the earliest (check NTP and the RTC)"
         }
         // Remembered for a restore, which must create maps of the same size.
         let exact = try ServiceError.mapping { () throws(LedgerError) in try ledger.setting("capacity_exact") }
@@ -625,10 +630,11 @@ public final class LocalBlocklist: BlocklistService {
         var expired: [LedgerBlock] = []
         try ServiceError.mapping { () throws(LedgerError) in
             try ledger.forEachBlock(BlockQuery(), at: now) { block in
-                if block.isExpired(atUnixMilliseconds: now) {
+                let from = Self.believedNow(now, for: block)
+                if block.isExpired(atUnixMilliseconds: from) {
                     expired.append(block)
                 } else {
-                    writes.append(ExpiryWrite(target: block.target, expiry: Self.jiffies(block.expiry, reading, now: now), keepsCounters: false))
+                    writes.append(ExpiryWrite(target: block.target, expiry: Self.jiffies(block.expiry, reading, now: from), keepsCounters: false))
                 }
             }
         }
@@ -673,11 +679,12 @@ public final class LocalBlocklist: BlocklistService {
         try ServiceError.mapping { () throws(LedgerError) in
             try ledger.forEachBlock(BlockQuery(), at: now) { block in
                 let mapped = inMaps.removeValue(forKey: block.target)
-                if block.isExpired(atUnixMilliseconds: now) {
+                let from = Self.believedNow(now, for: block)
+                if block.isExpired(atUnixMilliseconds: from) {
                     expired.append(block)
                     return
                 }
-                let expiry = Self.jiffies(block.expiry, reading, now: now)
+                let expiry = Self.jiffies(block.expiry, reading, now: from)
                 guard let mapped else {
                     writes.append(ExpiryWrite(target: block.target, expiry: expiry, keepsCounters: false))
                     report.addedToMaps += 1
@@ -736,6 +743,12 @@ public final class LocalBlocklist: BlocklistService {
             try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in try writer.clearPendingRemovals(Array(pending)) }
         }
         try retire(expired, at: now, report: &report)
+    }
+
+    /// The time a start counts `block`'s remaining time from: the clock, unless it reads
+    /// earlier than the block's own last change, which it cannot be.
+    static func believedNow(_ now: Int64, for block: LedgerBlock) -> Int64 {
+        max(now, block.refreshedUnixMilliseconds)
     }
 
     /// A wall-clock expiry in the maps' jiffies, counted from `now` (which may be later than

@@ -104,14 +104,22 @@ public final class Ledger {
 
     /// Opens the ledger in `stateDirectory`, creating the directory and the database when
     /// missing.
-    public static func open(stateDirectory: String) throws(LedgerError) -> Ledger {
+    /// With `readingIfReadOnly`, a ledger that cannot be written (a read-only file system) is
+    /// opened for reading instead, and any change to it fails with a clear error.
+    public static func open(stateDirectory: String, readingIfReadOnly: Bool = false) throws(LedgerError) -> Ledger {
         if case .failure(let error) = SystemCall.makeDirectories(stateDirectory, mode: 0o750) {
             let path = stateDirectory + "/" + fileName
             let kind: LedgerError.Kind = error.code == EROFS ? .readOnly : (error.code == EACCES ? .permission : .failed)
             let advice = kind == .permission ? "run as root, or choose" : "choose"
             throw LedgerError(kind, path: path, "\(error.description), where the ledger \(path) lives; \(advice) a writable state directory with --state-dir or PORTCULLIS_STATE_DIR")
         }
-        return try Ledger(path: stateDirectory + "/" + fileName)
+        let path = stateDirectory + "/" + fileName
+        do {
+            return try Ledger(path: path)
+        } catch {
+            guard readingIfReadOnly, error.kind == .readOnly, access(path, R_OK) == 0 else { throw error }
+            return try Ledger(readingOnly: path)
+        }
     }
 
     /// Whether a ledger exists in `stateDirectory`, without creating one.
@@ -136,6 +144,16 @@ public final class Ledger {
         self.path = path
         connection = try SQLiteConnection(path: path)
         try prepareSchema()
+    }
+
+    private init(readingOnly path: String) throws(LedgerError) {
+        self.path = path
+        connection = try SQLiteConnection(path: path, immutable: true)
+        let version = try connection.statement("PRAGMA user_version")
+        defer { version.reset() }
+        guard try version.step(), version.int64(0) == Self.schemaVersion else {
+            throw LedgerError(.corrupt, path: path, "the ledger \(path) cannot be written and is not a ledger this portcullis can read")
+        }
     }
 
     private func prepareSchema() throws(LedgerError) {

@@ -33,10 +33,16 @@ public struct LedgerError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 
     /// The error for a failed SQLite call, with the advice its result code calls for.
-    static func sqlite(_ code: CInt, _ operation: String, path: String, detail: String?) -> LedgerError {
+    static func sqlite(_ code: CInt, _ operation: String, path: String, detail: String?, systemErrno: CInt = 0) -> LedgerError {
         let said = detail.map { ": \($0)" } ?? ""
         let what = "the ledger \(path): \(operation) failed\(said)"
-        switch code & 0xFF {
+        // SQLite reports a full disk met while growing its shared-memory file as an I/O error,
+        // and a read-only directory as a file it cannot open; the errno says which it was.
+        var primary = code & 0xFF
+        if primary == SQLITE_IOERR && (systemErrno == ENOSPC || systemErrno == EDQUOT) { primary = SQLITE_FULL }
+        if (primary == SQLITE_CANTOPEN || primary == SQLITE_IOERR) && systemErrno == EROFS { primary = SQLITE_READONLY }
+        if primary == SQLITE_CANTOPEN && access(parent(of: path), W_OK) != 0 && errno == EROFS { primary = SQLITE_READONLY }
+        switch primary {
         case SQLITE_CORRUPT, SQLITE_NOTADB:
             return LedgerError(.corrupt, path: path, code: code, "\(what); the file is damaged or not a Portcullis ledger. Move it aside (the pinned maps keep enforcing what they hold) and start again: the next start rebuilds the ledger from the maps")
         case SQLITE_FULL:
@@ -71,21 +77,40 @@ final class SQLiteConnection {
     private let handle: OpaquePointer
     private var statements: [String: SQLiteStatement] = [:]
 
-    init(path: String, readOnly: Bool = false) throws(LedgerError) {
+    /// With `immutable`, the file is opened read-only as a snapshot that nothing changes
+    /// (`?immutable=1`): SQLite then needs neither its lock nor its shared-memory file, so a
+    /// ledger on a read-only file system can still be read.
+    init(path: String, immutable: Bool = false) throws(LedgerError) {
         self.path = path
         var opened: OpaquePointer?
-        let flags = (readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
+        let flags = (immutable ? SQLITE_OPEN_READONLY | SQLITE_OPEN_URI : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
             | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
-        let status = sqlite3_open_v2(path, &opened, flags, nil)
+        let name = immutable ? "file:" + Self.uriPath(path) + "?immutable=1" : path
+        let status = sqlite3_open_v2(name, &opened, flags, nil)
         guard status == SQLITE_OK, let opened else {
             let detail = opened.flatMap { sqlite3_errmsg($0) }.map { String(cString: $0) }
+            let systemErrno = opened.map { sqlite3_system_errno($0) } ?? 0
             if let opened { sqlite3_close_v2(opened) }
-            throw LedgerError.sqlite(status, "opening", path: path, detail: detail)
+            throw LedgerError.sqlite(status, "opening", path: path, detail: detail, systemErrno: systemErrno)
         }
         handle = opened
         sqlite3_extended_result_codes(handle, 1)
         // Another process's write transaction is waited for, not failed at once.
         sqlite3_busy_timeout(handle, 10_000)
+    }
+
+    /// A path as the path of a file: URI, with the characters a URI gives meaning escaped.
+    private static func uriPath(_ path: String) -> String {
+        var escaped = ""
+        for scalar in path.unicodeScalars {
+            switch scalar {
+            case "%": escaped += "%25"
+            case "?": escaped += "%3F"
+            case "#": escaped += "%23"
+            default: escaped.unicodeScalars.append(scalar)
+            }
+        }
+        return escaped
     }
 
     deinit {
@@ -98,7 +123,7 @@ final class SQLiteConnection {
     }
 
     func failure(_ code: CInt, _ operation: String) -> LedgerError {
-        LedgerError.sqlite(code, operation, path: path, detail: lastMessage)
+        LedgerError.sqlite(code, operation, path: path, detail: lastMessage, systemErrno: sqlite3_system_errno(handle))
     }
 
     /// Runs SQL that returns no rows, statement by statement: `sqlite3_exec(3)`.

@@ -179,10 +179,8 @@ struct UpgradeTests {
         let upgradedProgramID = try Layout3Lab.programID(pinnedAt: lab.pin("portcullis_xdp"))
         #expect(upgradedProgramID != oldProgramID)
         let linkedProgramID = try Layout3Lab.linkProgramID(pinnedAt: lab.pin(lab.linkPin))
-        withKnownIssue("the links of an upgrade cut short stay on the layout 3 program") {
-            #expect(linkedProgramID == upgradedProgramID)
-            #expect(report.movedAttachments == ["\(lab.interface) in netns \(lab.namespace)"])
-        }
+        #expect(linkedProgramID == upgradedProgramID)
+        #expect(report.movedAttachments == ["\(lab.interface) in netns \(lab.namespace)"])
     }
 
     private func expectExpiry(_ expiry: Expiry<Int64>, near expected: Int64, sourceLocation: SourceLocation = #_sourceLocation) {
