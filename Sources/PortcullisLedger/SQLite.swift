@@ -50,10 +50,10 @@ public struct LedgerError: Error, CustomStringConvertible, Sendable {
         case SQLITE_READONLY:
             return LedgerError(.readOnly, path: path, code: code, "\(what); it cannot be written (read-only file system or file). Make the state directory writable, or choose another with --state-dir or PORTCULLIS_STATE_DIR; nothing was changed")
         case SQLITE_PERM, SQLITE_AUTH:
-            return LedgerError(.permission, path: path, code: code, "\(what); permission denied. Run as root, or choose a state directory you may write with --state-dir or PORTCULLIS_STATE_DIR")
+            return LedgerError(.permission, path: path, code: code, "\(what); permission denied: run as root, or choose a state directory you may write with --state-dir or PORTCULLIS_STATE_DIR")
         case SQLITE_CANTOPEN:
             let reason = access(parent(of: path), W_OK) != 0 && errno == EACCES ? "permission denied" : "cannot open or create it"
-            return LedgerError(.permission, path: path, code: code, "\(what) (\(reason)). Run as root, or choose a state directory you may write with --state-dir or PORTCULLIS_STATE_DIR")
+            return LedgerError(.permission, path: path, code: code, "\(what) (\(reason)); run as root, or choose a state directory you may write with --state-dir or PORTCULLIS_STATE_DIR")
         case SQLITE_BUSY, SQLITE_LOCKED:
             return LedgerError(.busy, path: path, code: code, "\(what); another process held it too long. Try again")
         case SQLITE_IOERR:
