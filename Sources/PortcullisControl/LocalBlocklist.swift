@@ -418,14 +418,23 @@ public final class LocalBlocklist: BlocklistService {
     /// Removes the blocks that expired, found through the ledger's expiry index, and finishes
     /// removals a crash interrupted. A sweep that finds nothing writes nothing.
     public func sweep() throws(ServiceError) -> SweepReport {
+        try sweep(atMost: 65_536, rounds: .max)
+    }
+
+    /// A sweep in slices: at most `rounds` rounds of at most `slice` expired blocks, so a
+    /// caller that serves other writers between slices (the daemon) never makes a block wait
+    /// for a whole sweep. The report's `removedCount` below `slice × rounds` says it finished.
+    public func sweep(atMost slice: Int, rounds: Int) throws(ServiceError) -> SweepReport {
         let started = ContinuousClock.now
         let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
         defer { withExtendedLifetime(lock) {} }
         let now = WallClock.nowUnixMilliseconds()
         var removed: [BlockEntry] = []
         var scanned = 0
-        while true {
-            let expired = try ServiceError.mapping { () throws(LedgerError) in try ledger.expired(atUnixMilliseconds: now, limit: 65_536) }
+        var round = 0
+        while round < rounds {
+            round += 1
+            let expired = try ServiceError.mapping { () throws(LedgerError) in try ledger.expired(atUnixMilliseconds: now, limit: slice) }
             let pending = try ServiceError.mapping { () throws(LedgerError) in try ledger.pendingRemovals() }
             guard !expired.isEmpty || !pending.isEmpty else { break }
             scanned += expired.count
@@ -442,7 +451,7 @@ public final class LocalBlocklist: BlocklistService {
             try ServiceError.mapping { () throws(LedgerError) in
                 try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in try writer.clearPendingRemovals(targets) }
             }
-            if expired.count < 65_536 { break }
+            if expired.count < slice { break }
         }
         if !removed.isEmpty { recorder.recordExpiries(removed) }
         return SweepReport(removed: removed, scanned: scanned, elapsed: ContinuousClock.now - started)

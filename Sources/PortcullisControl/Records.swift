@@ -114,14 +114,26 @@ public struct BatchBody: Codable, Sendable {
         public var durationSeconds: Int64?
         public init(target: String, durationSeconds: Int64?) { (self.target, self.durationSeconds) = (target, durationSeconds) }
     }
-    public var items: [Item]
+    public var items: [Item]?
+    /// The same items as the lines of a block file ("TARGET [DURATION]"), instead of `items`:
+    /// one JSON string for a million targets, decoded in a fraction of the time an array of
+    /// objects takes.
+    public var lines: String?
     public var reason: String?
     public var source: String?
     /// Where the items came from, for the incident record.
     public var origin: String?
 
+    /// The batch as `lines`, which the command line sends.
     public init(_ batch: BlockBatch) {
-        items = batch.items.map { Item(target: $0.target.description, durationSeconds: $0.duration?.components.seconds) }
+        var text = ""
+        text.reserveCapacity(batch.items.count * 16)
+        for item in batch.items {
+            text += item.target.description
+            if let seconds = item.duration?.components.seconds { text += " \(seconds)s" }
+            text += "\n"
+        }
+        lines = text
         reason = batch.reason.isEmpty ? nil : batch.reason
         source = batch.source.rawValue
         origin = batch.origin
@@ -130,7 +142,23 @@ public struct BatchBody: Codable, Sendable {
     /// The batch this body asks for; any bad item refuses the whole body.
     public func batch() throws(ServiceError) -> BlockBatch {
         var parsed: [BlockBatch.Item] = []
-        parsed.reserveCapacity(items.count)
+        if let lines {
+            var number = 0
+            for line in lines.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+                number += 1
+                do {
+                    guard let entry = try BlockFile.parseLine(Substring(line), number: number) else { continue }
+                    parsed.append(BlockBatch.Item(target: entry.target, duration: entry.duration))
+                } catch {
+                    throw ServiceError(.badRequest, "lines: \(error.description)")
+                }
+            }
+        }
+        let items = items ?? []
+        guard lines != nil || !items.isEmpty || self.items != nil else {
+            throw ServiceError(.badRequest, "the body lacks the field items (or lines)")
+        }
+        parsed.reserveCapacity(parsed.count + items.count)
         for item in items {
             let target = try RequestParsing.target(item.target).target
             if let seconds = item.durationSeconds, !(1...DurationText.maximumSeconds).contains(seconds) {

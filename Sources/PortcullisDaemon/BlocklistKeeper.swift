@@ -74,8 +74,25 @@ actor BlocklistKeeper {
         return outcome
     }
 
-    func sweep() throws(ServiceError) -> SweepReport {
-        let report = try blocklist.sweep()
+    /// Expired blocks removed in slices, with the other writers' requests served between them.
+    static let sweepSlice = 512
+
+    func sweep() async throws(ServiceError) -> SweepReport {
+        let started = ContinuousClock.now
+        var removed: [BlockEntry] = []
+        var bySource: [String: Int] = [:]
+        var scanned = 0
+        while true {
+            let slice = try blocklist.sweep(atMost: Self.sweepSlice, rounds: 1)
+            removed += slice.removed
+            scanned += slice.scanned
+            for (source, count) in slice.removedBySource { bySource[source, default: 0] += count }
+            if slice.removedCount < Self.sweepSlice { break }
+            // A block waiting behind this sweep goes first.
+            await Task.yield()
+        }
+        let report = SweepReport(removed: removed, removedCount: removed.count, removedBySource: bySource,
+                                 scanned: scanned, elapsed: ContinuousClock.now - started)
         metrics.recordSweep(report)
         if report.removedCount > 0 {
             logger.info("swept \(report.removedCount) expired blocks in \(Int(report.elapsed.fractionalSeconds * 1000)) ms")

@@ -144,7 +144,9 @@ struct Block: ParsableCommand {
         print("blocked \(outcome.total) targets from \(name) in \(Output.fixed(total.elapsed.fractionalSeconds, digits: 2)) s: \(outcome.added) added, \(outcome.refreshed) refreshed, \(outcome.keptLonger) already blocked for longer")
     }
 
-    static let daemonChunkSize = 200_000
+    /// Sent as block-file lines, at most ~45 bytes each (IPv6 and a duration): 11 MiB, inside
+    /// the daemon's 16 MiB body limit.
+    static let daemonChunkSize = 250_000
     /// 16 million lines of an address and a duration; anything larger is not a block file.
     static let maximumFileBytes = 512 << 20
 }

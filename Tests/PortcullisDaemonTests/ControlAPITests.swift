@@ -122,6 +122,23 @@ struct ControlAPITests {
         }
     }
 
+    @Test func aBatchAsBlockFileLinesIsAllOrNothing() async throws {
+        try await Self.withRouter { client in
+            var response = try await Self.post(client, "/v1/blocks/batch", #"{"lines":"203.0.113.1\n203.0.113.2 90s\n# a comment\n\n2001:db8::/48 1h\n","origin":"feed"}"#)
+            #expect(response.status == .ok)
+            #expect(try Self.json(response)["added"] as? Int == 3)
+            response = try await Self.post(client, "/v1/blocks/batch", #"{"lines":"203.0.113.3\nnot-an-address\n"}"#)
+            #expect(response.status == .badRequest)
+            #expect((try Self.json(response)["error"] as? String)?.contains("line 2") == true)
+            response = try await Self.post(client, "/v1/blocks/batch", #"{"reason":"nothing to block"}"#)
+            #expect(response.status == .badRequest)
+            let page = try Self.json(try await client.execute(uri: "/v1/blocks?limit=0", method: .get))
+            #expect(page["total"] as? Int == 3, "the bad batches changed nothing")
+            let one = try Self.json(try await client.execute(uri: "/v1/block?target=203.0.113.2", method: .get))
+            #expect(one["requestedSeconds"] as? Int == 90)
+        }
+    }
+
     @Test func listFiltersWithoutFormattingWhatItSkips() async throws {
         try await Self.withRouter { client in
             let items = (1...50).map { #"{"target":"203.0.113.\#($0)"}"# }.joined(separator: ",")
