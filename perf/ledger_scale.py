@@ -217,7 +217,7 @@ try:
     scrape = statistics.median(scrapes)
     rows.append((f"metrics scrape at {count:,} blocks (median of 20)", f"{scrape:.1f} ms", "≤ 50 ms", scrape <= 50))
 
-    idle = block_latencies(300, int(ipaddress.IPv4Address("250.0.0.0")))
+    idle = block_latencies(1000, int(ipaddress.IPv4Address("250.0.0.0")))
     latency_series["idle"] = idle
     stop_loading = threading.Event()
     background = {"scrapes": 0, "sweeps": 0}
@@ -246,7 +246,7 @@ try:
     for thread in threads:
         thread.start()
     time.sleep(1.5)
-    loaded = block_latencies(300, int(ipaddress.IPv4Address("252.0.0.0")))
+    loaded = block_latencies(1000, int(ipaddress.IPv4Address("252.0.0.0")))
     stop_loading.set()
     for thread in threads:
         thread.join(timeout=60)

@@ -246,6 +246,7 @@ public final class LocalBlocklist: BlocklistService {
         writes.reserveCapacity(batch.items.count)
         try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
             var newTargets = NewTargets()
+            var lastWasKnown = false
             var pending: (block: LedgerBlock, previous: LedgerBlock?, inMaps: Bool)?
             func flush(_ item: (block: LedgerBlock, previous: LedgerBlock?, inMaps: Bool)?, writer: inout LedgerWriter) throws(ServiceError) {
                 guard let item else { return }
@@ -265,15 +266,18 @@ public final class LocalBlocklist: BlocklistService {
                 }
                 try flush(pending, writer: &writer)
                 pending = nil
-                // A target new to the ledger, listed once: one statement, no lookup.
+                // A target new to the ledger, listed once: one statement, no lookup. Targets come in
+                // order, so new ones and known ones come in runs: after a known one, look first.
                 let listedAgain = position + 1 < order.count && batch.items[order[position + 1]].target == item.target
-                if !listedAgain, try ServiceError.mapping({ () throws(LedgerError) in try writer.insertIfAbsent(requested) }) {
+                if !listedAgain, !lastWasKnown,
+                   try ServiceError.mapping({ () throws(LedgerError) in try writer.insertIfAbsent(requested) }) {
                     outcome.count(.added)
                     newTargets.count(item.target)
                     writes.append(ExpiryWrite(target: item.target, expiry: Self.jiffies(requested.expiry, reading), keepsCounters: false))
                     continue
                 }
                 let current = try ServiceError.mapping { () throws(LedgerError) in try writer.block(for: item.target) }
+                lastWasKnown = current != nil
                 let (merged, change) = Self.merge(requested, into: current, at: now)
                 outcome.count(change)
                 if current == nil { newTargets.count(item.target) }
@@ -440,7 +444,7 @@ public final class LocalBlocklist: BlocklistService {
             scanned += expired.count
             try ServiceError.mapping { () throws(LedgerError) in
                 try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
-                    for block in expired { try writer.remove(block) }
+                    for block in expired { try writer.remove(block, markingPending: false) }
                 }
             }
             let targets = expired.map(\.target) + pending
@@ -448,8 +452,10 @@ public final class LocalBlocklist: BlocklistService {
             var byTarget: [BlockTarget: DataplaneBlock] = [:]
             for block in counters { byTarget[block.target] = block }
             for block in expired { removed.append(Self.entry(block, counters: byTarget[block.target], at: now)) }
-            try ServiceError.mapping { () throws(LedgerError) in
-                try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in try writer.clearPendingRemovals(targets) }
+            if !pending.isEmpty {
+                try ServiceError.mapping { () throws(LedgerError) in
+                    try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in try writer.clearPendingRemovals(pending) }
+                }
             }
             if expired.count < slice { break }
         }
@@ -661,15 +667,12 @@ public final class LocalBlocklist: BlocklistService {
         guard !expired.isEmpty else { return }
         try ServiceError.mapping { () throws(LedgerError) in
             try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
-                for block in expired { try writer.remove(block) }
+                for block in expired { try writer.remove(block, markingPending: false) }
             }
         }
         let counters = try ServiceError.mapping { () throws(DatapathError) in try datapath.removeBlocks(expired.map(\.target)) }
         var byTarget: [BlockTarget: DataplaneBlock] = [:]
         for block in counters { byTarget[block.target] = block }
-        try ServiceError.mapping { () throws(LedgerError) in
-            try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in try writer.clearPendingRemovals(expired.map(\.target)) }
-        }
         report.expiredWhileDown = expired.count
         recorder.recordExpiries(expired.map { Self.entry($0, counters: byTarget[$0.target], at: now) })
     }
@@ -714,7 +717,10 @@ public final class LocalBlocklist: BlocklistService {
         var lifted: [BlockTarget] = []
         var adopted: [LedgerBlock] = []
         for (target, block) in inMaps {
-            if pending.contains(target) {
+            // Lifted in the ledger (an unblock, or a sweep, which marks nothing) and left in the
+            // maps by a crash: removed. A live entry the ledger never knew is recorded instead.
+            let expiredInMaps = if case .at(let jiffies) = block.expiry { jiffies <= reading.jiffies } else { false }
+            if pending.contains(target) || expiredInMaps {
                 lifted.append(target)
                 continue
             }

@@ -463,13 +463,37 @@ public struct LedgerWriter {
 
     /// Writes `block`, replacing `previous` (what ``block(for:)`` returned for its target).
     public mutating func put(_ block: LedgerBlock, replacing previous: LedgerBlock?) throws(LedgerError) {
-        try write(block, sql: """
-            INSERT OR REPLACE INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        guard let previous else {
+            try write(block, sql: """
+                INSERT OR REPLACE INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            countDeltas[Self.countKey(block), default: 0] += 1
+            try clearPendingRemoval(block.target)
+            return
+        }
+        // An update in place: the key, family and kind stay, so only the expiry index (and the
+        // source index when the owner changes) is touched.
+        let statement = try connection.statement("""
+            UPDATE blocks SET expires_ms = ?, source = ?, origin = ?, reason = ?, created_ms = ?, refreshed_ms = ?,
+                requested_seconds = ?, context = ? WHERE key = ?
             """)
-        if let previous { countDeltas[Self.countKey(previous), default: 0] -= 1 }
-        countDeltas[Self.countKey(block), default: 0] += 1
-        if previous == nil { try clearPendingRemoval(block.target) }
+        statement.bind(1, Self.expires(block)).bind(2, block.source.rawValue).bind(3, block.origin).bind(4, block.reason)
+            .bind(5, block.createdUnixMilliseconds).bind(6, block.refreshedUnixMilliseconds)
+            .bind(7, block.requestedDuration.map { $0.components.seconds }).bind(8, block.context)
+            .bind(9, LedgerKey.encode(block.target))
+        try statement.run()
+        if previous.source != block.source {
+            countDeltas[Self.countKey(previous), default: 0] -= 1
+            countDeltas[Self.countKey(block), default: 0] += 1
+        }
+    }
+
+    static func expires(_ block: LedgerBlock) -> Int64? {
+        switch block.expiry {
+        case .never: nil
+        case .at(let end): end
+        }
     }
 
     /// Writes `block` when its target holds none yet, and says whether it did: a load of new
@@ -506,14 +530,17 @@ public struct LedgerWriter {
     }
 
     /// Lifts `block` in the ledger and marks it for removal from the maps, which
-    /// ``clearPendingRemovals(_:)`` confirms once done.
-    public mutating func remove(_ block: LedgerBlock) throws(LedgerError) {
+    /// ``clearPendingRemovals(_:)`` confirms once done. An expired block needs no mark
+    /// (`markingPending: false`): a crash that leaves it in the maps leaves nothing that drops,
+    /// and the next start removes it.
+    public mutating func remove(_ block: LedgerBlock, markingPending: Bool = true) throws(LedgerError) {
         let key = LedgerKey.encode(block.target)
         let delete = try connection.statement("DELETE FROM blocks WHERE key = ?")
         delete.bind(1, key)
         try delete.run()
         guard connection.changes > 0 else { return }
         countDeltas[Self.countKey(block), default: 0] -= 1
+        guard markingPending else { return }
         let pending = try connection.statement("INSERT OR IGNORE INTO pending_removals (key) VALUES (?)")
         pending.bind(1, key)
         try pending.run()
