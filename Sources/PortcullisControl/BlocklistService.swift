@@ -287,6 +287,17 @@ public struct RemoteBlocklist: BlocklistService {
     public func statistics() throws(ServiceError) -> PacketStatistics {
         try call("GET", "/v1/stats")
     }
+
+    /// The pins and ledger the daemon serves, from its status.
+    public func location() throws(ServiceError) -> BlocklistLocation {
+        struct Served: Decodable {
+            let pinDirectory: String
+            let ledger: String
+        }
+        let served: Served = try call("GET", "/v1/status")
+        let directory = served.ledger.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        return BlocklistLocation(pins: PinDirectory(path: served.pinDirectory), stateDirectory: directory.isEmpty ? "/" : directory)
+    }
 }
 
 /// The daemon when it runs, the pinned maps otherwise: a process that finds the
@@ -299,6 +310,9 @@ public final class PreferredBlocklist: BlocklistService {
     private var local: LocalBlocklist?
     /// Whether the last request went to the daemon.
     public private(set) var usedDaemon = false
+
+    /// The pins and ledger the running daemon serves, or nil when none answers.
+    public var daemonLocation: BlocklistLocation? { try? remote.location() }
 
     /// Whether a daemon answers on the control socket now.
     public var reachesDaemon: Bool {

@@ -102,11 +102,15 @@ struct StateOptions: ParsableArguments {
         return blocklist
     }
 
-    /// For reading: the daemon when it runs (it knows the pins and ledger it serves), else the
-    /// ledger and maps directly.
+    /// For reading, the ledger and maps directly, which needs no single writer: those the daemon
+    /// serves when one runs (it knows where they are), else this command's. Through the daemon
+    /// only when this user may not open them.
     func reader() -> any BlocklistService {
         let preferred = blocklist()
-        if preferred.reachesDaemon { return preferred }
+        if let served = preferred.daemonLocation {
+            let opened = try? LocalBlocklist.open(served, creatingWith: nil, recorder: recorder).0
+            return opened ?? preferred
+        }
         return (try? local()) ?? preferred
     }
 
