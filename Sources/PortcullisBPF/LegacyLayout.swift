@@ -128,23 +128,19 @@ extension Datapath {
             throw .syscall("cannot read the description of program \(xdpProgram.name)", errno: code)
         }
         var moved: [String] = []
-        for directory in pins.entries(of: Datapath.linksDirectory) {
-            for file in pins.entries(of: "\(Datapath.linksDirectory)/\(directory)") {
-                let pin = LinkPin(directory: directory, file: file)
-                let path = pins.path(of: pin.relativePath)
-                let fd = bpf_obj_get(path)
-                guard fd >= 0 else { throw .syscall("cannot open the XDP link pinned at \(path)", errno: errno) }
-                defer { close(fd) }
-                var info = bpf_link_info()
-                var length = UInt32(MemoryLayout<bpf_link_info>.size)
-                if bpf_obj_get_info_by_fd(fd, &info, &length) == 0 && info.prog_id == ownInfo.id { continue }
-                let status = bpf_link_update(fd, xdpProgram.fileDescriptor, nil)
-                // A link whose interface is gone is defunct; attach replaces it later.
-                if status != 0 && errno != ENOLINK {
-                    throw .syscall("cannot move the XDP link on \(pin.displayName) to the new program", errno: -status == 0 ? errno : -status)
-                }
-                if status == 0 { moved.append(pin.displayName) }
+        for pin in pins.linkPins() {
+            let fd = try openLink(pin)
+            defer { close(fd) }
+            var info = bpf_link_info()
+            var length = UInt32(MemoryLayout<bpf_link_info>.size)
+            if bpf_obj_get_info_by_fd(fd, &info, &length) == 0 && info.prog_id == ownInfo.id { continue }
+            let status = bpf_link_update(fd, xdpProgram.fileDescriptor, nil)
+            let code = status == 0 ? 0 : (status < 0 ? -status : errno)
+            // A link whose interface is gone is defunct; attach replaces it later.
+            if status != 0 && code != ENOLINK {
+                throw .syscall("cannot move the XDP link on \(pin.displayName) to the new program", errno: code)
             }
+            if status == 0 { moved.append(pin.displayName) }
         }
         return moved
     }

@@ -80,6 +80,13 @@ public struct PinDirectory: Sendable, Equatable {
         return names.sorted()
     }
 
+    /// Every pinned XDP link, `links/<namespace dir>/<interface>`.
+    func linkPins() -> [LinkPin] {
+        entries(of: Datapath.linksDirectory).flatMap { directory in
+            entries(of: "\(Datapath.linksDirectory)/\(directory)").map { LinkPin(directory: directory, file: $0) }
+        }
+    }
+
     /// Takes the writer lock: an exclusive `flock(2)` on the directory itself.
     ///
     /// Every process that changes the maps holds it, so a sweep that decided an

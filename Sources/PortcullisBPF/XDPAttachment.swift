@@ -178,18 +178,24 @@ extension Datapath {
     /// Every pinned attachment, active or not.
     public func attachments() throws(DatapathError) -> [Attachment] {
         var result: [Attachment] = []
-        for directory in pins.entries(of: Datapath.linksDirectory) {
-            for file in pins.entries(of: "\(Datapath.linksDirectory)/\(directory)") {
-                result.append(try describe(LinkPin(directory: directory, file: file)))
-            }
-        }
+        for pin in pins.linkPins() { result.append(try describe(pin)) }
         return result
+    }
+
+    /// The pinned link's descriptor: `bpf_obj_get(3)`. The caller closes it.
+    func openLink(_ pin: LinkPin) throws(DatapathError) -> CInt {
+        let path = pins.path(of: pin.relativePath)
+        let fd = bpf_obj_get(path)
+        guard fd >= 0 else {
+            let code = errno
+            throw .syscall("cannot open the XDP link pinned at \(path)", errno: code)
+        }
+        return fd
     }
 
     private func describe(_ pin: LinkPin) throws(DatapathError) -> Attachment {
         let path = pins.path(of: pin.relativePath)
-        let fd = bpf_obj_get(path)
-        guard fd >= 0 else { throw .syscall("cannot open the XDP link pinned at \(path)", errno: errno) }
+        let fd = try openLink(pin)
         defer { close(fd) }
         var info = bpf_link_info()
         var length = UInt32(MemoryLayout<bpf_link_info>.size)

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import PortcullisCore
 
 /// Any JSON value, for messages whose shape is checked field by field, the
 /// way Wazuh's own active-response library checks them.
@@ -71,20 +72,4 @@ public enum JSONValue: Sendable, Equatable, Decodable {
 }
 
 /// Writes a JSON string literal, escaped per RFC 8259.
-func jsonString(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case let c where c.value < 0x20:
-            let hex = String(c.value, radix: 16)
-            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
-}
+func jsonString(_ text: String) -> String { JSONStringLiteral.quoted(text) }
