@@ -21,7 +21,14 @@ actor BlocklistKeeper {
     private nonisolated let executor = BlocklistKeeper.writerThread.next().executor
     nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
-    private let blocklist: LocalBlocklist
+    private var blocklist: LocalBlocklist
+    /// Where the blocklist lives and how its maps are made, to make them again if they are lost.
+    private let location: BlocklistLocation
+    private let recorder: IncidentRecorder
+    /// What is wrong with the data plane now (its pins gone, an interface not attached); empty
+    /// while it enforces the blocklist as configured.
+    private(set) var problems: [String] = []
+    private var lastRecovery: ContinuousClock.Instant?
     /// A second handle on the same ledger and maps, for answers that only read: a scrape or a
     /// listing never waits behind a change, and a change never waits behind them.
     let reader: BlocklistReader
@@ -45,6 +52,8 @@ actor BlocklistKeeper {
         }
         for line in report.lines { logger.notice("\(line)") }
         self.blocklist = blocklist
+        self.location = location
+        self.recorder = recorder
         self.reader = BlocklistReader(try LocalBlocklist.open(location, creatingWith: nil, recorder: recorder).0)
         self.metrics = metrics
         self.logger = logger
@@ -53,6 +62,64 @@ actor BlocklistKeeper {
     }
 
     var datapath: Datapath { blocklist.datapath }
+
+    // MARK: - The data plane's health
+
+    /// What keeps the data plane from enforcing the blocklist as configured.
+    func inspect() -> [String] {
+        var found: [String] = []
+        let pins = location.pins
+        let version = try? Datapath.layoutVersion(in: pins)
+        if version == nil {
+            found.append("the pins in \(pins.path) are gone (removed, or bpffs unmounted): nothing is dropped")
+            return found
+        }
+        let attachments = (try? datapath.attachments()) ?? []
+        for interface in configuration.interfaces {
+            let attached = attachments.contains { $0.interface == interface.name && $0.namespace == interface.netns && $0.isActive }
+            if !attached {
+                found.append("not attached to \(interface.name)\(interface.netns.map { " in netns \($0)" } ?? "")")
+            }
+        }
+        return found
+    }
+
+    /// Finds what is wrong and mends it: lost pins are made again from the ledger (every block
+    /// still in force and the allowlist), and the configured interfaces attached again.
+    /// Returns what is still wrong afterwards.
+    @discardableResult
+    func mend() -> [String] {
+        let found = inspect()
+        guard !found.isEmpty else {
+            if !problems.isEmpty { logger.notice("the data plane enforces the blocklist again") }
+            problems = []
+            metrics.recordDataplane(healthy: true)
+            return []
+        }
+        // The same trouble again (an interface that cannot be attached) is retried every 10 s,
+        // not every second; lost pins are made again at once.
+        let pinsLost = found.contains { $0.hasPrefix("the pins in") }
+        if !pinsLost, found == problems, let last = lastRecovery, ContinuousClock.now - last < .seconds(10) {
+            return problems
+        }
+        lastRecovery = ContinuousClock.now
+        for problem in found where !problems.contains(problem) { logger.error("\(problem); recovering") }
+        if found.contains(where: { $0.hasPrefix("the pins in") }) {
+            do {
+                let capacity = Capacity(exact: configuration.capacityExact, prefixes: configuration.capacityPrefixes)
+                let (restored, report) = try LocalBlocklist.open(location, creatingWith: capacity, reconcile: true, recorder: recorder)
+                for line in report.lines { logger.notice("\(line)") }
+                blocklist = restored
+                reader.replace(try LocalBlocklist.open(location, creatingWith: nil, recorder: recorder).0)
+            } catch {
+                logger.error("cannot make the maps again: \(error.description)")
+            }
+        }
+        apply(configuration, previous: nil)
+        problems = inspect()
+        metrics.recordDataplane(healthy: problems.isEmpty)
+        return problems
+    }
 
     // MARK: - Changes
 
@@ -206,10 +273,15 @@ struct MetricsSnapshot: Sendable {
 /// thread at a time); each is a few indexed rows and map lookups.
 final class BlocklistReader: @unchecked Sendable {
     // Unchecked: `blocklist` is only touched under `lock`.
-    private let blocklist: LocalBlocklist
+    private var blocklist: LocalBlocklist
     private let lock = Mutex(())
 
     init(_ blocklist: LocalBlocklist) { self.blocklist = blocklist }
+
+    /// Reads the maps made again after they were lost.
+    func replace(_ fresh: LocalBlocklist) {
+        lock.withLock { _ in blocklist = fresh }
+    }
 
     /// Runs `body` on NIO's blocking thread pool, one reader at a time.
     private func reading<T: Sendable>(_ body: @escaping @Sendable (LocalBlocklist) throws(ServiceError) -> T) async throws(ServiceError) -> T {

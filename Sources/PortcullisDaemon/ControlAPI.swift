@@ -60,7 +60,11 @@ enum ControlAPI {
         let allowlist = AllowlistRoutes(keeper: keeper)
         let state = StateRoutes(keeper: keeper)
 
-        router.get("v1/health") { _, _ in try json(["status": "ok"]) }
+        router.get("v1/health") { _, _ in
+            let problems = await keeper.problems
+            guard !problems.isEmpty else { return try json(["status": "ok"]) }
+            return try json(HealthBody(status: "degraded", problems: problems), status: .serviceUnavailable)
+        }
         router.post("v1/blocks", use: blocks.block)
         router.post("v1/blocks/batch", use: blocks.blockBatch)
         router.get("v1/blocks", use: blocks.list)
@@ -148,6 +152,11 @@ enum ControlAPI {
             status: status, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
+}
+
+struct HealthBody: Encodable {
+    let status: String
+    let problems: [String]
 }
 
 /// Blocks: each handler turns the wire's JSON into typed requests for the keeper, and its

@@ -92,7 +92,7 @@ public enum Daemon {
             logger.info("root's control socket ready at \(rootSocketPath)")
         }
 
-        var services: [any Service] = [control, rootControl, Sweeper(keeper: keeper), Reloader(keeper: keeper, path: configurationPath)]
+        var services: [any Service] = [control, rootControl, Sweeper(keeper: keeper), Watchdog(keeper: keeper), Reloader(keeper: keeper, path: configurationPath)]
         if let detector = configuration.detector, let (rules, responses) = detectorSetup {
             services.append(DetectorService(keeper: keeper, configuration: detector, rules: rules, responses: responses, logger: logger))
         }
@@ -189,6 +189,23 @@ struct Sweeper: Service {
     }
 }
 
+/// Every second: are the pins still there and every configured interface attached? When not,
+/// the maps are made again from the ledger and the interfaces attached again; until then
+/// `/v1/health` answers 503 and `portcullis_dataplane_healthy` is 0.
+struct Watchdog: Service {
+    let keeper: BlocklistKeeper
+    static let interval: Duration = .seconds(1)
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await keeper.mend()
+                try await Task.sleep(for: Self.interval)
+            }
+        }
+    }
+}
+
 /// SIGHUP: read the configuration again. A bad file is reported and the
 /// running configuration stays.
 struct Reloader: Service {
@@ -203,6 +220,7 @@ struct Reloader: Service {
                     let configuration = try DaemonConfiguration.load(path: path)
                     let previous = await keeper.configuration
                     await keeper.apply(configuration, previous: previous)
+                    await keeper.mend()
                     keeper.logger.info("reloaded \(path)")
                     if configuration.detector != nil || previous.detector != nil {
                         keeper.logger.warning("the detector (its sources, rules, active responses and white list) is not reloaded: restart the daemon to apply changes to it")

@@ -21,6 +21,12 @@ final class DaemonMetrics: Sendable {
         gauge("up", labels: [], help: "1 while the Portcullis daemon runs.").set(to: 1.0)
     }
 
+    func recordDataplane(healthy: Bool) {
+        gauge("dataplane_healthy", labels: [],
+              help: "1 while the pins are in place and every configured interface is attached; 0 while the daemon recovers them.")
+            .set(to: healthy ? 1 : 0)
+    }
+
     func recordBlock(_ change: BlockChange, source: BlockSource) {
         let name = change == .added ? "blocks_added_total" : "blocks_refreshed_total"
         let help = change == .added ? "Blocks added, by who asked." : "Blocks refreshed (blocked again while active), by who asked."

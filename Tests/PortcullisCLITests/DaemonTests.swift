@@ -61,7 +61,8 @@ final class DaemonFixture {
         self.output = output
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            if try api("GET", "/v1/health").status == 200 { return }
+            // Any answer means it serves: 503 is a daemon that runs but cannot enforce (yet).
+            if try api("GET", "/v1/health").status != 0 { return }
             guard process.isRunning else { break }
             usleep(50_000)
         }
@@ -337,6 +338,50 @@ struct DaemonLabTests {
         #expect((blocks["blocks"] as? [[String: Any]])?.first?["target"] as? String == Lab.attackerV4)
         #expect(try daemon.portcullis(["unblock", Lab.attackerV4]).status == 0)
         #expect(try lab.pingsAnswered() == 3)
+    }
+
+    /// The pins removed under a running daemon (which detaches XDP at once): it says so and
+    /// makes them again from the ledger, attached as configured, within a few seconds.
+    @Test func lostPinsAreReportedAndMadeAgainFromTheLedger() throws {
+        let lab = try Lab()
+        let daemon = DaemonFixture(pins: lab.pins)
+        try daemon.write("interfaces:\n  - name: \(lab.bastionInterface)\n    netns: \(lab.bastionNamespace)")
+        try daemon.start()
+        #expect(try daemon.portcullis(["block", Lab.attackerV4]).status == 0)
+        #expect(try lab.pingsAnswered() == 0)
+
+        try #require(try Command.run("/bin/rm", ["-rf", lab.pins]).status == 0)
+        var recovered = false
+        for _ in 0..<40 where !recovered {
+            usleep(250_000)
+            let attached = try lab.xdpOnBastion() != nil
+            recovered = FileManager.default.fileExists(atPath: lab.pins + "/meta") && attached
+        }
+        #expect(recovered, "the pins and the attachment came back")
+        #expect(try lab.pingsAnswered() == 0, "the block from the ledger drops again")
+        #expect(try daemon.api("GET", "/v1/health").status == 200)
+        let metrics = try Command.run("/usr/bin/curl", ["-s", "--max-time", "10", "http://127.0.0.1:\(daemon.metricsPort)/metrics"])
+        #expect(metrics.stdout.contains("portcullis_dataplane_healthy 1"), "\(metrics.stdout.prefix(400))")
+        let (_, output) = try daemon.stop()
+        #expect(output.contains("are gone"), "\(output)")
+        #expect(output.contains("restored 1 blocks from the ledger"), "\(output)")
+    }
+
+    /// An interface that cannot be attached: health and metrics say so until it can.
+    @Test func anInterfaceThatCannotBeAttachedMakesTheDaemonUnhealthy() throws {
+        let lab = try Lab()
+        let daemon = DaemonFixture(pins: lab.pins)
+        try daemon.write("interfaces:\n  - name: no-such-if\n    netns: \(lab.bastionNamespace)")
+        try daemon.start()
+        var health = try daemon.api("GET", "/v1/health")
+        for _ in 0..<20 where health.status == 200 {
+            usleep(250_000)
+            health = try daemon.api("GET", "/v1/health")
+        }
+        #expect(health.status == 503, "\(health)")
+        #expect(health.body.contains("not attached to no-such-if in netns \(lab.bastionNamespace)"), "\(health.body)")
+        let metrics = try Command.run("/usr/bin/curl", ["-s", "--max-time", "10", "http://127.0.0.1:\(daemon.metricsPort)/metrics"])
+        #expect(metrics.stdout.contains("portcullis_dataplane_healthy 0"), "\(metrics.stdout.prefix(400))")
     }
 
     @Test func anExpiredBlockIsRecordedWithWhatItDropped() throws {
