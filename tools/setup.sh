@@ -9,12 +9,13 @@ fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 [[ $(id -u) == 0 ]] || fail "run as root (it installs packages and mounts bpffs)"
 
-# Build: libbpf headers and library (libbpf-dev brings libelf and zlib).
+# Build: libbpf headers and library (libbpf-dev brings libelf and zlib), and libsqlite3 for the
+# ledger (libsqlite3-dev; the sqlite3 shell lets the ledger tests look inside it).
 # Tests and demo: iproute2 for network namespaces, ping for traffic, runuser (util-linux) for the
 # unprivileged check, bpftool for perf/ and for looking inside the pins, curl and Debian's Prometheus
 # client (its text-format parser) for the daemon tests.
 # The standalone detector's end-to-end test and the demo: a real OpenSSH server and client.
-packages=(libbpf-dev libelf-dev zlib1g-dev pkg-config iproute2 iputils-ping util-linux bpftool curl
+packages=(libbpf-dev libelf-dev zlib1g-dev libsqlite3-dev sqlite3 pkg-config iproute2 iputils-ping util-linux bpftool curl
           python3-prometheus-client openssh-server openssh-client ca-certificates)
 missing=()
 for package in "${packages[@]}"; do

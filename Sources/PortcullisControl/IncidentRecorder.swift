@@ -15,9 +15,10 @@ public struct IncidentRecorder: Sendable {
         self.warn = warn
     }
 
-    public func record(_ outcome: BlockOutcome, requested: Duration?, context: IncidentContext = .none) {
+    @discardableResult
+    public func record(_ outcome: BlockOutcome, requested: Duration?, context: IncidentContext = .none) -> [Incident] {
         let entry = outcome.entry
-        write([Incident(
+        return write([Incident(
             timeUnixMs: entry.refreshedUnixMilliseconds ?? Incident.nowUnixMilliseconds(),
             action: outcome.change == .added ? .block : .refresh,
             target: entry.target.description, source: entry.source?.rawValue ?? "cli", reason: entry.reason,
@@ -25,13 +26,15 @@ public struct IncidentRecorder: Sendable {
             wazuh: context.wazuh, detection: context.detection)])
     }
 
-    public func recordUnblock(_ entry: BlockEntry, source: String, context: IncidentContext = .none) {
+    @discardableResult
+    public func recordUnblock(_ entry: BlockEntry, source: String, context: IncidentContext = .none) -> [Incident] {
         write([ending(entry, action: .unblock, source: source, at: Incident.nowUnixMilliseconds(), context: context)])
     }
 
     /// Expired blocks, each with its outcome. Blocks loaded from files are a
     /// policy, not incidents: they are summed into one record.
-    public func recordExpiries(_ removed: [BlockEntry]) {
+    @discardableResult
+    public func recordExpiries(_ removed: [BlockEntry]) -> [Incident] {
         var records: [Incident] = []
         var fileBlocks = (count: 0, packets: UInt64(0), bytes: UInt64(0))
         let now = Incident.nowUnixMilliseconds()
@@ -50,17 +53,19 @@ public struct IncidentRecorder: Sendable {
                 timeUnixMs: now, action: .expire, target: "\(fileBlocks.count) blocks loaded from files", source: "file",
                 outcome: .init(lastedSeconds: nil, droppedPackets: fileBlocks.packets, droppedBytes: fileBlocks.bytes)))
         }
-        write(records)
+        return write(records)
     }
 
-    public func recordBatch(_ outcome: BatchOutcome, from name: String, reason: String, requested: Duration?) {
+    @discardableResult
+    public func recordBatch(_ outcome: BatchOutcome, from name: String, reason: String, requested: Duration?) -> [Incident] {
         write([Incident(
             timeUnixMs: Incident.nowUnixMilliseconds(), action: .block,
             target: "\(outcome.total) targets from \(name)", source: "file", reason: reason,
             requestedSeconds: requested?.components.seconds)])
     }
 
-    public func recordRefusal(_ target: String, source: String, error: String, context: IncidentContext = .none) {
+    @discardableResult
+    public func recordRefusal(_ target: String, source: String, error: String, context: IncidentContext = .none) -> [Incident] {
         write([Incident(timeUnixMs: Incident.nowUnixMilliseconds(), action: .refuse, target: target, source: source,
                         wazuh: context.wazuh, detection: context.detection, error: error)])
     }
@@ -74,16 +79,19 @@ public struct IncidentRecorder: Sendable {
     }
 
     /// A detection rule fired; `target` is the address it named, or the text it could not parse.
-    public func recordDetection(_ detection: Incident.Detection, target: String, error: String? = nil) {
+    @discardableResult
+    public func recordDetection(_ detection: Incident.Detection, target: String, error: String? = nil) -> [Incident] {
         write([Incident(timeUnixMs: Incident.nowUnixMilliseconds(), action: .detect, target: target, source: "detector",
                         reason: detection.ruleDescription, detection: detection, error: error)])
     }
 
-    private func write(_ incidents: [Incident]) {
+    /// The records as written, or none when they could not be.
+    private func write(_ incidents: [Incident]) -> [Incident] {
         do {
-            try log.append(incidents)
+            return try log.append(incidents)
         } catch {
             warn("the block took effect, but \(error.description)")
+            return []
         }
     }
 }

@@ -161,14 +161,14 @@ public final class LocalBlocklist: BlocklistService {
         do throws(Refusal) {
             try Admission.checkBlockable(request.target)
         } catch {
-            recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: error.description, context: context)
+            index(recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: error.description, context: context))
             throw ServiceError(.badRequest, error.description)
         }
         let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
         defer { withExtendedLifetime(lock) {} }
         if let entry = try ServiceError.mapping({ () throws(DatapathError) in try datapath.allowlistEntry(covering: request.target) }) {
             let refusal = Refusal.allowlisted(request.target, by: entry)
-            recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: refusal.description, context: context)
+            index(recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: refusal.description, context: context))
             throw ServiceError(.refused, refusal.description)
         }
         let reading = try ServiceError.mapping { () throws(DatapathError) in try datapath.now() }
@@ -195,7 +195,7 @@ public final class LocalBlocklist: BlocklistService {
             }
         } catch {
             if error.kind == .full {
-                recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: error.description, context: context)
+                index(recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: error.description, context: context))
             }
             throw error
         }
@@ -211,7 +211,7 @@ public final class LocalBlocklist: BlocklistService {
             }
         }
         let outcome = BlockOutcome(entry: try entry(merged, at: now), change: change)
-        recorder.record(outcome, requested: request.duration, context: context)
+        index(recorder.record(outcome, requested: request.duration, context: context))
         return outcome
     }
 
@@ -293,7 +293,7 @@ public final class LocalBlocklist: BlocklistService {
         } catch {
             throw ServiceError(.failed, "the ledger holds the batch but the maps could not take it (\(error.description)); the next `portcullis attach` or daemon start applies it")
         }
-        recorder.recordBatch(outcome, from: batch.origin, reason: batch.reason, requested: nil)
+        index(recorder.recordBatch(outcome, from: batch.origin, reason: batch.reason, requested: nil))
         return BatchResult(outcome: outcome, elapsed: ContinuousClock.now - started)
     }
 
@@ -412,7 +412,7 @@ public final class LocalBlocklist: BlocklistService {
             CrashPoint.reached(.ledgerCommitted)
             let removed = try ServiceError.mapping { () throws(DatapathError) in try datapath.removeBlocks([target]) }
             let entry = Self.entry(block, counters: removed.first, at: now)
-            recorder.recordUnblock(entry, source: source.rawValue, context: context)
+            index(recorder.recordUnblock(entry, source: source.rawValue, context: context))
             return .removed(entry)
         }
     }
@@ -459,8 +459,21 @@ public final class LocalBlocklist: BlocklistService {
             }
             if expired.count < slice { break }
         }
-        if !removed.isEmpty { recorder.recordExpiries(removed) }
+        if !removed.isEmpty { index(recorder.recordExpiries(removed)) }
         return SweepReport(removed: removed, scanned: scanned, elapsed: ContinuousClock.now - started)
+    }
+
+    // MARK: - The incident index
+
+    /// Indexes records just written to the incident log. A failure costs only the index, which
+    /// the next query rebuilds from the log.
+    public func index(_ incidents: [Incident]) {
+        IncidentIndex.add(incidents, of: recorder.log, to: ledger)
+    }
+
+    /// The incidents `query` asks for, the last `limit` of them, from the ledger's index.
+    public func incidents(_ query: IncidentQuery, limit: Int?, log: IncidentLog) throws(ServiceError) -> [Incident] {
+        try IncidentIndex.incidents(query, limit: limit, log: log, ledger: ledger)
     }
 
     // MARK: - Reading
@@ -674,7 +687,7 @@ public final class LocalBlocklist: BlocklistService {
         var byTarget: [BlockTarget: DataplaneBlock] = [:]
         for block in counters { byTarget[block.target] = block }
         report.expiredWhileDown = expired.count
-        recorder.recordExpiries(expired.map { Self.entry($0, counters: byTarget[$0.target], at: now) })
+        index(recorder.recordExpiries(expired.map { Self.entry($0, counters: byTarget[$0.target], at: now) }))
     }
 
     /// Makes maps and ledger agree after a crash or an outside change: the ledger wins, and

@@ -168,12 +168,12 @@ actor BlocklistKeeper {
     }
 
     func recordDetection(_ detection: Incident.Detection, target: String, error: String? = nil) {
-        blocklist.recorder.recordDetection(detection, target: target, error: error)
+        blocklist.index(blocklist.recorder.recordDetection(detection, target: target, error: error))
         metrics.recordDetection(rule: detection.ruleId)
     }
 
     func recordRefusal(_ target: String, detection: Incident.Detection, error: String) {
-        blocklist.recorder.recordRefusal(target, source: BlockSource.detector.rawValue, error: error, context: IncidentContext(detection: detection))
+        blocklist.index(blocklist.recorder.recordRefusal(target, source: BlockSource.detector.rawValue, error: error, context: IncidentContext(detection: detection)))
     }
 
     /// Why `target` may not be blocked now (loopback, unspecified, allowlisted), or nil.
@@ -303,6 +303,9 @@ final class BlocklistReader: @unchecked Sendable {
     func entry(for target: BlockTarget) async throws(ServiceError) -> BlockEntry? { try await reading { b throws(ServiceError) in try b.entry(for: target) } }
     func allowlist() async throws(ServiceError) -> [BlockTarget] { try await reading { b throws(ServiceError) in try b.allowlist() } }
     func statistics() async throws(ServiceError) -> PacketStatistics { try await reading { b throws(ServiceError) in try b.statistics() } }
+    func incidents(_ query: IncidentQuery, limit: Int?, log: IncidentLog) async throws(ServiceError) -> [Incident] {
+        try await reading { b throws(ServiceError) in try b.incidents(query, limit: limit, log: log) }
+    }
 
     /// Everything the metrics endpoint shows: counts the ledger keeps, never a walk of the blocks.
     func metricsSnapshot() async throws(ServiceError) -> MetricsSnapshot {

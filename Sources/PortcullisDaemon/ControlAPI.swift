@@ -247,11 +247,8 @@ struct StateRoutes: Sendable {
             since: parameters["since"].map(String.init), address: parameters["address"].map(String.init))
         let path = await keeper.configuration.incidentLog
         let limit = try ControlAPI.number("limit", parameters, default: 1000)
-        do {
-            return try ControlAPI.json(Array(query.filter(try IncidentLog(path: path).read()).suffix(limit == 0 ? Int.max : limit)))
-        } catch let error as IncidentLogError {
-            throw ServiceError(.failed, error.description)
-        }
+        // From the ledger's index of the record: the cost follows what is asked, not the log's length.
+        return try ControlAPI.json(try await keeper.reader.incidents(query, limit: limit == 0 ? nil : limit, log: IncidentLog(path: path)))
     }
 }
 

@@ -159,8 +159,11 @@ public struct IncidentLog: Sendable {
     /// The rotated file `n` (logrotate's `path.1` is the newest).
     public func rotatedPath(_ n: Int) -> String { "\(path).\(n)" }
 
-    public func append(_ incidents: [Incident]) throws(IncidentLogError) {
-        guard !incidents.isEmpty else { return }
+    /// Appends the records, chained to the last one; returns them as written (sequence, link
+    /// and hash set).
+    @discardableResult
+    public func append(_ incidents: [Incident]) throws(IncidentLogError) -> [Incident] {
+        guard !incidents.isEmpty else { return [] }
         try createParentDirectory()
         let file = try lockedForAppending()
         defer { file.close() }
@@ -182,6 +185,7 @@ public struct IncidentLog: Sendable {
         var previous: String?
         var sequence: Int64 = 1
         if case .chained(let hash, let last) = link { (previous, sequence) = (hash, last + 1) }
+        var written: [Incident] = []
         for var incident in incidents {
             incident.sequence = sequence
             incident.previous = previous
@@ -189,13 +193,26 @@ public struct IncidentLog: Sendable {
             let line = try IncidentChain.sealedLine(incident, key: key)
             bytes.append(contentsOf: line.bytes)
             bytes.append(UInt8(ascii: "\n"))
+            incident.hash = line.hash
+            written.append(incident)
             (previous, sequence) = (line.hash, sequence + 1)
         }
         try file.appendWhole(bytes, restoringLength: length)
+        return written
     }
 
-    public func append(_ incident: Incident) throws(IncidentLogError) {
+    @discardableResult
+    public func append(_ incident: Incident) throws(IncidentLogError) -> [Incident] {
         try append([incident])
+    }
+
+    /// The sequence number of the log's last chained record, read from its end; nil when it
+    /// holds none.
+    public func lastSequence() throws(IncidentLogError) -> Int64? {
+        guard let file = try IncidentFile.open(path, forWriting: false) else { return nil }
+        defer { file.close() }
+        if case .chained(_, let sequence) = try file.lastLink(before: try file.size()) { return sequence }
+        return nil
     }
 
     /// Every record, oldest first; a line that is not a record (a torn write

@@ -97,7 +97,7 @@ public struct BlockQuery: Sendable, Equatable {
 public final class Ledger {
     public static let fileName = "ledger.sqlite"
     /// Schema version, kept in `PRAGMA user_version`.
-    static let schemaVersion: Int64 = 1
+    static let schemaVersion: Int64 = 2
 
     public let path: String
     let connection: SQLiteConnection
@@ -211,6 +211,14 @@ public final class Ledger {
             -- Lifted in the ledger, not yet in the maps: a crash in between must not bring them back.
             CREATE TABLE IF NOT EXISTS pending_removals (key BLOB PRIMARY KEY) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;
+            -- An index of the incident record (the HMAC-chained log stays the record): each
+            -- record by its sequence, findable by time and by target. Rebuilt from the log
+            -- when it falls behind.
+            CREATE TABLE IF NOT EXISTS incidents (
+                sequence INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, target_key BLOB, record TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS incidents_by_time ON incidents (time_ms);
+            CREATE INDEX IF NOT EXISTS incidents_by_target ON incidents (target_key) WHERE target_key IS NOT NULL;
             PRAGMA user_version = \(Self.schemaVersion);
             COMMIT;
             """)
@@ -309,11 +317,7 @@ public final class Ledger {
         var bindings: [Binding] = []
         if let containing = query.containing {
             // The address itself and each prefix that could hold it: a handful of keys.
-            var keys = [LedgerKey.encode(.address(containing))]
-            for length in 0..<containing.family.bitWidth {
-                let network = containing.masked(to: length)
-                if let prefix = try? IPPrefix(address: network, length: length) { keys.append(LedgerKey.encode(.prefix(prefix))) }
-            }
+            let keys = keysHolding(containing)
             conditions.append("key IN (\(Array(repeating: "?", count: keys.count).joined(separator: ",")))")
             bindings += keys.map(Binding.blob)
         }
@@ -412,6 +416,98 @@ public final class Ledger {
         defer { statement.reset() }
         guard try statement.step() else { return nil }
         return statement.optionalInt64(0)
+    }
+
+    // MARK: - The incident index
+
+    /// One record of the incident log, as the index keeps it.
+    public struct IndexedIncident: Sendable {
+        public let sequence: Int64
+        public let timeUnixMilliseconds: Int64
+        /// nil for a record about no single target (a batch's summary).
+        public let target: BlockTarget?
+        /// The record as JSON.
+        public let record: String
+
+        public init(sequence: Int64, timeUnixMilliseconds: Int64, target: BlockTarget?, record: String) {
+            (self.sequence, self.timeUnixMilliseconds, self.target, self.record) = (sequence, timeUnixMilliseconds, target, record)
+        }
+    }
+
+    /// Adds records of the log at `logPath` to the index. It is derived from that log and rebuilt
+    /// when it falls behind, so its commit does not wait for the disk. Records of another log
+    /// than the one indexed so far replace the index.
+    public func index(_ incidents: [IndexedIncident], of logPath: String) throws(LedgerError) {
+        let marker = Self.fingerprint(logPath)
+        let indexedLog = try setting("incident_index_log")
+        guard !incidents.isEmpty || indexedLog != marker else { return }
+        try connection.execute("PRAGMA synchronous = NORMAL")
+        defer { try? connection.execute("PRAGMA synchronous = FULL") }
+        try write { (writer: inout LedgerWriter) throws(LedgerError) in
+            if indexedLog != marker {
+                try writer.connection.execute("DELETE FROM incidents")
+                try writer.setSetting("incident_index_log", marker)
+            }
+            let statement = try writer.connection.statement(
+                "INSERT OR REPLACE INTO incidents (sequence, time_ms, target_key, record) VALUES (?, ?, ?, ?)")
+            for incident in incidents {
+                statement.reset()
+                statement.bind(1, incident.sequence).bind(2, incident.timeUnixMilliseconds).bind(4, incident.record)
+                if let target = incident.target { statement.bind(3, LedgerKey.encode(target)) } else { statement.bind(3, Optional<Int64>.none) }
+                try statement.run()
+            }
+        }
+    }
+
+    /// The highest sequence the index holds of the log at `logPath`; nil when it holds none of it.
+    public func lastIndexedIncident(of logPath: String) throws(LedgerError) -> Int64? {
+        guard try setting("incident_index_log") == Self.fingerprint(logPath) else { return nil }
+        let statement = try connection.statement("SELECT max(sequence) FROM incidents")
+        defer { statement.reset() }
+        guard try statement.step() else { return nil }
+        return statement.optionalInt64(0)
+    }
+
+    /// The records since a time, about an address (the address itself or a prefix holding it),
+    /// the last `limit` of them, oldest first: from the indexes, never a walk of the log.
+    public func incidents(sinceUnixMilliseconds since: Int64?, containing address: IPAddress?, limit: Int?) throws(LedgerError) -> [String] {
+        var conditions: [String] = []
+        var bindings: [Binding] = []
+        if let since {
+            conditions.append("time_ms >= ?")
+            bindings.append(.integer(since))
+        }
+        if let address {
+            let keys = Self.keysHolding(address)
+            conditions.append("target_key IN (\(Array(repeating: "?", count: keys.count).joined(separator: ",")))")
+            bindings += keys.map(Binding.blob)
+        }
+        var sql = "SELECT record FROM incidents"
+        if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
+        sql += " ORDER BY sequence DESC LIMIT ?"
+        bindings.append(.integer(limit.map(Int64.init) ?? -1))
+        let statement = try connection.statement(sql)
+        for (index, binding) in bindings.enumerated() { binding.bind(to: statement, at: Int32(index + 1)) }
+        defer { statement.reset() }
+        var records: [String] = []
+        while try statement.step() { records.append(statement.string(0)) }
+        return records.reversed()
+    }
+
+    /// FNV-1a of a path: the same in every process, unlike Hasher.
+    static func fingerprint(_ path: String) -> Int64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in path.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return Int64(bitPattern: hash)
+    }
+
+    /// The keys of the address itself and of each prefix that could hold it.
+    static func keysHolding(_ address: IPAddress) -> [[UInt8]] {
+        var keys = [LedgerKey.encode(.address(address))]
+        for length in 0..<address.family.bitWidth {
+            if let prefix = try? IPPrefix(address: address.masked(to: length), length: length) { keys.append(LedgerKey.encode(.prefix(prefix))) }
+        }
+        return keys
     }
 
     /// A number that changes whenever another connection commits: `PRAGMA data_version`.

@@ -2,6 +2,7 @@ import ArgumentParser
 import PortcullisControl
 import PortcullisCore
 import PortcullisIncidents
+import PortcullisLedger
 
 struct Incidents: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -60,10 +61,18 @@ struct ReportIncidents: ParsableCommand {
         let query = try IncidentQuery(since: since, address: address)
         let log = IncidentLog.resolve(option: state.incidentLog)
         let incidents: [Incident]
-        do {
-            incidents = query.filter(try log.read())
-        } catch {
-            throw RuntimeFailure(error.description)
+        let stateDirectory = state.location.stateDirectory
+        if Ledger.exists(stateDirectory: stateDirectory),
+           let ledger = try? Ledger.open(stateDirectory: stateDirectory, readingIfReadOnly: true) {
+            // Through the ledger's index of the record.
+            incidents = try IncidentIndex.incidents(query, limit: nil, log: log, ledger: ledger)
+        } else {
+            // No ledger here, or not ours to open: the log itself, read through.
+            do {
+                incidents = query.filter(try log.read())
+            } catch {
+                throw RuntimeFailure(error.description)
+            }
         }
         if summary {
             let days = DailySummary.make(incidents)

@@ -359,6 +359,29 @@ struct LedgerLabTests {
         #expect(status.status == 0, "\(status)")
     }
 
+    /// `incidents` answers from the ledger's index of the record, and catches the index up from
+    /// the log when it lags (records written before it, or whose indexing failed).
+    @Test func incidentsComeFromTheIndexAndItCatchesUpWithTheLog() throws {
+        let name = "t" + UUID().uuidString.lowercased().filter(\.isHexDigit).prefix(6)
+        let pins = "/sys/fs/bpf/portcullis-test-\(name)"
+        defer {
+            _ = try? Command.portcullis(["purge", "--yes"], pins: pins)
+            try? FileManager.default.removeItem(atPath: Command.incidentLog(pins: pins))
+        }
+        try #require(try Command.portcullis(["block", "203.0.113.40", "--for", "1h"], pins: pins).status == 0)
+        try #require(try Command.portcullis(["block", "203.0.113.41", "--for", "1h"], pins: pins).status == 0)
+        #expect(try LedgerFile.query("select count(*) from incidents", pins: pins) == "2")
+        func reported(_ address: String) throws -> [String] {
+            let result = try Command.portcullis(["incidents", "--address", address, "--json"], pins: pins)
+            let records = (try? decodeJSON(result.stdout) as? [[String: Any]]) ?? []
+            return records.compactMap { $0["target"] as? String }
+        }
+        #expect(try reported("203.0.113.40") == ["203.0.113.40"])
+        try LedgerFile.query("delete from incidents", pins: pins)
+        #expect(try reported("203.0.113.41") == ["203.0.113.41"], "caught up from the log")
+        #expect(try LedgerFile.query("select count(*) from incidents", pins: pins) == "2")
+    }
+
     @Test func aDamagedLedgerRefusesTheBlockAndTheMapsKeepEnforcing() throws {
         let lab = try Lab()
         defer { withExtendedLifetime(lab) {} }

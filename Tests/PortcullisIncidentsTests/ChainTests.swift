@@ -208,7 +208,7 @@ import Testing
         let log = scratch.log
         let done = Mutex<Result<Void, IncidentLogError>?>(nil)
         let writer = Thread {
-            let result = Result { () throws(IncidentLogError) in try log.append(Scratch.incident(3)) }
+            let result = Result { () throws(IncidentLogError) in _ = try log.append(Scratch.incident(3)) }
             done.withLock { $0 = result }
         }
         writer.start()

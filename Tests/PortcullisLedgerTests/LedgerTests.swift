@@ -158,4 +158,28 @@ func block(_ text: String, expires: Int64? = nil, source: BlockSource = .cli, re
         #expect(error.description.contains(directory + "/" + Ledger.fileName))
         #expect(!error.description.contains("\n"))
     }
+
+    @Test func theIncidentIndexFindsRecordsByTimeAndAddressAndFollowsOneLog() throws {
+        let scratch = try ScratchLedger()
+        let records = [
+            Ledger.IndexedIncident(sequence: 1, timeUnixMilliseconds: 1_000, target: try target("203.0.113.9"), record: "one"),
+            Ledger.IndexedIncident(sequence: 2, timeUnixMilliseconds: 2_000, target: try target("203.0.113.0/24"), record: "two"),
+            Ledger.IndexedIncident(sequence: 3, timeUnixMilliseconds: 3_000, target: nil, record: "three"),
+            Ledger.IndexedIncident(sequence: 4, timeUnixMilliseconds: 4_000, target: try target("2001:db8::1"), record: "four"),
+        ]
+        try scratch.ledger.index(records, of: "/var/log/portcullis/incidents.jsonl")
+        #expect(try scratch.ledger.lastIndexedIncident(of: "/var/log/portcullis/incidents.jsonl") == 4)
+        #expect(try scratch.ledger.lastIndexedIncident(of: "/elsewhere.jsonl") == nil)
+        let ledger = scratch.ledger
+        func find(_ since: Int64?, _ address: String?, _ limit: Int?) throws -> [String] {
+            try ledger.incidents(sinceUnixMilliseconds: since, containing: try address.map { try IPAddress(parsing: $0) }, limit: limit)
+        }
+        #expect(try find(nil, nil, nil) == ["one", "two", "three", "four"])
+        #expect(try find(2_000, nil, nil) == ["two", "three", "four"])
+        #expect(try find(nil, "203.0.113.9", nil) == ["one", "two"], "the address and the prefix holding it")
+        #expect(try find(nil, "203.0.113.10", nil) == ["two"])
+        #expect(try find(nil, nil, 2) == ["three", "four"], "the last ones, oldest first")
+        try scratch.ledger.index([Ledger.IndexedIncident(sequence: 1, timeUnixMilliseconds: 9_000, target: nil, record: "other")], of: "/elsewhere.jsonl")
+        #expect(try find(nil, nil, nil) == ["other"], "another log replaces the index")
+    }
 }
