@@ -28,7 +28,10 @@ struct UntrustedTextTests {
 
     @Test func listEscapesAReasonsControlCharacters() throws {
         let pins = "/sys/fs/bpf/portcullis-test-text-\(UUID().uuidString.prefix(8))"
-        defer { _ = try? Command.portcullis(["purge", "--yes"], pins: pins) }
+        defer {
+            _ = try? Command.portcullis(["purge", "--yes"], pins: pins)
+            try? FileManager.default.removeItem(atPath: Command.incidentLog(pins: pins))
+        }
         let block = try Command.portcullis(["block", "203.0.113.97", "--for", "1m", "--reason", "evil\u{1b}[2J\nline"], pins: pins)
         #expect(block.status == 0, "\(block)")
         let list = try Command.portcullis(["list"], pins: pins)
