@@ -157,19 +157,20 @@ public final class Datapath {
         guard pins.exists else { return [] }
         let lock = try pins.lockForWriting()
         var detached: [String] = []
-        for namespace in pins.entries(of: linksDirectory) {
-            for interface in pins.entries(of: "\(linksDirectory)/\(namespace)") {
-                let path = pins.path(of: "\(linksDirectory)/\(namespace)/\(interface)")
-                let fd = bpf_obj_get(path)
-                if fd >= 0 {
-                    _ = bpf_link_detach(fd)
-                    close(fd)
-                }
-                if unlink(path) != 0 { throw .syscall("cannot remove \(path)", errno: errno) }
-                detached.append(LinkPin(directory: namespace, file: interface).displayName)
+        for pin in pins.linkPins() {
+            let path = pins.path(of: pin.relativePath)
+            let fd = bpf_obj_get(path)
+            if fd >= 0 {
+                _ = bpf_link_detach(fd)
+                close(fd)
             }
-            rmdir(pins.path(of: "\(linksDirectory)/\(namespace)"))
+            if unlink(path) != 0 {
+                let code = errno
+                throw .syscall("cannot remove \(path)", errno: code)
+            }
+            detached.append(pin.displayName)
         }
+        for namespace in pins.entries(of: linksDirectory) { rmdir(pins.path(of: "\(linksDirectory)/\(namespace)")) }
         rmdir(pins.path(of: linksDirectory))
         for name in MapName.allCases.map(\.rawValue) + programNames where pins.contains(name) {
             if unlink(pins.path(of: name)) != 0 { throw .syscall("cannot remove \(pins.path(of: name))", errno: errno) }

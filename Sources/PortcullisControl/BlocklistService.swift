@@ -3,6 +3,7 @@ import PortcullisBPF
 import PortcullisCore
 import PortcullisIncidents
 import PortcullisLedger
+import PortcullisSystem
 
 /// A failure as the control API reports it, with the HTTP status it maps to.
 public struct ServiceError: Error, CustomStringConvertible, Sendable {
@@ -295,8 +296,7 @@ public struct RemoteBlocklist: BlocklistService {
             let ledger: String
         }
         let served: Served = try call("GET", "/v1/status")
-        let directory = served.ledger.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        return BlocklistLocation(pins: PinDirectory(path: served.pinDirectory), stateDirectory: directory.isEmpty ? "/" : directory)
+        return BlocklistLocation(pins: PinDirectory(path: served.pinDirectory), stateDirectory: SystemCall.parent(of: served.ledger) ?? "/")
     }
 }
 

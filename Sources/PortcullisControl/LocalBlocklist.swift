@@ -217,23 +217,15 @@ public final class LocalBlocklist: BlocklistService {
 
     public func block(batch: BlockBatch) throws(ServiceError) -> BatchResult {
         let started = ContinuousClock.now
-        for item in batch.items {
-            do throws(Refusal) {
-                try Admission.checkBlockable(item.target)
-            } catch {
-                throw ServiceError(.refused, error.description)
-            }
-        }
         let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
         defer { withExtendedLifetime(lock) {} }
+        // Every item admitted, against the allowlist as the lock leaves it, before anything is written.
         let allowed = try ServiceError.mapping { () throws(DatapathError) in try datapath.allowlist() }
-        if !allowed.isEmpty {
-            for item in batch.items {
-                do throws(Refusal) {
-                    try Admission.check(item.target, allowlist: allowed)
-                } catch {
-                    throw ServiceError(.refused, error.description)
-                }
+        for item in batch.items {
+            do throws(Refusal) {
+                try Admission.check(item.target, allowlist: allowed)
+            } catch {
+                throw ServiceError(.refused, error.description)
             }
         }
         let reading = try ServiceError.mapping { () throws(DatapathError) in try datapath.now() }
@@ -486,24 +478,6 @@ public final class LocalBlocklist: BlocklistService {
         entries.reserveCapacity(blocks.count)
         for block in blocks { entries.append(try entry(block, at: now)) }
         return BlockListing(entries: entries, total: total)
-    }
-
-    /// Every block the query selects, a chunk at a time, with bounded memory: for `list --json`
-    /// of a million.
-    public func forEach(_ query: BlockQuery, chunk: Int = 4096, _ body: ([BlockEntry]) throws(ServiceError) -> Void) throws(ServiceError) {
-        let now = WallClock.nowUnixMilliseconds()
-        var page = query
-        page.limit = chunk
-        while true {
-            let blocks = try ServiceError.mapping { () throws(LedgerError) in try ledger.blocks(page, at: now) }
-            var entries: [BlockEntry] = []
-            entries.reserveCapacity(blocks.count)
-            for block in blocks { entries.append(try entry(block, at: now)) }
-            try body(entries)
-            guard blocks.count == chunk, let last = blocks.last else { return }
-            page.after = last.target
-            page.offset = 0
-        }
     }
 
     public func entry(for target: BlockTarget) throws(ServiceError) -> BlockEntry? {

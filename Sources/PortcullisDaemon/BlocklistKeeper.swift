@@ -35,8 +35,6 @@ actor BlocklistKeeper {
     let metrics: DaemonMetrics
     let logger: Logger
     private(set) var configuration: DaemonConfiguration
-    /// What the start did to bring maps and ledger together.
-    let startReport: StartReport
 
     init(configuration: DaemonConfiguration, metrics: DaemonMetrics, logger: Logger) throws(ServiceError) {
         let recorder = IncidentRecorder(log: IncidentLog(path: configuration.incidentLog, stateDirectory: configuration.stateDirectory)) { [logger] message in
@@ -58,7 +56,6 @@ actor BlocklistKeeper {
         self.metrics = metrics
         self.logger = logger
         self.configuration = configuration
-        self.startReport = report
     }
 
     var datapath: Datapath { blocklist.datapath }

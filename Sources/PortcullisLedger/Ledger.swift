@@ -510,14 +510,6 @@ public final class Ledger {
         return keys
     }
 
-    /// A number that changes whenever another connection commits: `PRAGMA data_version`.
-    public func dataVersion() throws(LedgerError) -> Int64 {
-        let statement = try connection.statement("PRAGMA data_version")
-        defer { statement.reset() }
-        guard try statement.step() else { return 0 }
-        return statement.int64(0)
-    }
-
     /// Whether the ledger holds anything at all.
     public func isEmpty() throws(LedgerError) -> Bool {
         let blocks = try connection.statement("SELECT 1 FROM blocks LIMIT 1")

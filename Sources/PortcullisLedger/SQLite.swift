@@ -1,5 +1,6 @@
 import CSQLite
 import Glibc
+import PortcullisSystem
 
 /// A failure of the ledger, phrased for the person who has to act on it: the path, what
 /// SQLite said, and what to do.
@@ -41,7 +42,8 @@ public struct LedgerError: Error, CustomStringConvertible, Sendable {
         var primary = code & 0xFF
         if primary == SQLITE_IOERR && (systemErrno == ENOSPC || systemErrno == EDQUOT) { primary = SQLITE_FULL }
         if (primary == SQLITE_CANTOPEN || primary == SQLITE_IOERR) && systemErrno == EROFS { primary = SQLITE_READONLY }
-        if primary == SQLITE_CANTOPEN && access(parent(of: path), W_OK) != 0 && errno == EROFS { primary = SQLITE_READONLY }
+        let directory = SystemCall.parent(of: path) ?? "/"
+        if primary == SQLITE_CANTOPEN && access(directory, W_OK) != 0 && errno == EROFS { primary = SQLITE_READONLY }
         switch primary {
         case SQLITE_CORRUPT, SQLITE_NOTADB:
             return LedgerError(.corrupt, path: path, code: code, "\(what); the file is damaged or not a Portcullis ledger. Move it aside (the pinned maps keep enforcing what they hold) and start again: the next start rebuilds the ledger from the maps")
@@ -52,7 +54,7 @@ public struct LedgerError: Error, CustomStringConvertible, Sendable {
         case SQLITE_PERM, SQLITE_AUTH:
             return LedgerError(.permission, path: path, code: code, "\(what); permission denied: run as root, or choose a state directory you may write with --state-dir or PORTCULLIS_STATE_DIR")
         case SQLITE_CANTOPEN:
-            let reason = access(parent(of: path), W_OK) != 0 && errno == EACCES ? "permission denied" : "cannot open or create it"
+            let reason = access(directory, W_OK) != 0 && errno == EACCES ? "permission denied" : "cannot open or create it"
             return LedgerError(.permission, path: path, code: code, "\(what) (\(reason)); run as root, or choose a state directory you may write with --state-dir or PORTCULLIS_STATE_DIR")
         case SQLITE_BUSY, SQLITE_LOCKED:
             return LedgerError(.busy, path: path, code: code, "\(what); another process held it too long. Try again")
@@ -63,10 +65,6 @@ public struct LedgerError: Error, CustomStringConvertible, Sendable {
         }
     }
 
-    private static func parent(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "." }
-        return slash == path.startIndex ? "/" : String(path[..<slash])
-    }
 }
 
 /// One connection to a SQLite database: `sqlite3_open_v2(3)`. Used by one thread at a time
