@@ -42,7 +42,7 @@ let package = Package(
         // User-defined active-response commands: async, with time limits and teardown, off the cooperative pool.
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
         // HMAC-SHA256 for the incident record's hash chain.
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // Pure logic: addresses, prefixes, durations, block files, and the domain: block

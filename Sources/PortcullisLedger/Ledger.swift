@@ -148,7 +148,11 @@ public final class Ledger {
 
     private init(readingOnly path: String) throws(LedgerError) {
         self.path = path
-        connection = try SQLiteConnection(path: path, immutable: true)
+        // A write-ahead log with frames in it (a writer that crashed, or one still running)
+        // holds changes the file does not have yet; an immutable open would not see them.
+        var log = stat()
+        let hasLog = stat(path + "-wal", &log) == 0 && log.st_size > 0
+        connection = try SQLiteConnection(path: path, access: hasLog ? .readOnly : .immutable)
         let version = try connection.statement("PRAGMA user_version")
         defer { version.reset() }
         guard try version.step(), version.int64(0) == Self.schemaVersion else {
@@ -176,6 +180,10 @@ public final class Ledger {
         if journal != "wal" {
             throw LedgerError(.failed, path: path, "the ledger \(path) cannot use write-ahead logging (journal mode \(journal)); put the state directory on a local file system")
         }
+        try connection.keepWriteAheadLogOnClose()
+        // A log that a large load grew is cut back once checkpointed; at close, to nothing
+        // (and an empty log tells a read-only reader there is nothing in it to read).
+        try connection.execute("PRAGMA journal_size_limit = 67108864")
         // FULL: a change the caller was told about survives a power cut, not only a crash.
         try connection.execute("PRAGMA synchronous = FULL")
         // 16 MiB of pages: a load of a million touches the same few index pages over and over.

@@ -75,15 +75,26 @@ final class SQLiteConnection {
     private let handle: OpaquePointer
     private var statements: [String: SQLiteStatement] = [:]
 
-    /// With `immutable`, the file is opened read-only as a snapshot that nothing changes
-    /// (`?immutable=1`): SQLite then needs neither its lock nor its shared-memory file, so a
-    /// ledger on a read-only file system can still be read.
-    init(path: String, immutable: Bool = false) throws(LedgerError) {
+    enum Access {
+        case readWrite
+        /// Read-only, the write-ahead log and its index included: on a read-only file system
+        /// SQLite reads both without writing either.
+        case readOnly
+        /// Read-only as a snapshot that nothing changes (`?immutable=1`): no lock, no
+        /// shared-memory file, and no write-ahead log, so only for a file that has none.
+        case immutable
+    }
+
+    init(path: String, access: Access = .readWrite) throws(LedgerError) {
         self.path = path
         var opened: OpaquePointer?
-        let flags = (immutable ? SQLITE_OPEN_READONLY | SQLITE_OPEN_URI : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
-            | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
-        let name = immutable ? "file:" + Self.uriPath(path) + "?immutable=1" : path
+        let modes: CInt = switch access {
+        case .readWrite: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+        case .readOnly: SQLITE_OPEN_READONLY
+        case .immutable: SQLITE_OPEN_READONLY | SQLITE_OPEN_URI
+        }
+        let flags = modes | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
+        let name = access == .immutable ? "file:" + Self.uriPath(path) + "?immutable=1" : path
         let status = sqlite3_open_v2(name, &opened, flags, nil)
         guard status == SQLITE_OK, let opened else {
             let detail = opened.flatMap { sqlite3_errmsg($0) }.map { String(cString: $0) }
@@ -95,6 +106,14 @@ final class SQLiteConnection {
         sqlite3_extended_result_codes(handle, 1)
         // Another process's write transaction is waited for, not failed at once.
         sqlite3_busy_timeout(handle, 10_000)
+    }
+
+    /// Keeps the write-ahead log's file when the last connection closes, emptied by the
+    /// checkpoint at close: the CLI and the active response make one change per process, and
+    /// creating and deleting the file each time costs a directory sync and two unlinks.
+    func keepWriteAheadLogOnClose() throws(LedgerError) {
+        let status = csqlite_keep_write_ahead_log_file(handle)
+        guard status == SQLITE_OK else { throw failure(status, "keeping the write-ahead log") }
     }
 
     /// A path as the path of a file: URI, with the characters a URI gives meaning escaped.

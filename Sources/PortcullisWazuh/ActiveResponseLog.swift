@@ -7,9 +7,13 @@ public enum WazuhPaths {
     /// before `/active-response/bin/` (e.g. /var/ossec), or nil when the
     /// executable is not installed under an active-response directory.
     public static func home(fromExecutable path: String) -> String? {
-        guard let range = path.firstRange(of: "/active-response/bin/") else { return nil }
-        let home = String(path[..<range.lowerBound])
-        return home.isEmpty ? "/" : home
+        // Bytes, not String.firstRange(of:): the generic string search costs a fresh process
+        // more than the rest of finding its home.
+        let bytes = Array(path.utf8), marker = Array("/active-response/bin/".utf8)
+        guard bytes.count >= marker.count,
+              let start = (0...(bytes.count - marker.count)).first(where: { bytes[$0..<($0 + marker.count)].elementsEqual(marker) })
+        else { return nil }
+        return start == 0 ? "/" : String(decoding: bytes[..<start], as: UTF8.self)
     }
 
     public static let logRelativePath = "logs/active-responses.log"
