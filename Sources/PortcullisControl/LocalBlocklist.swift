@@ -38,6 +38,8 @@ public struct StartReport: Sendable, Equatable {
     public var adopted = 0
     /// Map entries lifted in the ledger whose removal a crash interrupted, now removed.
     public var removedFromMaps = 0
+    /// Map entries of a large batch that a crash stopped before its ledger commit, now removed.
+    public var uncommittedBatchRemoved = 0
     /// Interfaces moved to the new program after an upgrade.
     public var movedAttachments: [String] = []
     /// Set when the wall clock reads earlier than the ledger's last change.
@@ -46,7 +48,7 @@ public struct StartReport: Sendable, Equatable {
     public init() {}
 
     public var changedAnything: Bool {
-        restored + expiredWhileDown + addedToMaps + expiriesRederived + adopted + removedFromMaps > 0
+        restored + expiredWhileDown + addedToMaps + expiriesRederived + adopted + removedFromMaps + uncommittedBatchRemoved > 0
             || upgradedBlocks != nil || !movedAttachments.isEmpty
     }
 
@@ -60,6 +62,7 @@ public struct StartReport: Sendable, Equatable {
         if expiriesRederived > 0 { lines.append("re-derived the expiry of \(expiriesRederived) blocks from the ledger") }
         if adopted > 0 { lines.append("recorded \(adopted) blocks found in the maps but not in the ledger") }
         if removedFromMaps > 0 { lines.append("removed \(removedFromMaps) blocks lifted in the ledger but still in the maps") }
+        if uncommittedBatchRemoved > 0 { lines.append("removed \(uncommittedBatchRemoved) blocks of a batch that a crash stopped before the ledger took it") }
         if !movedAttachments.isEmpty { lines.append("moved \(movedAttachments.joined(separator: ", ")) to the new program") }
         if let clockWarning { lines.append(clockWarning) }
         return lines
@@ -233,60 +236,126 @@ public final class LocalBlocklist: BlocklistService {
         // In key order: the ledger's B-tree is written front to back, and a target listed
         // twice comes out as neighbours, merged in the order given.
         let order = batch.items.indices.sorted { batch.items[$0].target < batch.items[$1].target || (batch.items[$0].target == batch.items[$1].target && $0 < $1) }
+        // A large batch that fits however many of its targets are new writes the maps while
+        // the ledger writes its rows, rather than after: the kernel's share of a million
+        // (about a second) then hides behind the ledger's. Its range is marked in the ledger
+        // first and the mark cleared with the commit, so whatever a crash or a failure leaves
+        // in the maps of a batch that did not commit is taken out, not adopted.
+        var mostNew = NewTargets()
+        for item in batch.items { mostNew.count(item.target) }
+        let overlapped = batch.items.count >= Self.overlappedBatchMinimum && (try? requireRoom(for: mostNew, batch: true)) != nil
+        if overlapped, let first = order.first, let last = order.last {
+            let range = batch.items[first].target...batch.items[last].target
+            try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
+                try ServiceError.mapping { () throws(LedgerError) in try writer.markUncommittedBatch(range) }
+            }
+        }
         var outcome = BatchOutcome()
         var writes: [ExpiryWrite] = []
         writes.reserveCapacity(batch.items.count)
-        try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
-            var newTargets = NewTargets()
-            var lastWasKnown = false
-            var pending: (block: LedgerBlock, previous: LedgerBlock?, inMaps: Bool)?
-            func flush(_ item: (block: LedgerBlock, previous: LedgerBlock?, inMaps: Bool)?, writer: inout LedgerWriter) throws(ServiceError) {
-                guard let item else { return }
-                try ServiceError.mapping { () throws(LedgerError) in try writer.put(item.block, replacing: item.previous) }
-                writes.append(ExpiryWrite(target: item.block.target, expiry: Self.jiffies(item.block.expiry, reading), keepsCounters: item.inMaps))
-            }
-            for (position, index) in order.enumerated() {
-                let item = batch.items[index]
-                let requested = ledgerBlock(
-                    for: BlockRequest(target: item.target, duration: item.duration, reason: batch.reason, source: batch.source),
-                    origin: batch.origin, context: nil, at: now)
-                if let current = pending, current.block.target == item.target {
-                    let (merged, change) = Self.merge(requested, into: current.block, at: now)
+        let mapWriter = overlapped ? OverlappedMapWriter(datapath) : nil
+        do {
+            try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
+                var newTargets = NewTargets()
+                var lastWasKnown = false
+                var pending: (block: LedgerBlock, previous: LedgerBlock?, inMaps: Bool)?
+                func emit(_ write: ExpiryWrite) throws(ServiceError) {
+                    writes.append(write)
+                    try mapWriter?.offer(writes)
+                }
+                func flush(_ item: (block: LedgerBlock, previous: LedgerBlock?, inMaps: Bool)?, writer: inout LedgerWriter) throws(ServiceError) {
+                    guard let item else { return }
+                    try ServiceError.mapping { () throws(LedgerError) in try writer.put(item.block, replacing: item.previous) }
+                    try emit(ExpiryWrite(target: item.block.target, expiry: Self.jiffies(item.block.expiry, reading), keepsCounters: item.inMaps))
+                }
+                for (position, index) in order.enumerated() {
+                    let item = batch.items[index]
+                    let requested = ledgerBlock(
+                        for: BlockRequest(target: item.target, duration: item.duration, reason: batch.reason, source: batch.source),
+                        origin: batch.origin, context: nil, at: now)
+                    if let current = pending, current.block.target == item.target {
+                        let (merged, change) = Self.merge(requested, into: current.block, at: now)
+                        outcome.count(change)
+                        pending = (merged, current.previous, current.inMaps)
+                        continue
+                    }
+                    try flush(pending, writer: &writer)
+                    pending = nil
+                    // A target new to the ledger, listed once: one statement, no lookup. Targets come in
+                    // order, so new ones and known ones come in runs: after a known one, look first.
+                    let listedAgain = position + 1 < order.count && batch.items[order[position + 1]].target == item.target
+                    if !listedAgain, !lastWasKnown,
+                       try ServiceError.mapping({ () throws(LedgerError) in try writer.insertIfAbsent(requested) }) {
+                        outcome.count(.added)
+                        newTargets.count(item.target)
+                        try emit(ExpiryWrite(target: item.target, expiry: Self.jiffies(requested.expiry, reading), keepsCounters: false))
+                        continue
+                    }
+                    let current = try ServiceError.mapping { () throws(LedgerError) in try writer.block(for: item.target) }
+                    lastWasKnown = current != nil
+                    let (merged, change) = Self.merge(requested, into: current, at: now)
                     outcome.count(change)
-                    pending = (merged, current.previous, current.inMaps)
-                    continue
+                    if current == nil { newTargets.count(item.target) }
+                    if change != .keptLonger { pending = (merged, current, change == .refreshed) }
                 }
                 try flush(pending, writer: &writer)
-                pending = nil
-                // A target new to the ledger, listed once: one statement, no lookup. Targets come in
-                // order, so new ones and known ones come in runs: after a known one, look first.
-                let listedAgain = position + 1 < order.count && batch.items[order[position + 1]].target == item.target
-                if !listedAgain, !lastWasKnown,
-                   try ServiceError.mapping({ () throws(LedgerError) in try writer.insertIfAbsent(requested) }) {
-                    outcome.count(.added)
-                    newTargets.count(item.target)
-                    writes.append(ExpiryWrite(target: item.target, expiry: Self.jiffies(requested.expiry, reading), keepsCounters: false))
-                    continue
+                try requireRoom(for: newTargets, batch: true)
+                try ServiceError.mapping { () throws(LedgerError) in try writer.recordWrite(atUnixMilliseconds: now) }
+                if let mapWriter {
+                    try mapWriter.finish(writes)
+                    try ServiceError.mapping { () throws(LedgerError) in try writer.clearUncommittedBatch() }
+                    CrashPoint.reached(.batchInMapsBeforeCommit)
                 }
-                let current = try ServiceError.mapping { () throws(LedgerError) in try writer.block(for: item.target) }
-                lastWasKnown = current != nil
-                let (merged, change) = Self.merge(requested, into: current, at: now)
-                outcome.count(change)
-                if current == nil { newTargets.count(item.target) }
-                if change != .keptLonger { pending = (merged, current, change == .refreshed) }
             }
-            try flush(pending, writer: &writer)
-            try requireRoom(for: newTargets, batch: true)
-            try ServiceError.mapping { () throws(LedgerError) in try writer.recordWrite(atUnixMilliseconds: now) }
+        } catch {
+            guard let mapWriter else { throw error }
+            // Nothing of the batch is in the ledger; take out of the maps what reached them.
+            let reached = mapWriter.abandon()
+            if undoUncommittedBatch(writes.prefix(reached), reading: reading) { throw error }
+            throw ServiceError(error.kind, "\(error.description); what reached the maps of this batch is taken out at the next `portcullis attach` or daemon start")
         }
         CrashPoint.reached(.ledgerCommitted)
-        do {
-            try datapath.setExpiries(writes)
-        } catch {
-            throw ServiceError(.failed, "the ledger holds the batch but the maps could not take it (\(error.description)); the next `portcullis attach` or daemon start applies it")
+        if !overlapped {
+            do {
+                try datapath.setExpiries(writes)
+            } catch {
+                throw ServiceError(.failed, "the ledger holds the batch but the maps could not take it (\(error.description)); the next `portcullis attach` or daemon start applies it")
+            }
         }
         index(recorder.recordBatch(outcome, from: batch.origin, reason: batch.reason, requested: nil))
         return BatchResult(outcome: outcome, elapsed: ContinuousClock.now - started)
+    }
+
+    /// From this many items a batch writes the maps beside the ledger (see ``block(batch:)``);
+    /// below it, the extra commit of its mark costs more than the overlap saves.
+    static let overlappedBatchMinimum = 8_192
+
+    /// Puts the maps back to what the ledger holds for the targets of a batch that did not
+    /// commit, then clears the batch's mark; false when that failed (the next start does it).
+    private func undoUncommittedBatch(_ written: ArraySlice<ExpiryWrite>, reading: ClockReading) -> Bool {
+        do throws(ServiceError) {
+            var restored: [ExpiryWrite] = []
+            var removed: [BlockTarget] = []
+            try ServiceError.mapping { () throws(LedgerError) in
+                for write in written {
+                    if let block = try ledger.block(for: write.target), !block.isExpired(atUnixMilliseconds: reading.unixMilliseconds) {
+                        restored.append(ExpiryWrite(target: block.target, expiry: Self.jiffies(block.expiry, reading), keepsCounters: true))
+                    } else {
+                        removed.append(write.target)
+                    }
+                }
+            }
+            try ServiceError.mapping { () throws(DatapathError) in
+                try datapath.setExpiries(restored)
+                _ = try datapath.removeBlocks(removed)
+            }
+            try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
+                try ServiceError.mapping { () throws(LedgerError) in try writer.clearUncommittedBatch() }
+            }
+            return true
+        } catch {
+            return false
+        }
     }
 
     /// The refresh rule over ledger records: an expired block counts as absent (a new incident);
@@ -646,6 +715,12 @@ public final class LocalBlocklist: BlocklistService {
             try datapath.setExpiries(writes)
         }
         report.restored = writes.count
+        // New maps hold nothing of a batch a crash stopped before its commit.
+        if try ServiceError.mapping({ () throws(LedgerError) in try ledger.uncommittedBatch() }) != nil {
+            try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
+                try ServiceError.mapping { () throws(LedgerError) in try writer.clearUncommittedBatch() }
+            }
+        }
         try retire(expired, at: now, report: &report)
     }
 
@@ -672,6 +747,7 @@ public final class LocalBlocklist: BlocklistService {
         inMaps.reserveCapacity(mapBlocks.count)
         for block in mapBlocks { inMaps[block.target] = block }
         let pending = Set(try ServiceError.mapping { () throws(LedgerError) in try ledger.pendingRemovals() })
+        let uncommitted = try ServiceError.mapping { () throws(LedgerError) in try ledger.uncommittedBatch() }
         var writes: [ExpiryWrite] = []
         var expired: [LedgerBlock] = []
         let tolerance = UInt64(datapath.jiffiesPerSecond) * 2
@@ -711,6 +787,12 @@ public final class LocalBlocklist: BlocklistService {
                 lifted.append(target)
                 continue
             }
+            // Written by a batch that a crash stopped before its ledger commit: never taken.
+            if let uncommitted, uncommitted.contains(target) {
+                lifted.append(target)
+                report.uncommittedBatchRemoved += 1
+                continue
+            }
             let expiry: Expiry<Int64> = switch block.expiry {
             case .never: .never
             case .at(let jiffies): .at(reading.unixMilliseconds(at: jiffies))
@@ -738,11 +820,14 @@ public final class LocalBlocklist: BlocklistService {
                 try datapath.insertAllowed(entry.target, origin: entry.origin)
             }
             try datapath.setExpiries(writes)
-            report.removedFromMaps = try datapath.removeBlocks(lifted).count
+            report.removedFromMaps = try datapath.removeBlocks(lifted).count - report.uncommittedBatchRemoved
             try datapath.recountTries()
         }
         try ServiceError.mapping { () throws(LedgerError) in
-            try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in try writer.clearPendingRemovals(Array(pending)) }
+            try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
+                try writer.clearPendingRemovals(Array(pending))
+                if uncommitted != nil { try writer.clearUncommittedBatch() }
+            }
         }
         try retire(expired, at: now, report: &report)
     }
@@ -801,10 +886,77 @@ extension ServiceError {
 /// committed a change and before the maps took it. Unset in production.
 enum CrashPoint: String {
     case ledgerCommitted = "ledger-committed"
+    /// A large batch whose map writes are done and whose ledger transaction is not committed.
+    case batchInMapsBeforeCommit = "batch-in-maps-before-commit"
 
     static let armed: CrashPoint? = setting(option: nil, environment: "PORTCULLIS_TEST_CRASH_AT").flatMap(CrashPoint.init(rawValue:))
 
     static func reached(_ point: CrashPoint) {
         if armed == point { kill(getpid(), SIGKILL) }
+    }
+}
+
+/// The map writes of one overlapped batch, handed to one worker thread a chunk at a time while
+/// the caller goes on writing the ledger: chunk n is written while the rows of chunk n+1 are.
+///
+/// The worker is the only user of the maps between a hand-off and the next join; the batch's
+/// writer holds the writer lock throughout and does not touch them meanwhile.
+final class OverlappedMapWriter {
+    private struct Maps: @unchecked Sendable { let datapath: Datapath }
+
+    static let chunk = 65_536
+    private let maps: Maps
+    private var worker: JoinableThread<DatapathError?>?
+    /// How many of the batch's writes have been handed to a worker.
+    private(set) var handedOff = 0
+
+    init(_ datapath: Datapath) {
+        maps = Maps(datapath: datapath)
+    }
+
+    /// Hands the writes since the last hand-off to a worker once there is a chunk of them.
+    func offer(_ writes: [ExpiryWrite]) throws(ServiceError) {
+        guard writes.count - handedOff >= Self.chunk else { return }
+        try handOff(writes)
+    }
+
+    /// Hands off the rest and waits for every write to be done.
+    func finish(_ writes: [ExpiryWrite]) throws(ServiceError) {
+        if writes.count > handedOff { try handOff(writes) }
+        try join()
+    }
+
+    /// Waits for a running worker, whatever it found; the number of writes handed off, all
+    /// of which may have reached the maps.
+    func abandon() -> Int {
+        _ = worker?.join()
+        worker = nil
+        return handedOff
+    }
+
+    private func handOff(_ writes: [ExpiryWrite]) throws(ServiceError) {
+        try join()
+        let chunk = Array(writes[handedOff...])
+        let maps = maps
+        switch JoinableThread<DatapathError?>.start({
+            do throws(DatapathError) {
+                try maps.datapath.setExpiries(chunk)
+                return nil
+            } catch {
+                return error
+            }
+        }) {
+        case .success(let started):
+            worker = started
+            handedOff = writes.count
+        case .failure(let code):
+            throw ServiceError(.failed, "cannot start a thread for the map writes: \(code); nothing was blocked")
+        }
+    }
+
+    private func join() throws(ServiceError) {
+        guard let running = worker else { return }
+        worker = nil
+        if let error = running.join() { throw ServiceError(error) }
     }
 }

@@ -418,6 +418,21 @@ public final class Ledger {
         try setting("last_write_ms")
     }
 
+    /// The range of targets of a batch whose map writes began before its ledger commit and
+    /// which has not committed: what a crash left in the maps in this range, the ledger did not
+    /// take. nil when no batch is in flight.
+    public func uncommittedBatch() throws(LedgerError) -> ClosedRange<BlockTarget>? {
+        let statement = try connection.statement("SELECT value FROM settings WHERE name = ?")
+        func target(_ name: String) throws(LedgerError) -> BlockTarget? {
+            statement.bind(1, name)
+            defer { statement.reset() }
+            guard try statement.step() else { return nil }
+            return LedgerKey.decode(statement.blob(0))
+        }
+        guard let low = try target("uncommitted_batch_low"), let high = try target("uncommitted_batch_high"), low <= high else { return nil }
+        return low...high
+    }
+
     public func setting(_ name: String) throws(LedgerError) -> Int64? {
         let statement = try connection.statement("SELECT value FROM settings WHERE name = ?")
         statement.bind(1, name)
@@ -674,6 +689,22 @@ public struct LedgerWriter {
     public func setSetting(_ name: String, _ value: Int64) throws(LedgerError) {
         let statement = try connection.statement("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)")
         statement.bind(1, name).bind(2, value)
+        try statement.run()
+    }
+
+    /// Marks a batch over `targets` as in flight: committed before its map writes begin, and
+    /// cleared in the transaction that commits the batch (see ``Ledger/uncommittedBatch()``).
+    public func markUncommittedBatch(_ targets: ClosedRange<BlockTarget>) throws(LedgerError) {
+        let statement = try connection.statement("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)")
+        statement.bind(1, "uncommitted_batch_low").bind(2, LedgerKey.encode(targets.lowerBound))
+        try statement.run()
+        statement.reset()
+        statement.bind(1, "uncommitted_batch_high").bind(2, LedgerKey.encode(targets.upperBound))
+        try statement.run()
+    }
+
+    public func clearUncommittedBatch() throws(LedgerError) {
+        let statement = try connection.statement("DELETE FROM settings WHERE name IN ('uncommitted_batch_low', 'uncommitted_batch_high')")
         try statement.run()
     }
 

@@ -153,7 +153,9 @@ struct LedgerLabTests {
             try? FileManager.default.removeItem(atPath: file)
             withExtendedLifetime(lab) {}
         }
-        let count = 200_000
+        // Below the size from which a batch writes the maps beside the ledger: they are written
+        // after the commit, so this crash leaves them empty.
+        let count = 5_000
         try LedgerLabTests.bulkTargets(count).joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
         try #require(try lab.attach().status == 0)
 
@@ -166,7 +168,7 @@ struct LedgerLabTests {
         #expect(attach.status == 0, "\(attach)")
         #expect(attach.stderr.contains("added \(count) blocks the maps lacked (an interrupted change)"), "\(attach)")
         #expect(try PinnedMaps.blockCount(pins: lab.pins) == count, "the maps hold all of the batch")
-        let sample = LedgerLabTests.bulkTargets(count).enumerated().filter { $0.offset % 49_999 == 0 }.map(\.element)
+        let sample = LedgerLabTests.bulkTargets(count).enumerated().filter { $0.offset % 1_249 == 0 }.map(\.element)
         for (target, held) in try PinnedMaps.held(sample, pins: lab.pins) {
             if case .seconds(let left) = held {
                 #expect(left > 3500 && left <= 3601, "\(target): \(left) s left")
@@ -176,6 +178,50 @@ struct LedgerLabTests {
         }
         let page = try lab.portcullis(["list", "--limit", "1"])
         #expect(page.stdout.contains("(1 of \(count) shown"), "the ledger's total: \(page)")
+    }
+
+    /// A large batch writes the maps while the ledger writes its rows. Killed after the maps
+    /// took it and before the ledger committed it, the batch never happened: attach takes out
+    /// what it added and puts back the expiry it lengthened, and blocks outside it stay.
+    @Test func aLargeBatchCrashedBeforeItsLedgerCommitIsTakenOutByAttach() throws {
+        let lab = try Lab()
+        let file = "/tmp/portcullis-test-\(lab.name)-batch.txt"
+        defer {
+            try? FileManager.default.removeItem(atPath: file)
+            withExtendedLifetime(lab) {}
+        }
+        let count = 200_000
+        let targets = LedgerLabTests.bulkTargets(count)
+        try targets.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        try #require(try lab.attach().status == 0)
+        // One target of the batch is blocked already, for less time; one block lies outside it.
+        let refreshed = targets[count / 2]
+        try #require(try lab.portcullis(["block", refreshed, "--for", "10m"]).status == 0)
+        try #require(try lab.portcullis(["block", Lab.attackerV4, "--for", "1h"]).status == 0)
+
+        let crashed = try lab.portcullis(["block", "--file", file, "--for", "1h"], crashingAt: "batch-in-maps-before-commit")
+        #expect(crashed.signaled && crashed.status == SIGKILL, "\(crashed)")
+        #expect(try LedgerFile.query("select count(*) from blocks", pins: lab.pins) == "2", "the ledger took none of the batch")
+        #expect(try PinnedMaps.blockCount(pins: lab.pins) == count + 1, "the maps took all of it")
+
+        let attach = try lab.attach()
+        #expect(attach.status == 0, "\(attach)")
+        #expect(attach.stderr.contains("removed \(count - 1) blocks of a batch that a crash stopped before the ledger took it"), "\(attach)")
+        #expect(attach.stderr.contains("re-derived the expiry of 1 blocks from the ledger"), "the lengthened expiry is put back: \(attach)")
+        #expect(try PinnedMaps.blockCount(pins: lab.pins) == 2)
+        if case .seconds(let left) = try PinnedMaps.held([refreshed], pins: lab.pins)[refreshed] {
+            #expect(left > 500 && left <= 601, "\(refreshed) is back to its 10 minutes: \(left) s left")
+        } else {
+            Issue.record("\(refreshed) is not blocked for a time")
+        }
+        #expect(try lab.drops(), "the block outside the batch still drops")
+        #expect(try LedgerFile.query("select count(*) from settings where name like 'uncommitted_batch%'", pins: lab.pins) == "0")
+
+        // Loaded again, uninterrupted, the batch is whole in both.
+        let loaded = try lab.portcullis(["block", "--file", file, "--for", "1h"])
+        #expect(loaded.status == 0, "\(loaded)")
+        #expect(try LedgerFile.query("select count(*) from blocks", pins: lab.pins) == String(count + 1))
+        #expect(try PinnedMaps.blockCount(pins: lab.pins) == count + 1)
     }
 
     @Test func anUnblockCrashedAfterTheLedgerCommitIsFinishedByAttach() throws {
@@ -315,6 +361,31 @@ struct LedgerLabTests {
         #expect(refused.stderr.contains("the disk holding it is full"), "says the disk is full: \(refused)")
         #expect(try lab.passes(from: Lab.otherV4), "the refused block is not in the maps")
         #expect(try PinnedMaps.held([Lab.otherV4], pins: lab.pins)[Lab.otherV4] == .absent)
+        #expect(try lab.drops(), "the existing block keeps dropping")
+    }
+
+    /// A large batch whose ledger transaction fails after some of its map writes were done
+    /// (the disk fills part-way) takes them out again before it reports the failure.
+    @Test func aLargeBatchThatFillsTheDiskLeavesNothingInTheMaps() throws {
+        let lab = try Lab()
+        let state = try TmpfsMount(at: Command.stateDirectory(pins: lab.pins), size: "3m")
+        let file = "/tmp/portcullis-test-\(lab.name)-batch.txt"
+        defer {
+            state.unmount()
+            try? FileManager.default.removeItem(atPath: file)
+            withExtendedLifetime(lab) {}
+        }
+        let count = 200_000
+        try LedgerLabTests.bulkTargets(count).joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        try #require(try lab.attach().status == 0)
+        try #require(try lab.portcullis(["block", Lab.attackerV4]).status == 0)
+
+        let refused = try lab.portcullis(["block", "--file", file, "--for", "1h"])
+        #expect(refused.status == 1, "\(refused)")
+        #expect(refused.stderrLines.count == 1, "one line: \(refused)")
+        #expect(refused.stderr.contains("the disk holding it is full"), "says the disk is full: \(refused)")
+        #expect(!refused.stderr.contains("next `portcullis attach`"), "nothing is left for a later start: \(refused)")
+        #expect(try PinnedMaps.blockCount(pins: lab.pins) == 1, "none of the batch stays in the maps")
         #expect(try lab.drops(), "the existing block keeps dropping")
     }
 
