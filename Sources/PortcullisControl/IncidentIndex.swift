@@ -8,14 +8,12 @@ import PortcullisLedger
 /// is derived from it and caught up from it whenever it lags.
 public enum IncidentIndex {
     static func add(_ incidents: [Incident], of log: IncidentLog, to ledger: Ledger) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var indexed: [Ledger.IndexedIncident] = []
         for incident in incidents {
-            guard let sequence = incident.sequence, let data = try? encoder.encode(incident) else { continue }
+            guard let sequence = incident.sequence else { continue }
             indexed.append(Ledger.IndexedIncident(
                 sequence: sequence, timeUnixMilliseconds: incident.timeUnixMs,
-                target: try? BlockTarget.parse(incident.target).target, record: String(decoding: data, as: UTF8.self)))
+                target: try? BlockTarget.parse(incident.target).target, record: incident.canonicalJSON))
         }
         try? ledger.index(indexed, of: log.path)
     }

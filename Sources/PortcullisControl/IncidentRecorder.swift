@@ -106,4 +106,35 @@ public struct IncidentContext: Sendable {
     public init(wazuh: Incident.Wazuh? = nil, detection: Incident.Detection? = nil) {
         (self.wazuh, self.detection) = (wazuh, detection)
     }
+
+    /// The context as the ledger stores it with a block: `{"wazuh":{…},"detection":{…}}`,
+    /// absent members left out, as JSONEncoder would write the two Codable records; nil when
+    /// there is none.
+    ///
+    /// Written by hand: the active response stores one per alert, in a process of its own,
+    /// where JSONEncoder's first use (generic metadata, key lookups) is a measurable part of
+    /// the whole response.
+    public var storedJSON: String? {
+        guard wazuh != nil || detection != nil else { return nil }
+        func object(_ members: [(String, String?)]) -> String {
+            "{" + members.compactMap { key, value in value.map { JSONStringLiteral.quoted(key) + ":" + $0 } }.joined(separator: ",") + "}"
+        }
+        let quoted: (String?) -> String? = { $0.map(JSONStringLiteral.quoted) }
+        var members: [(String, String?)] = []
+        if let wazuh {
+            members.append(("wazuh", object([
+                ("ruleId", quoted(wazuh.ruleId)), ("ruleLevel", quoted(wazuh.ruleLevel)),
+                ("ruleDescription", quoted(wazuh.ruleDescription)), ("agentId", quoted(wazuh.agentId)),
+                ("agentName", quoted(wazuh.agentName)), ("alertId", quoted(wazuh.alertId)), ("command", quoted(wazuh.command)),
+            ])))
+        }
+        if let detection {
+            members.append(("detection", object([
+                ("ruleId", quoted(detection.ruleId)), ("ruleLevel", String(detection.ruleLevel)),
+                ("ruleDescription", quoted(detection.ruleDescription)), ("user", quoted(detection.user)),
+                ("log", quoted(detection.log)), ("logSource", quoted(detection.logSource)),
+            ])))
+        }
+        return object(members)
+    }
 }

@@ -392,15 +392,7 @@ public final class LocalBlocklist: BlocklistService {
         return ""
     }
 
-    static func encode(_ context: IncidentContext) -> String? {
-        struct Stored: Encodable {
-            let wazuh: Incident.Wazuh?
-            let detection: Incident.Detection?
-        }
-        guard context.wazuh != nil || context.detection != nil,
-              let data = try? JSONEncoder().encode(Stored(wazuh: context.wazuh, detection: context.detection)) else { return nil }
-        return String(decoding: data, as: UTF8.self)
-    }
+    static func encode(_ context: IncidentContext) -> String? { context.storedJSON }
 
     /// How many targets of a change are new to each map.
     struct NewTargets {

@@ -18,12 +18,7 @@ public enum IncidentChain {
 
     /// The sealed line of `incident` (whose `hash` must be nil) and its hash.
     static func sealedLine(_ incident: Incident, key: SymmetricKey) throws(IncidentLogError) -> (bytes: [UInt8], hash: String) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        guard let data = try? encoder.encode(incident), data.last == UInt8(ascii: "}") else {
-            throw IncidentLogError(description: "cannot encode an incident for \(incident.target)")
-        }
-        let canonical = [UInt8](data)
+        let canonical = Array(incident.canonicalJSON.utf8)
         let hash = code(for: canonical, key: key)
         return (canonical.dropLast() + hashMember + Array(hash.utf8) + Array(#""}"#.utf8), hash)
     }

@@ -115,6 +115,18 @@ struct IncidentFile {
         return nil
     }
 
+    /// The value of the top-level `"sequence"` member of a record's JSON. The key appears
+    /// nowhere else: no nested record has it, and inside a string its quotes would be escaped.
+    static func sequence(in record: [UInt8]) -> Int64? {
+        let key = Array(#""sequence":"#.utf8)
+        guard record.count > key.count,
+              let start = (0...(record.count - key.count)).first(where: { record[$0..<($0 + key.count)].elementsEqual(key) })
+        else { return nil }
+        let digits = record[(start + key.count)...].prefix { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+        guard !digits.isEmpty, digits.count <= 18 else { return nil }
+        return Int64(String(decoding: digits, as: UTF8.self))
+    }
+
     /// Where the whole lines end: `length` when the file ends with "\n", else the start of the torn last line.
     func endOfLastWholeLine(before length: Int64) throws(IncidentLogError) -> Int64 {
         guard length > 0 else { return 0 }
@@ -131,6 +143,12 @@ struct IncidentFile {
             let newline = end - 1
             let start = try lastNewline(before: newline).map { $0 + 1 } ?? 0
             let line = try bytes(at: start, count: Int(newline - start))
+            // A sealed line carries its hash at the end and its sequence under the one key of
+            // that name, so the link is read without decoding the record (a fresh process's
+            // first JSONDecoder costs more than the rest of the append).
+            if let (canonical, hash) = IncidentChain.unsealed(line), let sequence = Self.sequence(in: canonical) {
+                return .chained(hash: hash, sequence: sequence)
+            }
             if let record = try? decoder.decode(ChainRecord.self, from: Data(line)) {
                 guard let hash = record.hash else { return .unchained }
                 return .chained(hash: hash, sequence: record.sequence ?? 0)

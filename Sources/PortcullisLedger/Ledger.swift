@@ -552,6 +552,7 @@ public struct LedgerWriter {
     /// Whether any removal awaits the maps; when none does (nearly always), a new block need not
     /// look for one to cancel.
     private var pendingRemovalsMayExist: Bool
+    private var insertIfAbsentStatement: SQLiteStatement?
 
     init(connection: SQLiteConnection) throws(LedgerError) {
         self.connection = connection
@@ -610,10 +611,17 @@ public struct LedgerWriter {
     /// Writes `block` when its target holds none yet, and says whether it did: a load of new
     /// targets costs one statement each instead of a lookup and a write.
     public mutating func insertIfAbsent(_ block: LedgerBlock) throws(LedgerError) -> Bool {
-        try write(block, sql: """
-            INSERT INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING
-            """)
+        // Kept by the writer: a batch runs this once per row, and finding it in the
+        // connection's cache would hash its text every time.
+        if insertIfAbsentStatement == nil {
+            insertIfAbsentStatement = try connection.statement("""
+                INSERT INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING
+                """)
+        }
+        guard let statement = insertIfAbsentStatement else { return false }
+        statement.reset()
+        try write(block, with: statement)
         guard connection.changes > 0 else { return false }
         countDeltas[Self.countKey(block), default: 0] += 1
         try clearPendingRemoval(block.target)
@@ -621,7 +629,10 @@ public struct LedgerWriter {
     }
 
     private func write(_ block: LedgerBlock, sql: String) throws(LedgerError) {
-        let statement = try connection.statement(sql)
+        try write(block, with: try connection.statement(sql))
+    }
+
+    private func write(_ block: LedgerBlock, with statement: SQLiteStatement) throws(LedgerError) {
         let expires: Int64? = switch block.expiry {
         case .never: nil
         case .at(let end): end

@@ -34,9 +34,22 @@ public struct ActiveResponseLogLine: Sendable {
 
     public var text: String {
         func two(_ value: Int) -> String { value < 10 ? "0\(value)" : String(value) }
-        // A message never spans lines: the manager reads this file line by line.
-        let flat = message.split(whereSeparator: \.isNewline).joined(separator: " ")
-        return "\(year)/\(two(month))/\(two(day)) \(two(hour)):\(two(minute)):\(two(second)) \(program): \(flat)\n"
+        // A message never spans lines: the manager reads this file line by line. Each run of
+        // line ends becomes one space, none at either end; scalar by scalar, since grapheme
+        // breaking the message would be much of a fresh response's cost of logging it.
+        var flat = String.UnicodeScalarView()
+        var lineEnded = false
+        for scalar in message.unicodeScalars {
+            switch scalar {
+            case "\n", "\r", "\u{0B}", "\u{0C}", "\u{85}", "\u{2028}", "\u{2029}":
+                lineEnded = true
+            default:
+                if lineEnded, !flat.isEmpty { flat.append(" ") }
+                lineEnded = false
+                flat.append(scalar)
+            }
+        }
+        return "\(year)/\(two(month))/\(two(day)) \(two(hour)):\(two(minute)):\(two(second)) \(program): \(String(flat))\n"
     }
 }
 

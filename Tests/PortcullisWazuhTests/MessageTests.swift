@@ -122,6 +122,10 @@ struct MessageTests {
         let multiline = ActiveResponseLogLine(year: 2026, month: 12, day: 31, hour: 23, minute: 59, second: 59,
                                               program: "p", message: "a\nb")
         #expect(multiline.text == "2026/12/31 23:59:59 p: a b\n")
+        // Runs of line ends of every kind are one space; none is left at either end.
+        let ragged = ActiveResponseLogLine(year: 2026, month: 12, day: 31, hour: 23, minute: 59, second: 59,
+                                           program: "p", message: "\r\n\na\r\n\u{2028}b\u{0B}c \u{85}d\n")
+        #expect(ragged.text == "2026/12/31 23:59:59 p: a b c  d\n")
     }
 
     @Test func extraArguments() throws {
