@@ -37,8 +37,8 @@ actor BlocklistKeeper {
     private(set) var configuration: DaemonConfiguration
 
     init(configuration: DaemonConfiguration, metrics: DaemonMetrics, logger: Logger) throws(ServiceError) {
-        let recorder = IncidentRecorder(log: IncidentLog(path: configuration.incidentLog, stateDirectory: configuration.stateDirectory)) { [logger] message in
-            Self.missingRecord(message, logger: logger)
+        let recorder = IncidentRecorder(log: IncidentLog(path: configuration.incidentLog, stateDirectory: configuration.stateDirectory)) { [logger, metrics] message in
+            Self.missingRecord(message, logger: logger, metrics: metrics)
         }
         let location = BlocklistLocation(
             pins: PinDirectory(path: configuration.pinDirectory),
@@ -142,13 +142,14 @@ actor BlocklistKeeper {
     }
 
     /// A change's record that was not written: the client is told in the answer, and the
-    /// daemon's log keeps it for whoever watches the host.
+    /// daemon's log and metrics keep it for whoever watches the host.
     private func noteMissingRecord(_ warning: String?) {
-        if let warning { Self.missingRecord(warning, logger: logger) }
+        if let warning { Self.missingRecord(warning, logger: logger, metrics: metrics) }
     }
 
-    private static func missingRecord(_ warning: String, logger: Logger) {
+    private static func missingRecord(_ warning: String, logger: Logger, metrics: DaemonMetrics) {
         logger.error("\(warning)")
+        metrics.recordIncidentRecordFailure()
     }
 
     /// Expired blocks removed in slices, with the other writers' requests served between them.
