@@ -98,10 +98,12 @@ public enum WazuhActiveResponse {
                 return 255
             }
             do throws(ServiceError) {
-                _ = try blocklist.block(
+                let outcome = try blocklist.block(
                     BlockRequest(target: target, duration: extra.duration,
                                  reason: alert.reason.utf8Prefix(BlockRequest.maximumReasonBytes), source: .wazuh),
                     context: context)
+                // Whoever wrote the maps, daemon or not: a Wazuh operator reads only this log.
+                if let warning = outcome.recordWarning { log.write("Warning: \(warning)") }
             } catch {
                 log.write("Cannot block \(target): \(error.description)")
                 return 255
@@ -109,10 +111,11 @@ public enum WazuhActiveResponse {
 
         case .delete:
             do throws(ServiceError) {
-                let outcome = try whenStateExists(or: UnblockOutcome.absent) { () throws(ServiceError) in
+                let result = try whenStateExists(or: UnblockResult(outcome: .absent)) { () throws(ServiceError) in
                     try blocklist.unblock(target, requestedBy: .wazuh, onlyOwn: true, context: context)
                 }
-                if case .keptForOwner(let kept) = outcome {
+                if let warning = result.recordWarning { log.write("Warning: \(warning)") }
+                if case .keptForOwner(let kept) = result.outcome {
                     log.write("Keeping the block on \(target): it was set by \(kept.source?.rawValue ?? "another source"), not by this response")
                 }
             } catch {

@@ -86,6 +86,9 @@ public struct ServiceError: Error, CustomStringConvertible, Sendable {
 /// typed values: targets and requests in, outcomes out. Two implementations: the pinned
 /// maps directly (``LocalBlocklist``), and the daemon over its control socket
 /// (``RemoteBlocklist``); ``PreferredBlocklist`` picks one per call.
+///
+/// A change whose incident record could not be written still succeeds, since it is in force:
+/// its outcome's `record` says so, through the daemon or not, for the caller to warn.
 public protocol BlocklistService {
     /// Blocks or refreshes one target, after ``Admission``; a refusal is recorded and thrown.
     func block(_ request: BlockRequest, context: IncidentContext) throws(ServiceError) -> BlockOutcome
@@ -93,7 +96,7 @@ public protocol BlocklistService {
     func block(batch: BlockBatch) throws(ServiceError) -> BatchResult
     /// Lifts the block on `target`; with `onlyOwn`, only a block `source` set, by
     /// ``BlockPolicy/mayLift(ownedBy:isExpired:requestedBy:)``.
-    func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockOutcome
+    func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult
     /// The blocks `query` selects, a page of them, and how many it selects in all.
     func list(_ query: BlockQuery) throws(ServiceError) -> BlockListing
     /// One block, found by its key.
@@ -226,10 +229,10 @@ public struct RemoteBlocklist: BlocklistService {
         return response.result
     }
 
-    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockOutcome {
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult {
         let response: UnblockResponse = try call(
             "POST", "/v1/unblock", UnblockBody(target: target, source: source, onlyOwn: onlyOwn, wazuh: context.wazuh))
-        return try response.outcome()
+        return try response.result()
     }
 
     public func list(_ query: BlockQuery) throws(ServiceError) -> BlockListing {
@@ -354,7 +357,7 @@ public final class PreferredBlocklist: BlocklistService {
         try perform { s throws(ServiceError) in try s.block(request, context: context) }
     }
     public func block(batch: BlockBatch) throws(ServiceError) -> BatchResult { try perform { s throws(ServiceError) in try s.block(batch: batch) } }
-    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockOutcome {
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult {
         try perform { s throws(ServiceError) in try s.unblock(target, requestedBy: source, onlyOwn: onlyOwn, context: context) }
     }
     public func list(_ query: BlockQuery) throws(ServiceError) -> BlockListing { try perform { s throws(ServiceError) in try s.list(query) } }

@@ -4,7 +4,9 @@ import PortcullisIncidents
 
 /// Turns what the blocklist did into incident records, and writes them.
 /// A record that cannot be written is a warning, never a reason to leave an
-/// attacker unblocked.
+/// attacker unblocked. The records of a change (a block, an unblock, a batch, a sweep) come
+/// back with their status, for the outcome to carry to whoever asked, daemon or not; the
+/// others (refusals, detections, expiries found at a start) have nobody to tell but `warn`.
 public struct IncidentRecorder: Sendable {
     public let log: IncidentLog
     /// Where warnings go: stderr for the CLI, the active-response log for Wazuh, the daemon's log.
@@ -15,8 +17,7 @@ public struct IncidentRecorder: Sendable {
         self.warn = warn
     }
 
-    @discardableResult
-    public func record(_ outcome: BlockOutcome, requested: Duration?, context: IncidentContext = .none) -> [Incident] {
+    public func record(_ outcome: BlockOutcome, requested: Duration?, context: IncidentContext = .none) -> IncidentRecording {
         let entry = outcome.entry
         return write([Incident(
             timeUnixMs: entry.refreshedUnixMilliseconds ?? Incident.nowUnixMilliseconds(),
@@ -26,15 +27,13 @@ public struct IncidentRecorder: Sendable {
             wazuh: context.wazuh, detection: context.detection)])
     }
 
-    @discardableResult
-    public func recordUnblock(_ entry: BlockEntry, source: String, context: IncidentContext = .none) -> [Incident] {
+    public func recordUnblock(_ entry: BlockEntry, source: String, context: IncidentContext = .none) -> IncidentRecording {
         write([ending(entry, action: .unblock, source: source, at: Incident.nowUnixMilliseconds(), context: context)])
     }
 
     /// Expired blocks, each with its outcome. Blocks loaded from files are a
     /// policy, not incidents: they are summed into one record.
-    @discardableResult
-    public func recordExpiries(_ removed: [BlockEntry]) -> [Incident] {
+    public func recordExpiries(_ removed: [BlockEntry]) -> IncidentRecording {
         var records: [Incident] = []
         var fileBlocks = (count: 0, packets: UInt64(0), bytes: UInt64(0))
         let now = Incident.nowUnixMilliseconds()
@@ -56,8 +55,7 @@ public struct IncidentRecorder: Sendable {
         return write(records)
     }
 
-    @discardableResult
-    public func recordBatch(_ outcome: BatchOutcome, from name: String, reason: String, requested: Duration?) -> [Incident] {
+    public func recordBatch(_ outcome: BatchOutcome, from name: String, reason: String, requested: Duration?) -> IncidentRecording {
         write([Incident(
             timeUnixMs: Incident.nowUnixMilliseconds(), action: .block,
             target: "\(outcome.total) targets from \(name)", source: "file", reason: reason,
@@ -66,8 +64,9 @@ public struct IncidentRecorder: Sendable {
 
     @discardableResult
     public func recordRefusal(_ target: String, source: String, error: String, context: IncidentContext = .none) -> [Incident] {
-        write([Incident(timeUnixMs: Incident.nowUnixMilliseconds(), action: .refuse, target: target, source: source,
-                        wazuh: context.wazuh, detection: context.detection, error: error)])
+        warned(write([Incident(timeUnixMs: Incident.nowUnixMilliseconds(), action: .refuse, target: target, source: source,
+                               wazuh: context.wazuh, detection: context.detection, error: error)]),
+               after: "the request to block \(target) was refused")
     }
 
     private func ending(_ entry: BlockEntry, action: Incident.Action, source: String, at time: Int64, context: IncidentContext) -> Incident {
@@ -81,19 +80,32 @@ public struct IncidentRecorder: Sendable {
     /// A detection rule fired; `target` is the address it named, or the text it could not parse.
     @discardableResult
     public func recordDetection(_ detection: Incident.Detection, target: String, error: String? = nil) -> [Incident] {
-        write([Incident(timeUnixMs: Incident.nowUnixMilliseconds(), action: .detect, target: target, source: "detector",
-                        reason: detection.ruleDescription, detection: detection, error: error)])
+        warned(write([Incident(timeUnixMs: Incident.nowUnixMilliseconds(), action: .detect, target: target, source: "detector",
+                               reason: detection.ruleDescription, detection: detection, error: error)]),
+               after: "rule \(detection.ruleId) fired on \(target)")
     }
 
-    /// The records as written, or none when they could not be.
-    private func write(_ incidents: [Incident]) -> [Incident] {
+    /// The records written, after telling `warn` when they were not.
+    public func warned(_ recording: IncidentRecording, after change: @autoclosure () -> String) -> [Incident] {
+        if let warning = recording.status.warning(after: change()) { warn(warning) }
+        return recording.incidents
+    }
+
+    /// The records as written, or none and why.
+    private func write(_ incidents: [Incident]) -> IncidentRecording {
         do {
-            return try log.append(incidents)
+            return IncidentRecording(incidents: try log.append(incidents), status: .written)
         } catch {
-            warn("the block took effect, but \(error.description)")
-            return []
+            return IncidentRecording(incidents: [], status: .notWritten(IncidentRecordFailure(log: log.path, reason: error.description)))
         }
     }
+}
+
+/// What writing a change's records came to: the records as written (for the ledger's index), or
+/// none and why.
+public struct IncidentRecording: Sendable {
+    public let incidents: [Incident]
+    public let status: IncidentRecordStatus
 }
 
 /// Who asked, for the record: Wazuh's alert, or the standalone detector's rule and log line.
@@ -136,5 +148,33 @@ public struct IncidentContext: Sendable {
             ])))
         }
         return object(members)
+    }
+}
+
+// What the operator is told when a change's record is missing, in the same words whichever
+// process wrote the maps: the CLI on stderr, the Wazuh response in active-responses.log, the
+// daemon in its log.
+
+extension BlockOutcome {
+    public var recordWarning: String? { record.warning(after: "\(entry.target) is blocked") }
+}
+
+extension UnblockResult {
+    public var recordWarning: String? {
+        guard case .removed(let entry) = outcome else { return nil }
+        return record.warning(after: "\(entry.target) is unblocked")
+    }
+}
+
+extension BatchResult {
+    /// `origin` is where the targets came from: a file's path, "standard input".
+    public func recordWarning(from origin: String) -> String? {
+        record.warning(after: outcome.total == 1 ? "1 target from \(origin) is blocked" : "\(outcome.total) targets from \(origin) are blocked")
+    }
+}
+
+extension SweepReport {
+    public var recordWarning: String? {
+        record.warning(after: removedCount == 1 ? "1 expired block was removed" : "\(removedCount) expired blocks were removed")
     }
 }

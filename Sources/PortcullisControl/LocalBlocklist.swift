@@ -213,8 +213,8 @@ public final class LocalBlocklist: BlocklistService {
                 throw ServiceError(error)
             }
         }
-        let outcome = BlockOutcome(entry: try entry(merged, at: now), change: change)
-        index(recorder.record(outcome, requested: request.duration, context: context))
+        var outcome = BlockOutcome(entry: try entry(merged, at: now), change: change)
+        outcome.record = index(recorder.record(outcome, requested: request.duration, context: context))
         return outcome
     }
 
@@ -322,8 +322,8 @@ public final class LocalBlocklist: BlocklistService {
                 throw ServiceError(.failed, "the ledger holds the batch but the maps could not take it (\(error.description)); the next `portcullis attach` or daemon start applies it")
             }
         }
-        index(recorder.recordBatch(outcome, from: batch.origin, reason: batch.reason, requested: nil))
-        return BatchResult(outcome: outcome, elapsed: ContinuousClock.now - started)
+        let record = index(recorder.recordBatch(outcome, from: batch.origin, reason: batch.reason, requested: nil))
+        return BatchResult(outcome: outcome, elapsed: ContinuousClock.now - started, record: record)
     }
 
     /// From this many items a batch writes the maps beside the ledger (see ``block(batch:)``);
@@ -443,7 +443,7 @@ public final class LocalBlocklist: BlocklistService {
 
     // MARK: - Unblocking
 
-    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockOutcome {
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult {
         let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
         defer { withExtendedLifetime(lock) {} }
         let now = WallClock.nowUnixMilliseconds()
@@ -459,14 +459,14 @@ public final class LocalBlocklist: BlocklistService {
             return .removed(current)
         }
         switch decision {
-        case .absent: return .absent
-        case .kept(let block): return .keptForOwner(try entry(block, at: now))
+        case .absent: return UnblockResult(outcome: .absent)
+        case .kept(let block): return UnblockResult(outcome: .keptForOwner(try entry(block, at: now)))
         case .removed(let block):
             CrashPoint.reached(.ledgerCommitted)
             let removed = try ServiceError.mapping { () throws(DatapathError) in try datapath.removeBlocks([target]) }
             let entry = Self.entry(block, counters: removed.first, at: now)
-            index(recorder.recordUnblock(entry, source: source.rawValue, context: context))
-            return .removed(entry)
+            let record = index(recorder.recordUnblock(entry, source: source.rawValue, context: context))
+            return UnblockResult(outcome: .removed(entry), record: record)
         }
     }
 
@@ -512,8 +512,8 @@ public final class LocalBlocklist: BlocklistService {
             }
             if expired.count < slice { break }
         }
-        if !removed.isEmpty { index(recorder.recordExpiries(removed)) }
-        return SweepReport(removed: removed, scanned: scanned, elapsed: ContinuousClock.now - started)
+        let record = removed.isEmpty ? .written : index(recorder.recordExpiries(removed))
+        return SweepReport(removed: removed, scanned: scanned, elapsed: ContinuousClock.now - started, record: record)
     }
 
     // MARK: - The incident index
@@ -522,6 +522,12 @@ public final class LocalBlocklist: BlocklistService {
     /// the next query rebuilds from the log.
     public func index(_ incidents: [Incident]) {
         IncidentIndex.add(incidents, of: recorder.log, to: ledger)
+    }
+
+    /// Indexes a change's records, and gives back whether they were written, for its outcome.
+    func index(_ recording: IncidentRecording) -> IncidentRecordStatus {
+        index(recording.incidents)
+        return recording.status
     }
 
     /// The incidents `query` asks for, the last `limit` of them, from the ledger's index.
@@ -728,7 +734,8 @@ public final class LocalBlocklist: BlocklistService {
         var byTarget: [BlockTarget: DataplaneBlock] = [:]
         for block in counters { byTarget[block.target] = block }
         report.expiredWhileDown = expired.count
-        index(recorder.recordExpiries(expired.map { Self.entry($0, counters: byTarget[$0.target], at: now) }))
+        index(recorder.warned(recorder.recordExpiries(expired.map { Self.entry($0, counters: byTarget[$0.target], at: now) }),
+                              after: "\(expired.count) blocks that expired while Portcullis was down are lifted"))
     }
 
     /// Makes maps and ledger agree after a crash or an outside change: the ledger wins, and

@@ -92,18 +92,47 @@ public struct BlockBody: Codable, Sendable {
     }
 }
 
+/// Whether a change's incident record was written, as the control API and `--json` show it:
+/// `{"written": true}`, or `{"written": false, "log": PATH, "error": WHY}`. Present on every
+/// answer whose change called for a record; the change took effect either way. A daemon older
+/// than this field sends none, which reads as written: it could not tell.
+public struct IncidentRecordBody: Codable, Sendable, Equatable {
+    public var written: Bool
+    /// The incident log the record was for; set when it was not written.
+    public var log: String?
+    /// Why it was not written, and what to do about it.
+    public var error: String?
+
+    public init(_ status: IncidentRecordStatus) {
+        switch status {
+        case .written: (written, log, error) = (true, nil, nil)
+        case .notWritten(let failure): (written, log, error) = (false, failure.log, failure.reason)
+        }
+    }
+
+    public var status: IncidentRecordStatus {
+        guard !written else { return .written }
+        return .notWritten(IncidentRecordFailure(log: log ?? "the daemon's incident log", reason: error ?? "the daemon gave no reason"))
+    }
+
+    /// The status an answer carries, absent meaning written.
+    static func status(_ body: IncidentRecordBody?) -> IncidentRecordStatus { body?.status ?? .written }
+}
+
 public struct BlockResponse: Codable, Sendable {
     public var change: BlockChange
     public var block: BlockRecord
     /// How the target was normalized, if it was.
     public var notes: [String]
+    public var incidentRecord: IncidentRecordBody?
 
     public init(_ outcome: BlockOutcome, notes: [String] = []) {
         (change, block, self.notes) = (outcome.change, BlockRecord(outcome.entry), notes)
+        incidentRecord = IncidentRecordBody(outcome.record)
     }
 
     public func outcome() throws(ServiceError) -> BlockOutcome {
-        BlockOutcome(entry: try BlockEntry(block), change: change)
+        BlockOutcome(entry: try BlockEntry(block), change: change, record: IncidentRecordBody.status(incidentRecord))
     }
 }
 
@@ -178,17 +207,20 @@ public struct BatchResponse: Codable, Sendable {
     public var refreshed: Int
     public var keptLonger: Int
     public var seconds: Double
+    public var incidentRecord: IncidentRecordBody?
 
     public init(_ result: BatchResult) {
         let outcome = result.outcome
         (total, added, refreshed, keptLonger) = (outcome.total, outcome.added, outcome.refreshed, outcome.keptLonger)
         seconds = result.elapsed.fractionalSeconds
+        incidentRecord = IncidentRecordBody(result.record)
     }
 
     public var result: BatchResult {
         var outcome = BatchOutcome()
         (outcome.added, outcome.refreshed, outcome.keptLonger) = (added, refreshed, keptLonger)
-        return BatchResult(outcome: outcome, elapsed: .milliseconds(Int64((seconds * 1000).rounded())))
+        return BatchResult(outcome: outcome, elapsed: .milliseconds(Int64((seconds * 1000).rounded())),
+                           record: IncidentRecordBody.status(incidentRecord))
     }
 }
 
@@ -199,21 +231,25 @@ public struct UnblockResponse: Codable, Sendable {
     public var block: BlockRecord?
     /// Set when the request named a source and another one owns the block, which stays.
     public var keptFor: BlockSource?
+    /// Set when the block was lifted: only that is recorded.
+    public var incidentRecord: IncidentRecordBody?
 
-    public init(target: BlockTarget, _ outcome: UnblockOutcome) {
+    public init(target: BlockTarget, _ result: UnblockResult) {
         self.target = target.description
-        switch outcome {
+        switch result.outcome {
         case .removed(let entry): (wasBlocked, block, keptFor) = (true, BlockRecord(entry), nil)
         case .absent: (wasBlocked, block, keptFor) = (false, nil, nil)
         // A block of unknown origin is nobody's to lift either; .cli stands for the operator.
         case .keptForOwner(let entry): (wasBlocked, block, keptFor) = (false, BlockRecord(entry), entry.source ?? .cli)
         }
+        if case .removed = result.outcome { incidentRecord = IncidentRecordBody(result.record) }
     }
 
-    public func outcome() throws(ServiceError) -> UnblockOutcome {
-        guard let block else { return .absent }
+    public func result() throws(ServiceError) -> UnblockResult {
+        guard let block else { return UnblockResult(outcome: .absent) }
         let entry = try BlockEntry(block)
-        return keptFor == nil && wasBlocked ? .removed(entry) : .keptForOwner(entry)
+        guard keptFor == nil && wasBlocked else { return UnblockResult(outcome: .keptForOwner(entry)) }
+        return UnblockResult(outcome: .removed(entry), record: IncidentRecordBody.status(incidentRecord))
     }
 }
 
@@ -253,6 +289,8 @@ public struct SweepResponse: Codable, Sendable {
     public var removed: [BlockRecord]
     public var scanned: Int
     public var seconds: Double
+    /// Set when blocks were removed: only then are expiries recorded.
+    public var incidentRecord: IncidentRecordBody?
 
     public static let listedLimit = 1000
 
@@ -262,6 +300,7 @@ public struct SweepResponse: Codable, Sendable {
         removed = report.removed.prefix(Self.listedLimit).map(BlockRecord.init)
         scanned = report.scanned
         seconds = report.elapsed.fractionalSeconds
+        if report.removedCount > 0 { incidentRecord = IncidentRecordBody(report.record) }
     }
 
     /// The report as far as the answer carries it: the first ``listedLimit`` removed blocks.
@@ -270,7 +309,7 @@ public struct SweepResponse: Codable, Sendable {
         for record in removed { entries.append(try BlockEntry(record)) }
         return SweepReport(
             removed: entries, removedCount: removedCount, removedBySource: removedBySource, scanned: scanned,
-            elapsed: .milliseconds(Int64((seconds * 1000).rounded())))
+            elapsed: .milliseconds(Int64((seconds * 1000).rounded())), record: IncidentRecordBody.status(incidentRecord))
     }
 }
 

@@ -78,10 +78,13 @@ public enum BlockChange: String, Sendable, Codable, CaseIterable {
 public struct BlockOutcome: Sendable {
     public let entry: BlockEntry
     public let change: BlockChange
+    /// Whether the block's incident record was written; the block is in force either way.
+    public var record: IncidentRecordStatus
 
-    public init(entry: BlockEntry, change: BlockChange) {
+    public init(entry: BlockEntry, change: BlockChange, record: IncidentRecordStatus = .written) {
         self.entry = entry
         self.change = change
+        self.record = record
     }
 }
 
@@ -111,6 +114,17 @@ public enum UnblockOutcome: Sendable {
     case absent
     /// Blocked, but by another source than the one that asked: left in force.
     case keptForOwner(BlockEntry)
+}
+
+/// An unblock's outcome, and whether its incident record was written (only a lifted block
+/// has one; the block is lifted either way).
+public struct UnblockResult: Sendable {
+    public var outcome: UnblockOutcome
+    public var record: IncidentRecordStatus
+
+    public init(outcome: UnblockOutcome, record: IncidentRecordStatus = .written) {
+        (self.outcome, self.record) = (outcome, record)
+    }
 }
 
 /// Many targets blocked at once, from one origin (a file, a feed), with one reason.
@@ -144,10 +158,13 @@ public struct BlockBatch: Sendable {
 public struct BatchResult: Sendable, Equatable {
     public var outcome: BatchOutcome
     public var elapsed: Duration
+    /// Whether the batch's incident record was written; the blocks are in force either way.
+    public var record: IncidentRecordStatus
 
-    public init(outcome: BatchOutcome, elapsed: Duration) {
+    public init(outcome: BatchOutcome, elapsed: Duration, record: IncidentRecordStatus = .written) {
         self.outcome = outcome
         self.elapsed = elapsed
+        self.record = record
     }
 
     /// Two chunks of one load, as one result.
@@ -156,7 +173,7 @@ public struct BatchResult: Sendable, Equatable {
         outcome.added += rhs.outcome.added
         outcome.refreshed += rhs.outcome.refreshed
         outcome.keptLonger += rhs.outcome.keptLonger
-        return BatchResult(outcome: outcome, elapsed: lhs.elapsed + rhs.elapsed)
+        return BatchResult(outcome: outcome, elapsed: lhs.elapsed + rhs.elapsed, record: lhs.record.combined(with: rhs.record))
     }
 }
 
@@ -170,9 +187,11 @@ public struct SweepReport: Sendable {
     public let removedBySource: [String: Int]
     public let scanned: Int
     public let elapsed: Duration
+    /// Whether the expiries' incident records were written; the blocks are removed either way.
+    public var record: IncidentRecordStatus
 
-    public init(removed: [BlockEntry], scanned: Int, elapsed: Duration) {
-        (self.removed, self.scanned, self.elapsed) = (removed, scanned, elapsed)
+    public init(removed: [BlockEntry], scanned: Int, elapsed: Duration, record: IncidentRecordStatus = .written) {
+        (self.removed, self.scanned, self.elapsed, self.record) = (removed, scanned, elapsed, record)
         removedCount = removed.count
         var bySource: [String: Int] = [:]
         for entry in removed { bySource[entry.source?.rawValue ?? "unknown", default: 0] += 1 }
@@ -180,9 +199,10 @@ public struct SweepReport: Sendable {
     }
 
     /// A report whose `removed` is only the first of them, with the counts of all.
-    public init(removed: [BlockEntry], removedCount: Int, removedBySource: [String: Int], scanned: Int, elapsed: Duration) {
+    public init(removed: [BlockEntry], removedCount: Int, removedBySource: [String: Int], scanned: Int, elapsed: Duration,
+                record: IncidentRecordStatus = .written) {
         (self.removed, self.removedCount, self.removedBySource) = (removed, removedCount, removedBySource)
-        (self.scanned, self.elapsed) = (scanned, elapsed)
+        (self.scanned, self.elapsed, self.record) = (scanned, elapsed, record)
     }
 }
 

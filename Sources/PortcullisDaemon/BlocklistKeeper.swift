@@ -37,8 +37,8 @@ actor BlocklistKeeper {
     private(set) var configuration: DaemonConfiguration
 
     init(configuration: DaemonConfiguration, metrics: DaemonMetrics, logger: Logger) throws(ServiceError) {
-        let recorder = IncidentRecorder(log: IncidentLog(path: configuration.incidentLog, stateDirectory: configuration.stateDirectory)) { [logger] message in
-            logger.error("incident record: \(message)")
+        let recorder = IncidentRecorder(log: IncidentLog(path: configuration.incidentLog, stateDirectory: configuration.stateDirectory)) { [logger, metrics] message in
+            Self.missingRecord(message, logger: logger, metrics: metrics)
         }
         let location = BlocklistLocation(
             pins: PinDirectory(path: configuration.pinDirectory),
@@ -123,19 +123,33 @@ actor BlocklistKeeper {
     func block(_ request: BlockRequest, context: IncidentContext) throws(ServiceError) -> BlockOutcome {
         let outcome = try blocklist.block(request, context: context)
         metrics.recordBlock(outcome.change, source: outcome.entry.source ?? request.source)
+        noteMissingRecord(outcome.recordWarning)
         return outcome
     }
 
     func block(batch: BlockBatch) throws(ServiceError) -> BatchResult {
         let result = try blocklist.block(batch: batch)
         metrics.recordBatch(result.outcome, source: batch.source)
+        noteMissingRecord(result.recordWarning(from: batch.origin))
         return result
     }
 
-    func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockOutcome {
-        let outcome = try blocklist.unblock(target, requestedBy: source, onlyOwn: onlyOwn, context: context)
-        if case .removed(let entry) = outcome { metrics.recordUnblock(source: entry.source) }
-        return outcome
+    func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult {
+        let result = try blocklist.unblock(target, requestedBy: source, onlyOwn: onlyOwn, context: context)
+        if case .removed(let entry) = result.outcome { metrics.recordUnblock(source: entry.source) }
+        noteMissingRecord(result.recordWarning)
+        return result
+    }
+
+    /// A change's record that was not written: the client is told in the answer, and the
+    /// daemon's log and metrics keep it for whoever watches the host.
+    private func noteMissingRecord(_ warning: String?) {
+        if let warning { Self.missingRecord(warning, logger: logger, metrics: metrics) }
+    }
+
+    private static func missingRecord(_ warning: String, logger: Logger, metrics: DaemonMetrics) {
+        logger.error("\(warning)")
+        metrics.recordIncidentRecordFailure()
     }
 
     /// Expired blocks removed in slices, with the other writers' requests served between them.
@@ -146,18 +160,21 @@ actor BlocklistKeeper {
         var removed: [BlockEntry] = []
         var bySource: [String: Int] = [:]
         var scanned = 0
+        var record = IncidentRecordStatus.written
         while true {
             let slice = try blocklist.sweep(atMost: Self.sweepSlice, rounds: 1)
             removed += slice.removed
             scanned += slice.scanned
+            record = record.combined(with: slice.record)
             for (source, count) in slice.removedBySource { bySource[source, default: 0] += count }
             if slice.removedCount < Self.sweepSlice { break }
             // A block waiting behind this sweep goes first.
             await Task.yield()
         }
         let report = SweepReport(removed: removed, removedCount: removed.count, removedBySource: bySource,
-                                 scanned: scanned, elapsed: ContinuousClock.now - started)
+                                 scanned: scanned, elapsed: ContinuousClock.now - started, record: record)
         metrics.recordSweep(report)
+        noteMissingRecord(report.recordWarning)
         if report.removedCount > 0 {
             logger.info("swept \(report.removedCount) expired blocks in \(Int(report.elapsed.fractionalSeconds * 1000)) ms")
         }

@@ -25,7 +25,9 @@ import Logging
 ///     GET    /v1/status            attachments and maps
 ///     GET    /v1/health
 ///
-/// A bad request gets a 4xx status and `{"error": "..."}`, and changes nothing.
+/// A bad request gets a 4xx status and `{"error": "..."}`, and changes nothing. A change whose
+/// incident record could not be written still answers 200, since it is in force, with
+/// `"incidentRecord": {"written": false, "log", "error"}` (see ``IncidentRecordBody``).
 enum ControlAPI {
     static let maximumBody = 16 << 20
     /// Connections the shared socket (root and the control group) holds at once; the rest wait.
@@ -193,17 +195,17 @@ struct BlockRoutes: Sendable {
 
     @Sendable func unblockByQuery(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let target = try RequestParsing.target(try ControlAPI.required("target", request)).target
-        let outcome = try await keeper.unblock(target, requestedBy: .api, onlyOwn: false, context: .none)
-        return try ControlAPI.json(UnblockResponse(target: target, outcome))
+        let result = try await keeper.unblock(target, requestedBy: .api, onlyOwn: false, context: .none)
+        return try ControlAPI.json(UnblockResponse(target: target, result))
     }
 
     @Sendable func unblock(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let body = try await ControlAPI.decode(UnblockBody.self, request, context)
         let target = try RequestParsing.target(body.target).target
         let source = try RequestParsing.source(body.source, default: .api)
-        let outcome = try await keeper.unblock(
+        let result = try await keeper.unblock(
             target, requestedBy: source, onlyOwn: body.onlyOwn == true, context: IncidentContext(wazuh: body.wazuh))
-        return try ControlAPI.json(UnblockResponse(target: target, outcome))
+        return try ControlAPI.json(UnblockResponse(target: target, result))
     }
 
     @Sendable func sweep(_ request: Request, context: BasicRequestContext) async throws -> Response {

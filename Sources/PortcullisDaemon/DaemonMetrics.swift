@@ -9,6 +9,8 @@ import Synchronization
 final class DaemonMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     private let sweepDuration: DurationHistogram
+    /// Made at start, so it reads 0 until a write fails: an alert on it needs the series to exist.
+    private let incidentRecordFailures: Counter
     /// The kernel's counters as last exported, to turn absolute values into increments.
     private let exported = Mutex<[String: UInt64]>([:])
 
@@ -18,6 +20,11 @@ final class DaemonMetrics: Sendable {
                 namespace: "portcullis", metricName: "sweep_duration", unitName: "seconds",
                 helpText: "Time each sweep of expired blocks took."),
             buckets: [.milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(5)])
+        incidentRecordFailures = registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "portcullis", metricName: "incident_record_failures_total", unitName: "",
+                helpText: "Incident record writes that failed (a full or read-only filesystem, a log that cannot be opened); the change each was for took effect."),
+            labels: [])
         gauge("up", labels: [], help: "1 while the Portcullis daemon runs.").set(to: 1.0)
     }
 
@@ -47,6 +54,8 @@ final class DaemonMetrics: Sendable {
     func recordUnblock(source: BlockSource?) {
         counter("blocks_removed_total", labels: [("source", source?.rawValue ?? "unknown")], help: "Blocks lifted by an unblock, by who had blocked them.").increment()
     }
+
+    func recordIncidentRecordFailure() { incidentRecordFailures.increment() }
 
     func recordSweep(_ report: SweepReport) {
         sweepDuration.record(report.elapsed)

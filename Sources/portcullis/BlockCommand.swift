@@ -76,6 +76,7 @@ struct Block: ParsableCommand {
         target.printNotes()
         let outcome = try state.blocklist(creating: creation).block(
             BlockRequest(target: target.target, duration: duration, reason: reason, source: .cli), context: .none)
+        warnOfMissingRecord(outcome.recordWarning)
         if json {
             print(Output.json(BlockResponse(outcome, notes: target.parsed.notes)))
             return
@@ -130,12 +131,14 @@ struct Block: ParsableCommand {
                 total = total + (try blocklist.block(batch: BlockBatch(items: chunk, reason: reason, source: .file, origin: name)))
             } catch {
                 guard start > 0 else { throw error }
+                warnOfMissingRecord(total.recordWarning(from: name))
                 // Earlier chunks are in force and recorded; say exactly how much.
                 throw RuntimeFailure("\(name): \(error.description); the first \(start) of \(items.count) targets were blocked by earlier requests (each recorded in the incident log), the rest were not")
             }
             start += chunk.count
         } while start < items.count
         total.elapsed = ContinuousClock.now - started
+        warnOfMissingRecord(total.recordWarning(from: name))
         if json {
             print(Output.json(BatchResponse(total)))
             return
@@ -149,6 +152,13 @@ struct Block: ParsableCommand {
     static let daemonChunkSize = 250_000
     /// 16 million lines of an address and a duration; anything larger is not a block file.
     static let maximumFileBytes = 512 << 20
+}
+
+/// A change that took effect without its incident record: one line on stderr, and the exit
+/// status stays 0, since the change is in force (a script that stopped on it would leave the
+/// next attacker unblocked). `--json` says the same in `incidentRecord`.
+func warnOfMissingRecord(_ warning: String?) {
+    if let warning { printError("portcullis: warning: \(warning)") }
 }
 
 /// A duration option, with the parser's own message as the usage error.
@@ -186,14 +196,15 @@ struct Unblock: ParsableCommand {
     func run() throws {
         target.printNotes()
         // No state at all means nothing was ever blocked here.
-        let outcome = try whenStateExists(or: UnblockOutcome.absent) { () throws(ServiceError) in
+        let result = try whenStateExists(or: UnblockResult(outcome: .absent)) { () throws(ServiceError) in
             try state.blocklist().unblock(target.target, requestedBy: .cli, onlyOwn: false, context: .none)
         }
+        warnOfMissingRecord(result.recordWarning)
         if json {
-            print(Output.json(UnblockResponse(target: target.target, outcome)))
+            print(Output.json(UnblockResponse(target: target.target, result)))
             return
         }
-        guard case .removed(let block) = outcome else {
+        guard case .removed(let block) = result.outcome else {
             print("\(target.target) was not blocked")
             return
         }

@@ -199,7 +199,9 @@ struct Sweep: ParsableCommand {
     var json = false
 
     func run() throws {
-        let report = SweepResponse(try state.blocklist().sweep())
+        let swept = try state.blocklist().sweep()
+        warnOfMissingRecord(swept.recordWarning)
+        let report = SweepResponse(swept)
         if json {
             print(Output.json(report))
             return

@@ -26,7 +26,11 @@ struct Portcullis: ParsableCommand {
             it yet. Allowlisted addresses are never dropped, and loopback is never blocked.
 
             Exit status: 0 on success, 1 when the operation failed, 2 on a usage error (in which \
-            case nothing was changed).
+            case nothing was changed). A block, unblock or sweep that took effect but whose \
+            incident record could not be written (a full or read-only disk) exits 0, since the \
+            change is in force, with one line on stderr naming the log and the cause \
+            ("portcullis: warning: ... its incident record was not written ..."); with --json, \
+            incidentRecord.written is false.
 
             Examples:
               portcullis attach eth0

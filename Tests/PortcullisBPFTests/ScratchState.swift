@@ -70,14 +70,14 @@ struct ScratchBlocklist {
     }
 
     func unblock(_ target: BlockTarget) throws(ServiceError) -> BlockEntry? {
-        switch try blocklist.unblock(target, requestedBy: .cli, onlyOwn: false, context: .none) {
+        switch try blocklist.unblock(target, requestedBy: .cli, onlyOwn: false, context: .none).outcome {
         case .removed(let entry): entry
         case .absent, .keptForOwner: nil
         }
     }
 
     func unblock(_ target: BlockTarget, onlyFrom source: BlockSource?) throws(ServiceError) -> UnblockOutcome {
-        try blocklist.unblock(target, requestedBy: source ?? .cli, onlyOwn: source != nil, context: .none)
+        try blocklist.unblock(target, requestedBy: source ?? .cli, onlyOwn: source != nil, context: .none).outcome
     }
 
     func list() throws(ServiceError) -> [BlockEntry] { try blocklist.list(BlockQuery()).entries }

@@ -16,12 +16,13 @@ final class DaemonFixture {
     private var process: Process?
     private var output: Pipe?
 
-    init(pins: String? = nil) {
+    /// `incidentLog` elsewhere than the fixture's directory: on a file system a test makes full.
+    init(pins: String? = nil, incidentLog: String? = nil) {
         let id = UUID().uuidString.prefix(8).lowercased()
         directory = "/tmp/portcullis-daemon-\(id)"
         self.pins = pins ?? "/sys/fs/bpf/portcullis-test-daemon-\(id)"
         socket = "\(directory)/control.sock"
-        incidentLog = "\(directory)/incidents.jsonl"
+        self.incidentLog = incidentLog ?? "\(directory)/incidents.jsonl"
         metricsPort = 20_000 + Int.random(in: 0..<20_000)
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }

@@ -59,6 +59,8 @@ final class WazuhHome: Sendable {
 /// `command` replaced; on delete it writes the message and closes stdin.
 struct ExecdEmulator {
     let home: WazuhHome
+    /// Set in the executable's environment over the home's own (an incident log elsewhere).
+    var environment: [String: String] = [:]
 
     struct Exchange: CustomStringConvertible {
         var status: Int32
@@ -79,6 +81,7 @@ struct ExecdEmulator {
         environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
         // Without a daemon of the test's own, point at a socket nobody listens on.
         environment["PORTCULLIS_CONTROL_SOCKET"] = home.controlSocket ?? "\(home.path)/no-daemon.sock"
+        environment.merge(self.environment) { $1 }
         process.environment = environment
         let stdin = Pipe(), stdout = Pipe()
         process.standardInput = stdin
