@@ -383,14 +383,6 @@ public final class Ledger {
         return result
     }
 
-    /// The earliest expiry of any block, for a sweeper that sleeps until then.
-    public func nextExpiry() throws(LedgerError) -> Int64? {
-        let statement = try connection.statement("SELECT min(expires_ms) FROM blocks WHERE expires_ms IS NOT NULL")
-        defer { statement.reset() }
-        guard try statement.step() else { return nil }
-        return statement.optionalInt64(0)
-    }
-
     public func allowlist() throws(LedgerError) -> [AllowlistEntry] {
         let statement = try connection.statement("SELECT key, origin FROM allowlist ORDER BY key")
         defer { statement.reset() }

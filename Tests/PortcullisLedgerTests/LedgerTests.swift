@@ -119,7 +119,6 @@ func block(_ text: String, expires: Int64? = nil, source: BlockSource = .cli, re
         #expect(try scratch.ledger.count(BlockQuery(family: .ipv4, expired: false, after: try target("192.0.2.2"), limit: 1), at: 1_000) == 3, "a cursor pages; it does not change the total")
         #expect(try scratch.ledger.count(BlockQuery(expired: true), at: 10_000) == 2)
         #expect(try scratch.ledger.expired(atUnixMilliseconds: 1_000, limit: 10).map(\.target.description) == ["192.0.2.1"])
-        #expect(try scratch.ledger.nextExpiry() == 500)
     }
 
     @Test func allowlistAndLastWrite() throws {
