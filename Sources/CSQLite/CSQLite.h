@@ -11,3 +11,9 @@ static inline int csqlite_keep_write_ahead_log_file(sqlite3 *db) {
     int on = 1;
     return sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &on);
 }
+
+/* sqlite3_config is variadic too. Memory statistics take a global mutex on every allocation,
+   and nothing here reads them. Before the library initializes; SQLITE_MISUSE after. */
+static inline int csqlite_disable_memory_statistics(void) {
+    return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}

@@ -174,13 +174,14 @@ public struct RemoteBlocklist: BlocklistService {
 
     public init(client: ControlSocketClient) { self.client = client }
 
-    func call<Response: Decodable>(_ method: String, _ path: String, _ body: (some Encodable)? = Optional<Int>.none,
-                                   as _: Response.Type = Response.self) throws(ServiceError) -> Response {
+    /// `body` is made only once a daemon answers: a batch of a million is not turned into
+    /// lines, let alone encoded, for nobody.
+    func call<Response: Decodable, Body: Encodable>(_ method: String, _ path: String, _ body: @autoclosure () -> Body?,
+                                                    as _: Response.Type = Response.self) throws(ServiceError) -> Response {
         let response: ControlSocketClient.Response
         do {
-            // Encoded only once a daemon answers: a large batch must not be encoded for nobody.
             response = try client.send(method, path) { () throws(ControlSocketClient.Failure) -> [UInt8]? in
-                guard let body else { return nil }
+                guard let body = body() else { return nil }
                 guard let data = try? JSONEncoder().encode(body) else { throw .failed("cannot encode the request") }
                 return Array(data)
             }
@@ -202,6 +203,10 @@ public struct RemoteBlocklist: BlocklistService {
         } catch {
             throw ServiceError(.failed, "cannot read the daemon's answer to \(method) \(path): \(error)")
         }
+    }
+
+    func call<Response: Decodable>(_ method: String, _ path: String, as _: Response.Type = Response.self) throws(ServiceError) -> Response {
+        try call(method, path, Optional<Int>.none)
     }
 
     static func query(_ value: String) -> String {

@@ -172,15 +172,10 @@ public struct BatchBody: Codable, Sendable {
     public func batch() throws(ServiceError) -> BlockBatch {
         var parsed: [BlockBatch.Item] = []
         if let lines {
-            var number = 0
-            for line in lines.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
-                number += 1
-                do {
-                    guard let entry = try BlockFile.parseLine(Substring(line), number: number) else { continue }
-                    parsed.append(BlockBatch.Item(target: entry.target, duration: entry.duration))
-                } catch {
-                    throw ServiceError(.badRequest, "lines: \(error.description)")
-                }
+            do {
+                try BlockFile.forEachEntry(in: lines) { parsed.append(BlockBatch.Item(target: $0.target, duration: $0.duration)) }
+            } catch {
+                throw ServiceError(.badRequest, "lines: \(error.description)")
             }
         }
         let items = items ?? []

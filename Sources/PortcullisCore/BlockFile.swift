@@ -37,6 +37,28 @@ public enum BlockFile {
         try withBytes(of: line) { parse(bytes: $0, number: number) }.get()
     }
 
+    /// Every entry of a whole file's text, in order, line numbers counted from 1; the first bad
+    /// line throws. Lines end at "\n" (a "\r" before it is dropped); blank and comment lines
+    /// give nothing. Walks the bytes in place: a million lines are never a million substrings.
+    public static func forEachEntry(in text: String, _ body: (BlockFileEntry) -> Void) throws(BlockFileError) {
+        try withBytes(of: text) { (bytes: UnsafeBufferPointer<UInt8>) -> Result<Void, BlockFileError> in
+            var start = 0
+            var number = 0
+            while start <= bytes.count {
+                var end = start
+                while end < bytes.count && bytes[end] != ASCII.lf { end += 1 }
+                number += 1
+                switch parse(bytes: UnsafeBufferPointer(rebasing: bytes[start..<end]), number: number) {
+                case .failure(let error): return .failure(error)
+                case .success(let entry?): body(entry)
+                case .success(nil): break
+                }
+                start = end + 1
+            }
+            return .success(())
+        }.get()
+    }
+
     static func parse(bytes p: UnsafeBufferPointer<UInt8>, number: Int) -> Result<BlockFileEntry?, BlockFileError> {
         var end = p.count
         // Tolerate CRLF files and callers that hand us the line terminator too.

@@ -612,7 +612,7 @@ public struct LedgerWriter {
                 """)
         }
         guard let statement = insertIfAbsentStatement else { return false }
-        statement.reset()
+        statement.resetKeepingBindings()
         try write(block, with: statement)
         guard connection.changes > 0 else { return false }
         countDeltas[Self.countKey(block), default: 0] += 1

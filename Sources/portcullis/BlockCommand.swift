@@ -100,16 +100,10 @@ struct Block: ParsableCommand {
         }
         let name = path == "-" ? "standard input" : path
         var items: [BlockBatch.Item] = []
-        var lineNumber = 0
-        // Split on the byte: as Characters, "\r\n" is one and would not split.
-        for line in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
-            lineNumber += 1
-            do {
-                guard let entry = try BlockFile.parseLine(Substring(line), number: lineNumber) else { continue }
-                items.append(BlockBatch.Item(target: entry.target, duration: entry.duration ?? duration))
-            } catch {
-                throw ValidationError("\(name): \(error.description)")
-            }
+        do {
+            try BlockFile.forEachEntry(in: text) { items.append(BlockBatch.Item(target: $0.target, duration: $0.duration ?? duration)) }
+        } catch {
+            throw ValidationError("\(name): \(error.description)")
         }
         let started = ContinuousClock.now
         let blocklist = state.blocklist(creating: creation)

@@ -6,6 +6,23 @@ import Testing
         try BlockFile.parseLine(Substring(line), number: number)
     }
 
+    /// A whole file reads as its lines one by one would, numbered as the lines of the file.
+    @Test func wholeFilesReadAsTheirLines() throws {
+        func entries(_ text: String) throws -> [String] {
+            var found: [String] = []
+            try BlockFile.forEachEntry(in: text) { found.append("\($0.line):\($0.target)") }
+            return found
+        }
+        #expect(try entries("") == [])
+        #expect(try entries("\n\n") == [])
+        #expect(try entries("192.0.2.1") == ["1:192.0.2.1"])
+        #expect(try entries("192.0.2.1\n") == ["1:192.0.2.1"])
+        #expect(try entries("# feed\r\n192.0.2.1 1h\r\n\r\n2001:db8::/32\n198.51.100.7 # last") == ["2:192.0.2.1", "4:2001:db8::/32", "5:198.51.100.7"])
+        let error = #expect(throws: BlockFileError.self) { try entries("192.0.2.1\n\nnot-an-address\n192.0.2.2") }
+        #expect(error?.line == 3)
+        #expect(throws: BlockFileError.self) { try entries("192.0.2.1\n127.0.0.1\n") }
+    }
+
     func lineError(_ line: String, number: Int, sourceLocation: SourceLocation = #_sourceLocation) -> BlockFileError? {
         do {
             let e = try BlockFile.parseLine(Substring(line), number: number)
