@@ -25,6 +25,9 @@ let package = Package(
         .executable(name: "portcullis-daemon", targets: ["portcullis-daemon"]),
         // The Wazuh active response, which execd starts once per alert: as small as it can be.
         .executable(name: "portcullis-active-response", targets: ["portcullis-active-response"]),
+        // The parsers of untrusted input, for the fuzz targets in Fuzz/: a package of its own,
+        // so that this one never needs libFuzzer.
+        .library(name: "PortcullisParsers", targets: ["PortcullisCore", "PortcullisWazuh", "PortcullisDetector", "PortcullisConfig"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -199,6 +199,11 @@ struct WazuhXMLReader {
     var warnings: [String] = []
     /// `<var name="X">` definitions, substituted for `$X` in later text.
     var variables: [String: String] = [:]
+    /// What substituting variables may add to a file, in all: far more than real rule files add.
+    /// A variable may name earlier ones, so without a bound a few lines of them, each twice the
+    /// one before, expand past any memory.
+    static let maximumExpansion = 256 << 10
+    var expansionLeft = maximumExpansion
 
     init(file: String) { self.file = file }
 
@@ -210,13 +215,19 @@ struct WazuhXMLReader {
         warnings.append("\(file):\(element.line): \(message)")
     }
 
-    func text(_ element: Element) -> String { substitute(element.text) }
+    mutating func text(_ element: Element) throws(RulesError) -> String { try substitute(element.text, in: element) }
 
-    func substitute(_ text: String) -> String {
+    mutating func substitute(_ text: String, in element: Element) throws(RulesError) -> String {
         var value = text
         guard value.contains("$") else { return value }
         // Longest names first, so $BAD_WORDS_2 is not read as $BAD_WORDS followed by _2.
         for (name, replacement) in variables.sorted(by: { $0.key.count > $1.key.count }) {
+            // Counted before replacing: one replacement of a long value can be the whole excess.
+            let growth = value.ranges(of: "$" + name).count * (replacement.utf8.count - name.utf8.count - 1)
+            guard growth <= expansionLeft else {
+                throw fail(element, "its variables would expand the file by more than \(Self.maximumExpansion >> 10) KiB")
+            }
+            expansionLeft -= max(growth, 0)
             value = value.replacing("$" + name, with: replacement)
         }
         return value
@@ -231,22 +242,23 @@ struct WazuhXMLReader {
         case "decoder": try decoder(element)
         case "var":
             guard let name = element.attribute("name"), !name.isEmpty else { throw fail(element, "a <var> needs a name attribute") }
-            variables[name] = text(element)
+            variables[name] = try text(element)
         default: warn(element, "<\(element.name)> is not supported here and is ignored")
         }
     }
 
     /// A pattern's text: spaces at either end are part of it (Wazuh's `<prematch>^Failed \S+ </prematch>`
     /// ends in one that the next regex relies on); only line breaks and tabs around it are layout.
-    func patternText(_ element: Element) -> String {
+    mutating func patternText(_ element: Element) throws(RulesError) -> String {
         var value = Substring(element.characters)
         while let first = value.first, first == "\n" || first == "\r" || first == "\t" { value = value.dropFirst() }
         while let last = value.last, last == "\n" || last == "\r" || last == "\t" { value = value.dropLast() }
-        return substitute(String(value))
+        return try substitute(String(value), in: element)
     }
 
-    func pattern(_ element: Element, defaultType: String) throws(RulesError) -> Pattern {
-        do { return try Pattern.compile(patternText(element), type: element.attribute("type"), defaultType: defaultType) } catch {
+    mutating func pattern(_ element: Element, defaultType: String) throws(RulesError) -> Pattern {
+        let text = try patternText(element)
+        do { return try Pattern.compile(text, type: element.attribute("type"), defaultType: defaultType) } catch {
             throw fail(element, error.description)
         }
     }
@@ -259,7 +271,7 @@ struct WazuhXMLReader {
         }
         for child in element.children {
             switch child.name {
-            case "parent": decoder.parent = text(child)
+            case "parent": decoder.parent = try text(child)
             case "program_name": decoder.programName = try pattern(child, defaultType: "osmatch")
             case "prematch":
                 decoder.prematch = try pattern(child, defaultType: "osregex")
@@ -268,7 +280,7 @@ struct WazuhXMLReader {
                 decoder.regex = try pattern(child, defaultType: "osregex")
                 decoder.regexOffset = try offset(child, allowed: [.afterParent, .afterPrematch, .afterRegex])
             case "order":
-                decoder.order = text(child).split(separator: ",").map(\.trimmedSpace).filter { !$0.isEmpty }
+                decoder.order = try text(child).split(separator: ",").map(\.trimmedSpace).filter { !$0.isEmpty }
                     .map { $0 == "user" ? "dstuser" : $0 }
             case "type", "fts", "ftscomment", "accumulate", "use_own_name", "plugin_decoder", "json_null_field", "json_array_structure", "var":
                 warn(child, "decoder \(name): <\(child.name)> is not supported and is ignored")
@@ -326,26 +338,26 @@ struct WazuhXMLReader {
             }
             switch child.name {
             // Wazuh joins several <description> lines as written, spaces at the ends included.
-            case "description": descriptions.append(patternText(child))
-            case "group": rule.groups += text(child).split(separator: ",").map(\.trimmedSpace).filter { !$0.isEmpty }
-            case "decoded_as": rule.decodedAs = text(child)
+            case "description": descriptions.append(try patternText(child))
+            case "group": rule.groups += try text(child).split(separator: ",").map(\.trimmedSpace).filter { !$0.isEmpty }
+            case "decoded_as": rule.decodedAs = try text(child)
             case "program_name": rule.programName = try pattern(child, defaultType: "osmatch")
             // Several <match> (or <regex>) elements are one pattern, concatenated, as in Wazuh.
             case "match":
-                matches.append(patternText(child))
+                matches.append(try patternText(child))
                 matchType = child.attribute("type") ?? matchType
             case "regex":
-                regexes.append(patternText(child))
+                regexes.append(try patternText(child))
                 regexType = child.attribute("type") ?? regexType
             case "if_sid":
-                rule.ifSID = text(child).split(whereSeparator: { $0 == "," || $0 == " " }).map(String.init)
+                rule.ifSID = try text(child).split(whereSeparator: { $0 == "," || $0 == " " }).map(String.init)
                 guard !rule.ifSID.isEmpty, rule.ifSID.allSatisfy({ $0.allSatisfy(\.isNumber) }) else { throw fail(child, "rule \(id): if_sid must be rule ids") }
-            case "if_group": rule.ifGroup = text(child)
+            case "if_group": rule.ifGroup = try text(child)
             case "if_level":
-                guard let minimum = Int(text(child)), (1...16).contains(minimum) else { throw fail(child, "rule \(id): if_level must be 1 to 16") }
+                guard let minimum = Int(try text(child)), (1...16).contains(minimum) else { throw fail(child, "rule \(id): if_level must be 1 to 16") }
                 rule.ifLevel = minimum
             case "if_matched_sid":
-                let matched = text(child)
+                let matched = try text(child)
                 guard !matched.isEmpty, matched.allSatisfy(\.isNumber) else { throw fail(child, "rule \(id): if_matched_sid must be one rule id") }
                 rule.ifMatchedSID = matched
             case "same_source_ip", "same_srcip": rule.sameSourceIP = true

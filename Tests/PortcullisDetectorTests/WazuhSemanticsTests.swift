@@ -375,6 +375,25 @@ struct WazuhFileTests {
         #expect(rule("permit by alice from 198.51.100.1") == nil, "203 (negate) is disabled, not inverted")
     }
 
+    @Test func variablesThatKeepDoublingAreRefusedNotExpanded() throws {
+        // Each <var> twice the one before: 40 lines would be a terabyte.
+        var text = "<var name=\"V0\">xx</var>\n"
+        for index in 1..<40 { text += "<var name=\"V\(index)\">$V\(index - 1)$V\(index - 1)</var>\n" }
+        let started = ContinuousClock.now
+        #expect {
+            try RuleSet(wazuhXML: Array(text.utf8), file: "local_rules.xml")
+        } throws: { error in
+            "\(error)".hasPrefix("local_rules.xml:") && "\(error)".contains("<var>: its variables would expand the file by more than")
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
+        // A variable used many times within the bound is still substituted everywhere.
+        let words = String(repeating: "x", count: 1000)
+        let uses = (1...100).map { "<rule id=\"\($0)\" level=\"3\"><match>$W</match></rule>\n" }.joined()
+        let set = try RuleSet(wazuhXML: Array("<var name=\"W\">\(words)</var>\n\(uses)".utf8), file: "local_rules.xml")
+        #expect(set.rules.count == 100)
+        #expect(set.rules.allSatisfy { if case .osMatch(let pattern) = $0.match { pattern.matches(Array(words.utf8)) } else { false } })
+    }
+
     @Test(arguments: invalid)
     func invalidFilesAreRefusedWithFileAndLine(text: String, fragment: String) {
         do {
