@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's two commands, on a fresh Debian 12 machine as root:
 #   tools/quickstart.sh demo   set up what is missing, build, and block an attacker in the netns lab
-#   tools/quickstart.sh test   set up what is missing, build, and run every test
+#   tools/quickstart.sh test   set up what is missing, build, run every test, and fuzz the parsers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup.sh
@@ -15,7 +15,9 @@ case ${1:-} in
         ;;
     test)
         # Swift Testing only: there are no XCTest cases, whose empty run would close the output.
-        exec swift test --disable-xctest
+        swift test --disable-xctest
+        # Then each parser of untrusted input is fuzzed for a bounded time (30 s per target).
+        exec tools/fuzz.sh --seconds 30
         ;;
     *)
         echo "usage: tools/quickstart.sh demo|test" >&2
