@@ -51,7 +51,7 @@ public enum WazuhActiveResponse {
             log.write("\(error)")
             return 255
         }
-        for argument in extra.ignored { log.write("Ignoring unknown extra argument '\(argument)'") }
+        for argument in extra.ignored { log.write("Ignoring unknown extra argument '\(TerminalText.excerpt(argument))'") }
 
         let target = BlockTarget.address(message.address)
         let alert = message.alert

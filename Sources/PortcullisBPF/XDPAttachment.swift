@@ -1,4 +1,5 @@
 import CLibbpf
+import PortcullisCore
 import Glibc
 
 public enum XDPMode: String, Sendable, CaseIterable, Codable {
@@ -62,7 +63,7 @@ struct LinkPin {
 func inNetworkNamespace<T>(_ name: String?, _ body: () throws(DatapathError) -> T) throws(DatapathError) -> T {
     guard let name else { return try body() }
     guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
-        throw DatapathError(.refused, "invalid network namespace name '\(name)'")
+        throw DatapathError(.refused, "invalid network namespace name '\(TerminalText.excerpt(name))'")
     }
     let original = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
     guard original >= 0 else { throw .syscall("cannot open this thread's network namespace", errno: errno) }
@@ -71,7 +72,7 @@ func inNetworkNamespace<T>(_ name: String?, _ body: () throws(DatapathError) -> 
     guard target >= 0 else {
         let code = errno
         if code == ENOENT {
-            throw DatapathError(.notFound, "no network namespace named '\(name)' (see `ip netns list`)")
+            throw DatapathError(.notFound, "no network namespace named '\(TerminalText.excerpt(name))' (see `ip netns list`)")
         }
         throw .syscall("cannot open network namespace \(name)", errno: code)
     }
@@ -92,7 +93,7 @@ func interfaceIndex(_ interface: String, namespace: String?) throws(DatapathErro
     let index = if_nametoindex(interface)
     guard index != 0 else {
         let place = namespace.map { "network namespace \($0)" } ?? "the host's network namespace"
-        throw DatapathError(.notFound, "no interface named '\(interface)' in \(place) (see `ip link`)")
+        throw DatapathError(.notFound, "no interface named '\(TerminalText.excerpt(interface))' in \(place) (see `ip link`)")
     }
     return index
 }

@@ -221,7 +221,7 @@ private struct Reader {
 
     func absolutePath(_ node: Node, _ key: String) throws(ConfigurationError) -> String {
         let text = try nonEmptyString(node, key)
-        guard text.hasPrefix("/") else { throw fail(node, key, "'\(text)' must be an absolute path") }
+        guard text.hasPrefix("/") else { throw fail(node, key, "'\(TerminalText.excerpt(text))' must be an absolute path") }
         return text
     }
 
@@ -238,14 +238,14 @@ private struct Reader {
         switch try scalar(node, key).lowercased() {
         case "true", "yes", "on": return true
         case "false", "no", "off": return false
-        case let other: throw fail(node, key, "'\(other)' is not true or false")
+        case let other: throw fail(node, key, "'\(TerminalText.excerpt(other))' is not true or false")
         }
     }
 
     func count(_ node: Node, _ key: String) throws(ConfigurationError) -> UInt32 {
         let text = try scalar(node, key).replacing("_", with: "")
         guard let value = UInt32(text), value > 0 else {
-            throw fail(node, key, "'\(text)' is not a whole number from 1 to \(UInt32.max)")
+            throw fail(node, key, "'\(TerminalText.excerpt(text))' is not a whole number from 1 to \(UInt32.max)")
         }
         return value
     }
@@ -294,19 +294,19 @@ private struct Reader {
         if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
             host = text[text.index(after: text.startIndex)..<close]
             let rest = text[text.index(after: close)...]
-            guard rest.hasPrefix(":") else { throw fail(node, key, "'\(text)' must be HOST:PORT or [IPv6]:PORT") }
+            guard rest.hasPrefix(":") else { throw fail(node, key, "'\(TerminalText.excerpt(text))' must be HOST:PORT or [IPv6]:PORT") }
             port = rest.dropFirst()
         } else if let colon = text.lastIndex(of: ":"), !text[..<colon].contains(":") {
             host = text[..<colon]
             port = text[text.index(after: colon)...]
         } else {
-            throw fail(node, key, "'\(text)' must be HOST:PORT or [IPv6]:PORT (or off)")
+            throw fail(node, key, "'\(TerminalText.excerpt(text))' must be HOST:PORT or [IPv6]:PORT (or off)")
         }
         guard (try? IPAddress(parsing: String(host))) != nil else {
-            throw fail(node, key, "'\(host)' is not an IP address")
+            throw fail(node, key, "'\(TerminalText.excerpt(host))' is not an IP address")
         }
         guard let number = Int(port), (1...65535).contains(number) else {
-            throw fail(node, key, "'\(port)' is not a port from 1 to 65535")
+            throw fail(node, key, "'\(TerminalText.excerpt(port))' is not a port from 1 to 65535")
         }
         return .init(host: String(host), port: number)
     }
@@ -331,7 +331,7 @@ private struct Reader {
                 case "mode":
                     mode = try scalar(value, "\(key).mode")
                     guard ["native", "generic", "auto"].contains(mode) else {
-                        throw fail(value, "\(key).mode", "'\(mode)' is not native, generic or auto")
+                        throw fail(value, "\(key).mode", "'\(TerminalText.excerpt(mode))' is not native, generic or auto")
                     }
                 case "netns": netns = try nonEmptyString(value, "\(key).netns")
                 default: throw fail(field, "\(key).\(field.string ?? "?")", "unknown key (known: name, mode, netns)")
@@ -389,7 +389,7 @@ private struct Reader {
     func interfaceName(_ node: Node, _ key: String) throws(ConfigurationError) -> String {
         let name = try nonEmptyString(node, key)
         guard name.utf8.count < 16, !name.contains("/"), !name.contains(where: \.isWhitespace) else {
-            throw fail(node, key, "'\(name)' is not a valid interface name")
+            throw fail(node, key, "'\(TerminalText.excerpt(name))' is not a valid interface name")
         }
         return name
     }

@@ -287,7 +287,7 @@ public struct RemoteBlocklist: BlocklistService {
             do {
                 targets.append(try BlockTarget.parse(text).target)
             } catch {
-                throw ServiceError(.failed, "the daemon's allowlist holds '\(text)', which is not a target: \(error.description)")
+                throw ServiceError(.failed, "the daemon's allowlist holds '\(TerminalText.excerpt(text))', which is not a target: \(error.description)")
             }
         }
         return targets

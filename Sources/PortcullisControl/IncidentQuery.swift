@@ -11,7 +11,7 @@ public struct IncidentQuery: Sendable {
     public init(since: String?, address: String?) throws(ServiceError) {
         if let since {
             guard let start = Self.parseSince(since) else {
-                throw ServiceError(.badRequest, "since must be YYYY-MM-DD, an RFC 3339 time or a duration like 24h, not '\(since)'")
+                throw ServiceError(.badRequest, "since must be YYYY-MM-DD, an RFC 3339 time or a duration like 24h, not '\(TerminalText.excerpt(since))'")
             }
             sinceUnixMilliseconds = start
         } else {

@@ -51,7 +51,7 @@ extension BlockEntry {
         do {
             target = try BlockTarget.parse(record.target).target
         } catch {
-            throw ServiceError(.failed, "the daemon answered with a block on '\(record.target)', which is not a target: \(error.description)")
+            throw ServiceError(.failed, "the daemon answered with a block on '\(TerminalText.excerpt(record.target))', which is not a target: \(error.description)")
         }
         self.init(
             target: target, remaining: record.remainingSeconds.map { .milliseconds(Int64(($0 * 1000).rounded())) },

@@ -16,13 +16,13 @@ public enum AddressError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .invalidAddress(input, reason):
-            return "invalid address '\(displayed(input))': \(reason)"
+            return "invalid address '\(TerminalText.excerpt(input))': \(reason)"
         case let .invalidIPv4(input, reason):
-            return "invalid IPv4 address '\(displayed(input))': \(reason)"
+            return "invalid IPv4 address '\(TerminalText.excerpt(input))': \(reason)"
         case let .invalidIPv6(input, reason):
-            return "invalid IPv6 address '\(displayed(input))': \(reason)"
+            return "invalid IPv6 address '\(TerminalText.excerpt(input))': \(reason)"
         case let .invalidPrefix(input, reason):
-            return "invalid prefix '\(displayed(input))': \(reason)"
+            return "invalid prefix '\(TerminalText.excerpt(input))': \(reason)"
         case let .notBlockable(target, reason):
             // "refusing to block ::: ..." would be hard to read, so quote targets ending in a colon.
             let shown = target.hasSuffix(":") ? "'\(target)'" : target

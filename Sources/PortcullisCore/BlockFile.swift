@@ -83,7 +83,7 @@ public enum BlockFile {
         if let extra = field() {
             return .failure(BlockFileError(
                 line: number,
-                message: "unexpected extra field '\(displayed(p.string(extra)))'; expected ADDRESS[/LENGTH] [DURATION] [# comment]"))
+                message: "unexpected extra field '\(TerminalText.excerpt(p.string(extra)))'; expected ADDRESS[/LENGTH] [DURATION] [# comment]"))
         }
 
         let parsed: ParsedTarget

@@ -174,7 +174,7 @@ enum TargetParser {
         case outOfRange
 
         func text(width: Int, _ p: UnsafeBufferPointer<UInt8>) -> String {
-            let written = displayed(p.string)
+            let written = TerminalText.excerpt(p.string)
             switch self {
             case .missing: return "missing prefix length after '/'"
             case .notDecimal: return "prefix length '\(written)' must be plain decimal digits"

@@ -88,34 +88,6 @@ func withBytes<R>(of text: Substring, _ body: (UnsafeBufferPointer<UInt8>) -> R)
     return text.withUTF8(body)
 }
 
-/// Makes user input safe to embed in a one-line message: control characters are escaped
-/// (a stray newline must not split an error across lines) and very long input is cut short.
-func displayed(_ text: String) -> String {
-    let limit = 80
-    var out = ""
-    var count = 0
-    for scalar in text.unicodeScalars {
-        if count == limit {
-            out += "..."
-            break
-        }
-        switch scalar {
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case "\\": out += "\\\\"
-        default:
-            if scalar.value < 0x20 || scalar.value == 0x7F {
-                out += "\\u{" + String(scalar.value, radix: 16) + "}"
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-        count += 1
-    }
-    return out
-}
-
 /// Describes one offending byte for error messages, e.g. `'x'`, `a space`, `a non-ASCII character`.
 func describeByte(_ byte: UInt8) -> String {
     switch byte {

@@ -9,11 +9,11 @@ public enum DurationError: Error, Equatable, Sendable, CustomStringConvertible {
         case .empty:
             return "invalid duration '': expected something like 90, 10m, 1h30m or 2d"
         case let .invalid(input, reason):
-            return "invalid duration '\(displayed(input))': \(reason)"
+            return "invalid duration '\(TerminalText.excerpt(input))': \(reason)"
         case let .notPositive(input):
-            return "invalid duration '\(displayed(input))': must be longer than zero"
+            return "invalid duration '\(TerminalText.excerpt(input))': must be longer than zero"
         case let .tooLarge(input):
-            return "invalid duration '\(displayed(input))': longer than the maximum of 100 years (\(DurationText.maximumSeconds / 86_400)d); omit the duration to block permanently"
+            return "invalid duration '\(TerminalText.excerpt(input))': longer than the maximum of 100 years (\(DurationText.maximumSeconds / 86_400)d); omit the duration to block permanently"
         }
     }
 }
@@ -88,7 +88,7 @@ public enum DurationText {
             }
             if i == n {
                 guard numberStart == 0 else {
-                    let digits = displayed(p.string(numberStart..<n))
+                    let digits = TerminalText.excerpt(p.string(numberStart..<n))
                     return .failure(.invalid(
                         input: p.string,
                         reason: "'\(digits)' has no unit; after another unit, write it as \(digits)s or \(digits)m"))

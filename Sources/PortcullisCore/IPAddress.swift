@@ -189,21 +189,21 @@ enum AddressParser {
             let text = octetText(from: start)
             let lower = text.lowercased()
             if lower.hasPrefix("0x") {
-                return "octet '\(displayed(text))' is hexadecimal; only decimal octets are allowed"
+                return "octet '\(TerminalText.excerpt(text))' is hexadecimal; only decimal octets are allowed"
             }
             if at < p.count, p[at] == ASCII.percent {
-                return "zone ids ('\(displayed(p.string(at..<p.count)))') are not allowed"
+                return "zone ids ('\(TerminalText.excerpt(p.string(at..<p.count)))') are not allowed"
             }
-            return "unexpected \(describeByte(p[at])) in octet '\(displayed(text))'"
+            return "unexpected \(describeByte(p[at])) in octet '\(TerminalText.excerpt(text))'"
         case .emptyOctet(let at):
             if at == p.count { return "ends with a dot; expected four decimal octets" }
             if at == 0 { return "starts with a dot; expected four decimal octets" }
             return "empty octet between dots; expected four decimal octets"
         case .leadingZero(let start):
             let text = octetText(from: start)
-            return "octet '\(displayed(text))' has a leading zero, which some tools read as octal; write it without leading zeros"
+            return "octet '\(TerminalText.excerpt(text))' has a leading zero, which some tools read as octal; write it without leading zeros"
         case .outOfRange(let start):
-            return "octet \(displayed(octetText(from: start))) is out of range 0-255"
+            return "octet \(TerminalText.excerpt(octetText(from: start))) is out of range 0-255"
         case .tooManyOctets:
             if p.count > 0, p[p.count - 1] == ASCII.dot {
                 return "ends with a dot; expected four decimal octets"
@@ -319,7 +319,7 @@ enum AddressParser {
             return .invalidIPv6(input: input, reason: general)
         }
         if let percent = p.firstIndex(of: ASCII.percent) {
-            let zone = displayed(p.string(percent..<p.count))
+            let zone = TerminalText.excerpt(p.string(percent..<p.count))
             return .invalidIPv6(input: input, reason: "zone ids ('\(zone)') are not allowed; remove the zone")
         }
         // "192.0.2.1:8080" reaches here because of the colon; it is an address with a port.
@@ -342,7 +342,7 @@ enum AddressParser {
         case .groupTooLong(let start):
             var end = start
             while end < p.count, ASCII.hexValue(p[end]) != nil { end += 1 }
-            reason = "group '\(displayed(p.string(start..<end)))' has more than 4 hex digits"
+            reason = "group '\(TerminalText.excerpt(p.string(start..<end)))' has more than 4 hex digits"
         case .multipleDoubleColons:
             reason = "'::' may appear only once"
         case .tooManyGroups:
@@ -355,7 +355,7 @@ enum AddressParser {
             reason = "an embedded IPv4 address may only fill the last 32 bits"
         case let .embeddedIPv4(start, f):
             let part = p.slice(start..<p.count)
-            reason = "embedded IPv4 address '\(displayed(part.string))' is invalid: \(v4Reason(part, f))"
+            reason = "embedded IPv4 address '\(TerminalText.excerpt(part.string))' is invalid: \(v4Reason(part, f))"
         }
         return .invalidIPv6(input: input, reason: reason)
     }

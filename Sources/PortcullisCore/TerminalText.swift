@@ -23,4 +23,16 @@ public enum TerminalText {
         }
         return out
     }
+
+    /// At most `limit` characters of `text`, escaped as by `escaped`, and "..." when cut: for
+    /// quoting input inside a one-line error, which must stay one line and short however long
+    /// the input was (a 50 MB `<timeout>` is named by its first 80 characters, not echoed).
+    public static func excerpt(_ text: some StringProtocol, limit: Int = 80) -> String {
+        let scalars = text.unicodeScalars
+        guard let end = scalars.index(scalars.startIndex, offsetBy: limit, limitedBy: scalars.endIndex),
+              end != scalars.endIndex else { return escaped(String(text)) }
+        var head = String.UnicodeScalarView()
+        head.append(contentsOf: scalars[scalars.startIndex..<end])
+        return escaped(String(head)) + "..."
+    }
 }

@@ -116,7 +116,7 @@ enum ControlAPI {
 
     static func number(_ name: String, _ parameters: Parameters, default fallback: Int) throws -> Int {
         guard let text = parameters[Substring(name)] else { return fallback }
-        guard let value = Int(text), value >= 0 else { throw ServiceError(.badRequest, "\(name) must be a whole number, not '\(text)'") }
+        guard let value = Int(text), value >= 0 else { throw ServiceError(.badRequest, "\(name) must be a whole number, not '\(TerminalText.excerpt(text))'") }
         return value
     }
 
@@ -265,7 +265,7 @@ struct DeadlineMiddleware: RouterMiddleware {
         let name = ControlSocketClient.deadlineHeader.lowercased()
         if let text = request.headers.first(where: { $0.name.canonicalName == name })?.value {
             guard let deadline = Int64(text) else {
-                throw ServiceError(.badRequest, "the \(ControlSocketClient.deadlineHeader) header must be Unix milliseconds, not '\(text)'")
+                throw ServiceError(.badRequest, "the \(ControlSocketClient.deadlineHeader) header must be Unix milliseconds, not '\(TerminalText.excerpt(text))'")
             }
             let late = WallClock.nowUnixMilliseconds() - deadline
             if late > 0 {

@@ -37,7 +37,9 @@ public enum Daemon {
         }
     }
 
+    /// Runs the daemon until SIGTERM or SIGINT; once per process, as it sets up the process's log.
     public static func run(configurationPath: String, detachOnExit: Bool) async throws {
+        LoggingSystem.bootstrap { DaemonLogHandler(label: $0) }
         var logger = Logger(label: "portcullis")
         logger.logLevel = .info
         let configuration: DaemonConfiguration

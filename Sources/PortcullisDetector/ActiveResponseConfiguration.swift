@@ -109,30 +109,30 @@ public struct ActiveResponseConfiguration: Sendable {
                     case "rules_id":
                         response.rulesIDs = child.text.split(separator: ",").map(\.trimmedSpace)
                         guard !response.rulesIDs.isEmpty, response.rulesIDs.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isNumber) }) else {
-                            throw fail(child, "'\(child.text)' is not a comma-separated list of rule ids")
+                            throw fail(child, "'\(TerminalText.excerpt(child.text))' is not a comma-separated list of rule ids")
                         }
                     case "rules_group":
                         response.rulesGroups = child.text.split(whereSeparator: { $0 == "," || $0 == "|" })
                             .map(\.trimmedSpace).filter { !$0.isEmpty }
                     case "level":
-                        guard let level = Int(child.text), (0...16).contains(level) else { throw fail(child, "'\(child.text)' is not a level from 0 to 16") }
+                        guard let level = Int(child.text), (0...16).contains(level) else { throw fail(child, "'\(TerminalText.excerpt(child.text))' is not a level from 0 to 16") }
                         response.level = level
                     case "timeout":
                         guard let timeout = Int(child.text), timeout > 0, Int64(timeout) <= DurationText.maximumSeconds else {
-                            throw fail(child, "'\(child.text)' is not a positive number of seconds (at most \(DurationText.maximumSeconds))")
+                            throw fail(child, "'\(TerminalText.excerpt(child.text))' is not a positive number of seconds (at most \(DurationText.maximumSeconds))")
                         }
                         response.timeout = timeout
                     case "repeated_offenders":
                         let minutes = child.text.split(separator: ",").map { Int($0.trimmedSpace) }
                         let longest = Int(DurationText.maximumSeconds / 60)
                         guard !minutes.isEmpty, minutes.allSatisfy({ (1...longest).contains($0 ?? 0) }) else {
-                            throw fail(child, "'\(child.text)' is not a comma-separated list of minutes, each from 1 to \(longest)")
+                            throw fail(child, "'\(TerminalText.excerpt(child.text))' is not a comma-separated list of minutes, each from 1 to \(longest)")
                         }
                         response.repeatedOffenders = minutes.compactMap { $0 }
                     case "disabled": response.disabled = try yesNo(child, fail)
                     case "ipv6_prefix":
                         guard let length = Int(child.text), (16...128).contains(length) else {
-                            throw fail(child, "'\(child.text)' is not an IPv6 prefix length from 16 to 128 (64 blocks the source's /64)")
+                            throw fail(child, "'\(TerminalText.excerpt(child.text))' is not an IPv6 prefix length from 16 to 128 (64 blocks the source's /64)")
                         }
                         response.ipv6PrefixLength = length
                     case "agent_id", "ca_store":
@@ -143,7 +143,7 @@ public struct ActiveResponseConfiguration: Sendable {
                 guard !response.command.isEmpty else { throw fail(section, "an active response needs a <command>") }
                 guard !response.location.isEmpty else { throw fail(section, "an active response needs a <location>") }
                 guard response.location == "local" else {
-                    throw fail(section, "location '\(response.location)' is not supported: a standalone Portcullis responds on this host, use local")
+                    throw fail(section, "location '\(TerminalText.excerpt(response.location))' is not supported: a standalone Portcullis responds on this host, use local")
                 }
                 if response.rulesIDs.isEmpty && response.rulesGroups.isEmpty && response.level == nil {
                     throw fail(section, "give <rules_id>, <rules_group> or <level>, or every alert would trigger \(response.command)")
@@ -168,7 +168,7 @@ public struct ActiveResponseConfiguration: Sendable {
         switch element.text.lowercased() {
         case "yes": return true
         case "no": return false
-        default: throw fail(element, "'\(element.text)' is not yes or no")
+        default: throw fail(element, "'\(TerminalText.excerpt(element.text))' is not yes or no")
         }
     }
 }

@@ -296,7 +296,7 @@ struct WazuhXMLReader {
     func offset(_ element: Element, allowed: [DecoderDefinition.Offset]) throws(RulesError) -> DecoderDefinition.Offset {
         guard let value = element.attribute("offset") else { return .start }
         guard let offset = DecoderDefinition.Offset(rawValue: value), allowed.contains(offset) else {
-            throw fail(element, "offset '\(value)' is not one of \(allowed.map(\.rawValue).joined(separator: ", "))")
+            throw fail(element, "offset '\(TerminalText.excerpt(value))' is not one of \(allowed.map(\.rawValue).joined(separator: ", "))")
         }
         return offset
     }
@@ -309,7 +309,7 @@ struct WazuhXMLReader {
         var rule = DetectionRule(id: id, level: level, description: "", groups: groups, origin: "\(file):\(element.line)")
         func seconds(_ name: String) throws(RulesError) -> Int? {
             guard let value = element.attribute(name) else { return nil }
-            guard let number = Int(value), number >= 0, number <= 86_400 * 366 else { throw fail(element, "rule \(id): \(name) '\(value)' is not a number of seconds") }
+            guard let number = Int(value), number >= 0, number <= 86_400 * 366 else { throw fail(element, "rule \(id): \(name) '\(TerminalText.excerpt(value))' is not a number of seconds") }
             return number
         }
         for attribute in element.attributes {

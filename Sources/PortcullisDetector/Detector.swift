@@ -88,7 +88,7 @@ public struct Detector {
         }
         guard var result = chain.last else {
             evaluation.silence = evaluation.decoder == nil
-                ? "no decoder took the message (program '\(message.program)'), and no rule matched it"
+                ? "no decoder took the message (program '\(TerminalText.excerpt(message.program))'), and no rule matched it"
                 : "no rule matched (decoder \(evaluation.decoder ?? ""))"
             return evaluation
         }

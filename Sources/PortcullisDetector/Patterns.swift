@@ -1,3 +1,5 @@
+import PortcullisCore
+
 /// The three pattern languages of Wazuh's rule and decoder files, behind one interface:
 /// OS_Match (`<match>`, `<program_name>`), OS_Regex (`<regex>`, `<prematch>`) and, with
 /// `type="pcre2"`, a Perl-style regular expression.
@@ -35,9 +37,9 @@ public enum Pattern: @unchecked Sendable {
         case "osregex": return .osRegex(try OSRegex(text))
         case "pcre2":
             do { return .pcre2(try Regex(text), source: text) } catch {
-                throw CompileError(description: "invalid pcre2 expression '\(text)': \(error)")
+                throw CompileError(description: "invalid pcre2 expression '\(TerminalText.excerpt(text))': \(error)")
             }
-        case let other: throw CompileError(description: "pattern type '\(other)' is not supported (osmatch, osregex or pcre2)")
+        case let other: throw CompileError(description: "pattern type '\(TerminalText.excerpt(other))' is not supported (osmatch, osregex or pcre2)")
         }
     }
 
@@ -191,7 +193,7 @@ public struct OSRegex: Sendable, Equatable {
         let bytes = Array(pattern.utf8)
         var index = 0
         func finish() throws(Pattern.CompileError) {
-            guard openGroups.isEmpty else { throw Pattern.CompileError(description: "unbalanced ( in OS_Regex '\(pattern)'") }
+            guard openGroups.isEmpty else { throw Pattern.CompileError(description: "unbalanced ( in OS_Regex '\(TerminalText.excerpt(pattern))'") }
             alternatives.append(Alternative(tokens: current, atStart: atStart, atEnd: atEnd, groups: groups))
             (current, atStart, atEnd, groups) = ([], false, false, 0)
             openGroups = []
@@ -216,11 +218,11 @@ public struct OSRegex: Sendable, Equatable {
                 groups += 1
                 continue
             case UInt8(ascii: ")"):
-                guard let group = openGroups.popLast() else { throw Pattern.CompileError(description: "unbalanced ) in OS_Regex '\(pattern)'") }
+                guard let group = openGroups.popLast() else { throw Pattern.CompileError(description: "unbalanced ) in OS_Regex '\(TerminalText.excerpt(pattern))'") }
                 current.append(.close(group))
                 continue
             case UInt8(ascii: "\\"):
-                guard index < bytes.count else { throw Pattern.CompileError(description: "OS_Regex '\(pattern)' ends with a lone \\") }
+                guard index < bytes.count else { throw Pattern.CompileError(description: "OS_Regex '\(TerminalText.excerpt(pattern))' ends with a lone \\") }
                 let escaped = bytes[index]
                 index += 1
                 switch escaped {
@@ -236,7 +238,7 @@ public struct OSRegex: Sendable, Equatable {
                 default:
                     let isLetterOrDigit = Atom.isWord(escaped) && escaped != UInt8(ascii: "-") && escaped != UInt8(ascii: "@") && escaped != UInt8(ascii: "_")
                     guard !isLetterOrDigit else {
-                        throw Pattern.CompileError(description: "\\\(Character(Unicode.Scalar(escaped))) is not an OS_Regex class (\\w \\d \\s \\t \\p \\W \\D \\S \\.) in '\(pattern)'")
+                        throw Pattern.CompileError(description: "\\\(Character(Unicode.Scalar(escaped))) is not an OS_Regex class (\\w \\d \\s \\t \\p \\W \\D \\S \\.) in '\(TerminalText.excerpt(pattern))'")
                     }
                     atom = .byte(escaped)
                 }

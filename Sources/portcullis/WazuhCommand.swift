@@ -1,4 +1,5 @@
 import ArgumentParser
+import PortcullisCore
 import Glibc
 import PortcullisWazuh
 import PortcullisSystem
@@ -52,7 +53,7 @@ struct WazuhInstall: ParsableCommand {
 
     func validate() throws {
         guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
-            throw ValidationError("--name must be a plain file name, not '\(name)'")
+            throw ValidationError("--name must be a plain file name, not '\(TerminalText.excerpt(name))'")
         }
         guard timeout > 0 else { throw ValidationError("--timeout must be a positive number of seconds") }
         let ids = rules.split(separator: ",")

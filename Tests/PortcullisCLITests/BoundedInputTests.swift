@@ -97,6 +97,27 @@ import Testing
         #expect(result.stderr.contains("rules.yaml"), "\(result)")
     }
 
+    @Test func aHugeValueIsNamedByItsStartNotEchoed() throws {
+        // 50 MB is past the 16 MiB bound of an XML file; 8 MB fits, so the value itself is judged.
+        let timeout = String(repeating: "9", count: 8 << 20)
+        let result = try Self.check("""
+            detector:
+              active_response: DIR/ossec.conf
+              sources:
+                - file: DIR/auth.log
+            """, files: ["ossec.conf": "<ossec_config><active-response><command>firewall-drop</command><location>local</location><rules_id>5710</rules_id><timeout>\(timeout)</timeout></active-response></ossec_config>"])
+        #expect(result.status == 1, "\(result.stderr.prefix(300))")
+        #expect(result.stderr.utf8.count < 300, "an error of \(result.stderr.utf8.count) bytes")
+        #expect(result.stderr.hasSuffix("...' is not a positive number of seconds (at most 3155760000)\n"), "\(result.stderr.prefix(300))")
+        #expect(result.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test func aLongYAMLValueIsNamedByItsStart() throws {
+        let result = try Self.check("sweep_interval: \(String(repeating: "x", count: 100_000))\n", files: [:])
+        #expect(result.status == 1, "\(result.stderr.prefix(300))")
+        #expect(result.stderr.utf8.count < 400, "an error of \(result.stderr.utf8.count) bytes")
+    }
+
     @Test func aValidDetectorPasses() throws {
         let result = try Self.check("""
             detector:

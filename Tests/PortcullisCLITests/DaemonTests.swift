@@ -165,6 +165,25 @@ struct DaemonTests {
         #expect(daemon.incidents.map { $0["action"] as? String } == ["block", "unblock"])
     }
 
+    @Test func aBatchLargerThanTheMapsRoomChangesNothingAndNamesTheMap() throws {
+        let daemon = DaemonFixture()
+        try daemon.write("capacity:\n  exact: 500\n  prefixes: 16")
+        try daemon.start()
+        let first = (1...254).map { "198.51.100.\($0)" } + (1...146).map { "203.0.113.\($0)" }
+        let loaded = try daemon.portcullis(["block", "--file", "-", "--for", "1h"], input: first.joined(separator: "\n") + "\n")
+        #expect(loaded.status == 0, "\(loaded)")
+        let recordsBefore = daemon.incidents.count
+        let tooMany = (1...200).map { "192.0.2.\($0)" }.joined(separator: "\n") + "\n"
+        let refused = try daemon.portcullis(["block", "--file", "-", "--for", "1h"], input: tooMany)
+        #expect(refused.status == 1, "\(refused)")
+        #expect(refused.stderrLines.count == 1, "\(refused)")
+        #expect(refused.stderr.contains("map blocks_v4 has room for 100 more entries (capacity 500) but the batch adds 200; nothing was blocked"), "\(refused)")
+        let list = try #require(try daemon.json("GET", "/v1/blocks?limit=1") as? [String: Any])
+        #expect(list["total"] as? Int == 400, "nothing of the refused batch is in the ledger")
+        #expect(try daemon.api("GET", "/v1/block?target=192.0.2.1").status == 404)
+        #expect(daemon.incidents.count == recordsBefore, "no record of a change that did not happen")
+    }
+
     @Test func badRequestsGet4xxWithJSONAndChangeNothing() throws {
         let daemon = DaemonFixture()
         try daemon.write("allowlist: [192.0.2.0/24]")

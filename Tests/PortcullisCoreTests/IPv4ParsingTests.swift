@@ -67,7 +67,7 @@ func addressError(_ text: String, sourceLocation: SourceLocation = #_sourceLocat
     @Test func messagesStayOnOneLine() throws {
         let error = try #require(addressError("1.2.3.4\nrm -rf"))
         #expect(!error.description.contains("\n"))
-        #expect(error.description.contains("\\n"))
+        #expect(error.description.contains("1.2.3.4\\x0arm -rf"), "the line break is shown escaped")
         let long = try #require(addressError(String(repeating: "9", count: 10_000)))
         #expect(long.description.count < 300)
     }
