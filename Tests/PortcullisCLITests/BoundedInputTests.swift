@@ -97,6 +97,21 @@ import Testing
         #expect(result.stderr.contains("rules.yaml"), "\(result)")
     }
 
+    @Test(arguments: [false, true])
+    func aDeepUnclosedOrClosedXMLFileFailsTheCheckWithItsLine(closed: Bool) throws {
+        let depth = 50_000
+        let elements = String(repeating: "<a>", count: depth) + (closed ? String(repeating: "</a>", count: depth) : "")
+        let result = try Self.check("""
+            detector:
+              active_response: DIR/ossec.conf
+              sources:
+                - file: DIR/auth.log
+            """, files: ["ossec.conf": "<ossec_config>\n" + elements + (closed ? "</ossec_config>" : "")])
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stderr.contains("ossec.conf:2:") && result.stderr.contains("nested more than 64"), "\(result)")
+        #expect(result.stderrLines.count == 1, "\(result)")
+    }
+
     @Test func aHugeValueIsNamedByItsStartNotEchoed() throws {
         // 50 MB is past the 16 MiB bound of an XML file; 8 MB fits, so the value itself is judged.
         let timeout = String(repeating: "9", count: 8 << 20)
