@@ -259,6 +259,10 @@ public final class LocalBlocklist: BlocklistService {
                 var newTargets = NewTargets()
                 var lastWasKnown = false
                 var pending: (block: LedgerBlock, previous: LedgerBlock?, inMaps: Bool)?
+                // Targets that look new (listed once, and not right after a known one), written
+                // many rows to a statement once enough have gathered.
+                var candidates: [LedgerBlock] = []
+                candidates.reserveCapacity(LedgerWriter.rowsPerInsert * 4)
                 func emit(_ write: ExpiryWrite) throws(ServiceError) {
                     writes.append(write)
                     try mapWriter?.offer(writes)
@@ -267,6 +271,30 @@ public final class LocalBlocklist: BlocklistService {
                     guard let item else { return }
                     try ServiceError.mapping { () throws(LedgerError) in try writer.put(item.block, replacing: item.previous) }
                     try emit(ExpiryWrite(target: item.block.target, expiry: Self.jiffies(item.block.expiry, reading), keepsCounters: item.inMaps))
+                }
+                /// A target the ledger may hold: looked up, merged with what it holds, written.
+                func settle(_ requested: LedgerBlock, writer: inout LedgerWriter) throws(ServiceError) {
+                    let current = try ServiceError.mapping { () throws(LedgerError) in try writer.block(for: requested.target) }
+                    lastWasKnown = current != nil
+                    let (merged, change) = Self.merge(requested, into: current, at: now)
+                    outcome.count(change)
+                    if current == nil { newTargets.count(requested.target) }
+                    if change != .keptLonger { try flush((merged, current, change == .refreshed), writer: &writer) }
+                }
+                func writeCandidates(writer: inout LedgerWriter) throws(ServiceError) {
+                    guard !candidates.isEmpty else { return }
+                    let written = try ServiceError.mapping { () throws(LedgerError) in try writer.insertIfAbsent(many: candidates[...]) }
+                    for (block, new) in zip(candidates, written) {
+                        if new {
+                            outcome.count(.added)
+                            newTargets.count(block.target)
+                            try emit(ExpiryWrite(target: block.target, expiry: Self.jiffies(block.expiry, reading), keepsCounters: false))
+                        } else {
+                            try settle(block, writer: &writer)
+                        }
+                    }
+                    lastWasKnown = written.last == false
+                    candidates.removeAll(keepingCapacity: true)
                 }
                 for (position, index) in order.enumerated() {
                     let item = batch.items[index]
@@ -281,14 +309,17 @@ public final class LocalBlocklist: BlocklistService {
                     }
                     try flush(pending, writer: &writer)
                     pending = nil
-                    // A target new to the ledger, listed once: one statement, no lookup. Targets come in
-                    // order, so new ones and known ones come in runs: after a known one, look first.
+                    // A target new to the ledger, listed once: written without a lookup. Targets
+                    // come in order, so new ones and known ones come in runs: after a known one, look first.
                     let listedAgain = position + 1 < order.count && batch.items[order[position + 1]].target == item.target
-                    if !listedAgain, !lastWasKnown,
-                       try ServiceError.mapping({ () throws(LedgerError) in try writer.insertIfAbsent(requested) }) {
-                        outcome.count(.added)
-                        newTargets.count(item.target)
-                        try emit(ExpiryWrite(target: item.target, expiry: Self.jiffies(requested.expiry, reading), keepsCounters: false))
+                    if !listedAgain, !lastWasKnown {
+                        candidates.append(requested)
+                        if candidates.count >= LedgerWriter.rowsPerInsert * 4 { try writeCandidates(writer: &writer) }
+                        continue
+                    }
+                    try writeCandidates(writer: &writer)
+                    if !listedAgain, !lastWasKnown {
+                        candidates.append(requested)
                         continue
                     }
                     let current = try ServiceError.mapping { () throws(LedgerError) in try writer.block(for: item.target) }
@@ -298,6 +329,7 @@ public final class LocalBlocklist: BlocklistService {
                     if current == nil { newTargets.count(item.target) }
                     if change != .keptLonger { pending = (merged, current, change == .refreshed) }
                 }
+                try writeCandidates(writer: &writer)
                 try flush(pending, writer: &writer)
                 try requireRoom(for: newTargets, batch: true)
                 try ServiceError.mapping { () throws(LedgerError) in try writer.recordWrite(atUnixMilliseconds: now) }

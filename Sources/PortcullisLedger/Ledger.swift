@@ -545,6 +545,10 @@ public struct LedgerWriter {
     /// look for one to cancel.
     private var pendingRemovalsMayExist: Bool
     private var insertIfAbsentStatement: SQLiteStatement?
+    private var insertManyIfAbsentStatement: SQLiteStatement?
+    /// What each row of the many-row insert was bound to last: a parameter is bound again only
+    /// when its value changed, and in a load nearly every row shares all but its key.
+    private var boundRows: [LedgerBlock?] = Array(repeating: nil, count: LedgerWriter.rowsPerInsert)
 
     init(connection: SQLiteConnection) throws(LedgerError) {
         self.connection = connection
@@ -618,6 +622,93 @@ public struct LedgerWriter {
         countDeltas[Self.countKey(block), default: 0] += 1
         try clearPendingRemoval(block.target)
         return true
+    }
+
+    /// Rows per statement of ``insertIfAbsent(many:)``: starting and ending a statement (its
+    /// cursors, its halt) costs about what a row does, so a load pays for it once per 64 rows.
+    public static let rowsPerInsert = 64
+    private static let columnsPerRow = 11
+
+    /// ``insertIfAbsent(_:)`` for blocks of distinct targets, in order: whether each was written.
+    /// Runs of 64 go in one statement under a savepoint; a run in which any target was already
+    /// held is rolled back to it and written row by row, so each answer is exact.
+    public mutating func insertIfAbsent(many blocks: ArraySlice<LedgerBlock>) throws(LedgerError) -> [Bool] {
+        var written: [Bool] = []
+        written.reserveCapacity(blocks.count)
+        var start = blocks.startIndex
+        while start < blocks.endIndex {
+            let end = blocks.index(start, offsetBy: Self.rowsPerInsert, limitedBy: blocks.endIndex) ?? blocks.endIndex
+            let run = blocks[start..<end]
+            start = end
+            if run.count == Self.rowsPerInsert, try insertAllIfAllAbsent(run) {
+                written.append(contentsOf: repeatElement(true, count: run.count))
+                continue
+            }
+            for block in run { written.append(try insertIfAbsent(block)) }
+        }
+        return written
+    }
+
+    /// Writes all of `run` (exactly ``rowsPerInsert`` blocks) in one statement when none of its
+    /// targets is held; otherwise writes none of it and returns false.
+    private mutating func insertAllIfAllAbsent(_ run: ArraySlice<LedgerBlock>) throws(LedgerError) -> Bool {
+        if insertManyIfAbsentStatement == nil {
+            let row = "(" + Array(repeating: "?", count: Self.columnsPerRow).joined(separator: ", ") + ")"
+            insertManyIfAbsentStatement = try connection.statement("""
+                INSERT INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context)
+                VALUES \(Array(repeating: row, count: Self.rowsPerInsert).joined(separator: ", ")) ON CONFLICT (key) DO NOTHING
+                """)
+        }
+        guard let statement = insertManyIfAbsentStatement else { return false }
+        try connection.statement("SAVEPOINT insert_run").run()
+        statement.resetKeepingBindings()
+        for (position, block) in run.enumerated() {
+            Self.bind(block, to: statement, from: Int32(position * Self.columnsPerRow), unless: boundRows[position])
+            boundRows[position] = block
+        }
+        do {
+            try statement.run()
+        } catch {
+            try? connection.statement("ROLLBACK TO insert_run").run()
+            try? connection.statement("RELEASE insert_run").run()
+            throw error
+        }
+        let allWritten = connection.changes == run.count
+        if !allWritten { try connection.statement("ROLLBACK TO insert_run").run() }
+        try connection.statement("RELEASE insert_run").run()
+        guard allWritten else { return false }
+        var counted: (key: LedgerCounts.Key, count: Int)?
+        for block in run {
+            let key = Self.countKey(block)
+            if let current = counted, current.key == key {
+                counted = (key, current.count + 1)
+            } else {
+                if let current = counted { countDeltas[current.key, default: 0] += current.count }
+                counted = (key, 1)
+            }
+            try clearPendingRemoval(block.target)
+        }
+        if let current = counted { countDeltas[current.key, default: 0] += current.count }
+        return true
+    }
+
+    /// Binds the columns of `block` to parameters `base + 1` to `base + 11`, skipping those that
+    /// hold the same value as `previous` (what that row was bound to last).
+    private static func bind(_ block: LedgerBlock, to statement: SQLiteStatement, from base: Int32, unless previous: LedgerBlock?) {
+        func changed<Value: Equatable>(_ field: (LedgerBlock) -> Value) -> Bool {
+            previous.map { field($0) != field(block) } ?? true
+        }
+        statement.bind(base + 1, LedgerKey.encode(block.target))
+        if changed(\.target.family) { statement.bind(base + 2, block.target.family == .ipv6 ? 6 : 4) }
+        if changed(\.target.kind) { statement.bind(base + 3, block.target.kind == .prefix ? 1 : 0) }
+        if changed(\.expiry) { statement.bind(base + 4, expires(block)) }
+        if changed(\.source) { statement.bind(base + 5, block.source.rawValue) }
+        if changed(\.origin) { statement.bind(base + 6, block.origin) }
+        if changed(\.reason) { statement.bind(base + 7, block.reason) }
+        if changed(\.createdUnixMilliseconds) { statement.bind(base + 8, block.createdUnixMilliseconds) }
+        if changed(\.refreshedUnixMilliseconds) { statement.bind(base + 9, block.refreshedUnixMilliseconds) }
+        if changed(\.requestedDuration) { statement.bind(base + 10, block.requestedDuration.map { $0.components.seconds }) }
+        if changed(\.context) { statement.bind(base + 11, block.context) }
     }
 
     private func write(_ block: LedgerBlock, sql: String) throws(LedgerError) {

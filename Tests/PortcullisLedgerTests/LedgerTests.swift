@@ -82,6 +82,39 @@ func block(_ text: String, expires: Int64? = nil, source: BlockSource = .cli, re
         #expect(try scratch.ledger.pendingRemovals().isEmpty)
     }
 
+    @Test func manyRowInsertsAnswerForEachRowAndKeepEveryField() throws {
+        let scratch = try ScratchLedger()
+        // Two runs of 64 and a tail of 22; one target of the second run and one of the tail are held already.
+        let rows = LedgerWriter.rowsPerInsert * 2 + 22
+        var blocks: [LedgerBlock] = []
+        for n in 0..<rows {
+            let expires: Int64? = n == 7 ? nil : 9_000 + 1_000 * Int64(n % 3)
+            let source: BlockSource = n % 5 == 0 ? .api : .file
+            blocks.append(try block("198.51.100.\(n)", expires: expires, source: source, reason: "row \(n % 4)"))
+        }
+        let heldBefore = [LedgerWriter.rowsPerInsert + 5, rows - 3]
+        let held = heldBefore.map { n in
+            LedgerBlock(target: blocks[n].target, expiry: .never, source: .wazuh, reason: "earlier",
+                        createdUnixMilliseconds: 10, refreshedUnixMilliseconds: 10, requestedDuration: nil)
+        }
+        try scratch.ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
+            for block in held { try writer.put(block, replacing: nil) }
+        }
+        let written = try scratch.ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
+            try writer.insertIfAbsent(many: blocks[...])
+        }
+        #expect(written.count == rows)
+        #expect(written.indices.filter { !written[$0] } == heldBefore)
+        for (n, expected) in blocks.enumerated() {
+            let found = try scratch.ledger.block(for: expected.target)
+            #expect(found == (heldBefore.contains(n) ? held[heldBefore.firstIndex(of: n) ?? 0] : expected), "row \(n)")
+        }
+        let counts = try scratch.ledger.counts()
+        #expect(counts.total == rows)
+        #expect(counts.count(source: .wazuh) == 2)
+        #expect(counts.count(source: .api) == blocks.indices.filter { $0 % 5 == 0 && !heldBefore.contains($0) }.count)
+    }
+
     @Test func aFailedTransactionChangesNothing() throws {
         let scratch = try ScratchLedger()
         struct Stop: Error {}
