@@ -107,6 +107,32 @@ extension Datapath {
         // The caller read layout 3 without the lock. Replacing a state already upgraded would
         // orphan the maps the other process writes, or the program its links were moved to.
         if try layoutVersion(in: pins) == UInt32(PORTCULLIS_LAYOUT_VERSION) { return try open(pins) }
+        return try replaceWithCurrentLayout(pins, capacity: capacity)
+    }
+
+    /// Upgrades layout 3 pins, all under the writer lock: reads their state, hands it to
+    /// `record` (the ledger keeps it), then replaces the maps and programs as ``recreate(_:capacity:)``
+    /// does. When another process upgraded them after the caller found layout 3, `record` is
+    /// not called, so a state read before that upgrade never overwrites changes made since, and
+    /// the upgraded state is opened; `legacy` is then nil.
+    public static func upgradeLegacy<Failure: Error>(
+        _ pins: PinDirectory, mapping: (DatapathError) -> Failure, recording record: (LegacyState) throws(Failure) -> Void
+    ) throws(Failure) -> (datapath: Datapath, legacy: LegacyState?) {
+        func attempt<T>(_ body: () throws(DatapathError) -> T) throws(Failure) -> T {
+            do { return try body() } catch { throw mapping(error) }
+        }
+        let lock = try attempt { () throws(DatapathError) in try pins.lockForWriting() }
+        defer { withExtendedLifetime(lock) {} }
+        if try attempt({ () throws(DatapathError) in try layoutVersion(in: pins) }) == UInt32(PORTCULLIS_LAYOUT_VERSION) {
+            return (try attempt { () throws(DatapathError) in try open(pins) }, nil)
+        }
+        let legacy = try attempt { () throws(DatapathError) in try readLegacyState(in: pins) }
+        try record(legacy)
+        return (try attempt { () throws(DatapathError) in try replaceWithCurrentLayout(pins, capacity: legacy.capacity) }, legacy)
+    }
+
+    /// The replacement itself; the caller holds the writer lock.
+    private static func replaceWithCurrentLayout(_ pins: PinDirectory, capacity: Capacity) throws(DatapathError) -> Datapath {
         // Unpinned first: its absence is what marks the state incomplete should this die half-way.
         if pins.contains(MapName.meta.rawValue), unlink(pins.path(of: MapName.meta.rawValue)) != 0 {
             throw .syscall("cannot remove \(pins.path(of: MapName.meta.rawValue))", errno: errno)

@@ -116,11 +116,12 @@ public final class LocalBlocklist: BlocklistService {
                 datapath = try ServiceError.mapping { () throws(DatapathError) in try Datapath.open(pins) }
             }
         case 3:
-            let legacy = try ServiceError.mapping { () throws(DatapathError) in try Datapath.readLegacyState(in: pins) }
-            try importLegacy(legacy, into: ledger)
-            report.upgradedBlocks = legacy.blocks.count
-            datapath = try ServiceError.mapping { () throws(DatapathError) in try Datapath.recreate(pins, capacity: legacy.capacity) }
-            fresh = true
+            let upgrade = try Datapath.upgradeLegacy(pins, mapping: { ServiceError($0) }) { (legacy) throws(ServiceError) in
+                try importLegacy(legacy, into: ledger)
+            }
+            datapath = upgrade.datapath
+            report.upgradedBlocks = upgrade.legacy?.blocks.count ?? 0
+            fresh = upgrade.legacy != nil
         default:
             datapath = try ServiceError.mapping { () throws(DatapathError) in
                 try Datapath.open(pins, creatingWith: capacity, capacityWasExplicit: capacityWasExplicit)

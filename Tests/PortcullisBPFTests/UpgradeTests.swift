@@ -158,6 +158,29 @@ struct UpgradeTests {
         #expect(try Layout3Lab.verdict(ofProgramWithID: attached, on: Frame.ipv4(source: late)) == .drop)
     }
 
+    /// The loser of the race also found layout 3 before the winner's upgrade; what it would have
+    /// imported is older than the winner's changes since, so the upgrade reads and records
+    /// layout 3 only under the writer lock, and only when the pins still hold it.
+    @Test func anUpgradeThatLostTheRaceImportsNothingOverTheWinnersChanges() throws {
+        let lab = Layout3Lab()
+        defer { lab.remove() }
+        try lab.createNamespace()
+        _ = try lab.pinLayout3()
+        try lab.attachOldProgram()
+        #expect(try Datapath.layoutVersion(in: lab.pins) == 3)
+
+        let (winner, _) = try lab.open()
+        let lifted = try Layout3Lab.target(Layout3Lab.permanentV4)
+        _ = try winner.unblock(lifted, requestedBy: .cli, onlyOwn: false, context: .none)
+
+        var recorded = 0
+        let upgrade = try Datapath.upgradeLegacy(lab.pins, mapping: { $0 }) { (_: LegacyState) throws(DatapathError) in recorded += 1 }
+        #expect(recorded == 0, "the loser recorded a layout 3 state that no longer exists")
+        #expect(upgrade.legacy == nil)
+        let (again, _) = try lab.open()
+        #expect(try again.entry(for: lifted) == nil, "the winner's unblock stands")
+    }
+
     /// A start that replaced the maps and then died (or failed) before it moved the links: the
     /// next start finds layout 4 and takes the normal path, which never looks at the links, so
     /// the interface keeps running the layout 3 program over its old maps, and no block made
