@@ -178,7 +178,7 @@ public final class LocalBlocklist: BlocklistService {
         let reading = try ServiceError.mapping { () throws(DatapathError) in try datapath.now() }
         let now = reading.unixMilliseconds
         let requested = ledgerBlock(for: request, origin: origin(of: request.source, context: context),
-                                    context: Self.encode(context), at: now)
+                                    context: context.storedJSON, at: now)
         let (merged, change, previous): (LedgerBlock, BlockChange, LedgerBlock?)
         do {
             (merged, change, previous) = try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
@@ -424,8 +424,6 @@ public final class LocalBlocklist: BlocklistService {
         if let detection = context.detection { return detection.logSource ?? "detector" }
         return ""
     }
-
-    static func encode(_ context: IncidentContext) -> String? { context.storedJSON }
 
     /// How many targets of a change are new to each map.
     struct NewTargets {

@@ -190,7 +190,7 @@ public struct IncidentLog: Sendable {
             incident.sequence = sequence
             incident.previous = previous
             incident.hash = nil
-            let line = try IncidentChain.sealedLine(incident, key: key)
+            let line = IncidentChain.sealedLine(incident, key: key)
             bytes.append(contentsOf: line.bytes)
             bytes.append(UInt8(ascii: "\n"))
             incident.hash = line.hash

@@ -17,7 +17,7 @@ public enum IncidentChain {
     static let sealLength = hashMember.count + 64 + 2
 
     /// The sealed line of `incident` (whose `hash` must be nil) and its hash.
-    static func sealedLine(_ incident: Incident, key: SymmetricKey) throws(IncidentLogError) -> (bytes: [UInt8], hash: String) {
+    static func sealedLine(_ incident: Incident, key: SymmetricKey) -> (bytes: [UInt8], hash: String) {
         let canonical = Array(incident.canonicalJSON.utf8)
         let hash = code(for: canonical, key: key)
         return (canonical.dropLast() + hashMember + Array(hash.utf8) + Array(#""}"#.utf8), hash)

@@ -170,7 +170,7 @@ struct UpgradeTests {
         #expect(try Datapath.layoutVersion(in: lab.pins) == 3)
 
         let (winner, _) = try lab.open()
-        let lifted = try Layout3Lab.target(Layout3Lab.permanentV4)
+        let lifted = Layout3Lab.target(Layout3Lab.permanentV4)
         _ = try winner.unblock(lifted, requestedBy: .cli, onlyOwn: false, context: .none)
 
         var recorded = 0
