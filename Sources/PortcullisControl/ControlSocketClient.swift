@@ -16,6 +16,8 @@ public struct ControlSocketClient: Sendable {
     /// The header that carries a request's deadline (Unix milliseconds): the daemon carries
     /// out no request whose client has given up on it.
     public static let deadlineHeader = "Portcullis-Deadline"
+    /// The largest request body the daemon reads; a client splits what would be larger.
+    public static let maximumBodyBytes = 32 << 20
     public static let defaultTimeout: Duration = .seconds(15)
 
     public let path: String

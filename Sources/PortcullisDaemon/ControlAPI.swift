@@ -29,7 +29,7 @@ import Logging
 /// incident record could not be written still answers 200, since it is in force, with
 /// `"incidentRecord": {"written": false, "log", "error"}` (see ``IncidentRecordBody``).
 enum ControlAPI {
-    static let maximumBody = 16 << 20
+    static let maximumBody = ControlSocketClient.maximumBodyBytes
     /// Connections the shared socket (root and the control group) holds at once; the rest wait.
     static let sharedConnectionLimit = 256
     /// Connections root's own socket holds at once. With the shared socket's, far below the

@@ -111,16 +111,16 @@ struct Block: ParsableCommand {
         // Through the daemon, chunks keep each request body small; directly, one batch
         // reads the map's existing entries once instead of once per chunk.
         let throughDaemon = blocklist.reachesDaemon
-        let chunkSize = throughDaemon ? Self.daemonChunkSize : max(items.count, 1)
-        if throughDaemon && items.count > chunkSize {
+        let chunks = throughDaemon ? Self.daemonChunks(of: items, reason: reason, origin: name) : [items.indices]
+        if chunks.count > 1 {
             // Chunks are separate requests: check every line against the allowlist before the first one.
             if let refusal = try blocklist.refusal(for: items.map(\.target)) {
                 throw RuntimeFailure("\(name): \(refusal.description); nothing was blocked")
             }
         }
-        var start = 0
-        repeat {
-            let chunk = Array(items[start..<min(start + chunkSize, items.count)])
+        for range in chunks {
+            let start = range.lowerBound
+            let chunk = Array(items[range])
             do throws(ServiceError) {
                 total = total + (try blocklist.block(batch: BlockBatch(items: chunk, reason: reason, source: .file, origin: name)))
             } catch {
@@ -129,8 +129,7 @@ struct Block: ParsableCommand {
                 // Earlier chunks are in force and recorded; say exactly how much.
                 throw RuntimeFailure("\(name): \(error.description); the first \(start) of \(items.count) targets were blocked by earlier requests (each recorded in the incident log), the rest were not")
             }
-            start += chunk.count
-        } while start < items.count
+        }
         total.elapsed = ContinuousClock.now - started
         warnOfMissingRecord(total.recordWarning(from: name))
         if json {
@@ -141,9 +140,28 @@ struct Block: ParsableCommand {
         print("blocked \(outcome.total) targets from \(name) in \(Output.fixed(total.elapsed.fractionalSeconds, digits: 2)) s: \(outcome.added) added, \(outcome.refreshed) refreshed, \(outcome.keptLonger) already blocked for longer")
     }
 
-    /// Sent as block-file lines, at most ~45 bytes each (IPv6 and a duration): 11 MiB, inside
-    /// the daemon's 16 MiB body limit.
-    static let daemonChunkSize = 250_000
+    /// The requests a load through the daemon takes: as few as fit its body limit, since each
+    /// is a transaction of its own whose map writes overlap only its own rows. A batch travels as
+    /// block-file lines in a JSON string; each line is counted at its longest (an IPv4 target
+    /// takes at most 19 bytes, an IPv6 one 44, the prefix's slash escaped; a duration 12, the
+    /// escaped line end 2), and
+    /// the reason and origin at six bytes a character (JSON's \u escapes), so no body is refused.
+    static func daemonChunks(of items: [BlockBatch.Item], reason: String, origin: String) -> [Range<Int>] {
+        let budget = ControlSocketClient.maximumBodyBytes - 6 * (reason.utf8.count + origin.utf8.count) - 4096
+        var chunks: [Range<Int>] = []
+        var start = 0
+        var bytes = 0
+        for (index, item) in items.enumerated() {
+            let longest = (item.target.family == .ipv4 ? 19 : 44) + (item.duration == nil ? 0 : 12) + 2
+            if bytes + longest > budget, index > start {
+                chunks.append(start..<index)
+                (start, bytes) = (index, 0)
+            }
+            bytes += longest
+        }
+        chunks.append(start..<items.count)
+        return chunks
+    }
     /// 16 million lines of an address and a duration; anything larger is not a block file.
     static let maximumFileBytes = 512 << 20
 }
