@@ -39,6 +39,8 @@ extension Datapath {
                 for (key, value) in entries { slice.blocks.append(DataplaneBlock(target(fromExactV4: key), value)) }
                 budget -= entries.count
                 cursor.exact = next.map { .v4($0) } ?? .v6(nil)
+                // The kernel stops at a bucket that does not fit: the slice ends there too.
+                if next != nil { return try scanPrefixes(&cursor, limit: prefixLimit, into: slice) }
             case .v6(let token):
                 let (entries, next) = try blocksV6.entries(resumingAt: token, limit: budget, as: portcullis_addr_v6.self, portcullis_block.self)
                 for (key, value) in entries {
@@ -47,6 +49,7 @@ extension Datapath {
                 budget -= entries.count
                 if let next {
                     cursor.exact = .v6(next)
+                    return try scanPrefixes(&cursor, limit: prefixLimit, into: slice)
                 } else {
                     cursor.exact = .v4(nil)
                     slice.finishedExactPass = true
@@ -54,7 +57,12 @@ extension Datapath {
             }
             if slice.finishedExactPass { break }
         }
-        budget = prefixLimit
+        return try scanPrefixes(&cursor, limit: prefixLimit, into: slice)
+    }
+
+    private func scanPrefixes(_ cursor: inout BlockScanCursor, limit: Int, into exact: BlockScanSlice) throws(DatapathError) -> BlockScanSlice {
+        var slice = exact
+        var budget = limit
         for _ in 0..<2 where budget > 0 {
             switch cursor.prefix {
             case .v4(let last):

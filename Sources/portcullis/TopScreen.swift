@@ -189,12 +189,17 @@ enum TopScreen {
         return table(["LATEST INCIDENTS", "ACTION", "TARGET", "SOURCE", "REASON"], rows, rightAligned: [])
     }
 
+    /// The first column's width at most: a long IPv6 target widens its own row, not every row,
+    /// so the other rows keep their reasons on an 80-column screen.
+    static let firstColumnCap = 24
+
     /// Columns padded to their widest cell (by display width); the last one is left ragged.
     static func table(_ header: [String], _ rows: [[String]], rightAligned: Set<Int>) -> Table {
         var widths = header.map(displayWidth)
         for row in rows {
             for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], displayWidth(cell)) }
         }
+        widths[0] = min(widths[0], max(firstColumnCap, displayWidth(header[0])))
         func line(_ cells: [String]) -> String {
             var parts: [String] = []
             for (index, cell) in cells.enumerated() {
