@@ -60,7 +60,7 @@ try:
     top.terminate()
     top.wait()
     rounds = sorted(s["roundMicroseconds"] / 1000 for s in samples[1:])
-    passes = [s["passSeconds"] for s in samples if s["passSeconds"]]
+    passes = [s["passSeconds"] for s in samples if s.get("passSeconds")]
     held = samples[-1]["blocksHeld"]
     p = lambda values, q: values[min(len(values) - 1, int(q * len(values)))]
     lines = [
