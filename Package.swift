@@ -196,7 +196,7 @@ let package = Package(
         // Runs the built portcullis binary: usage errors without root, the netns lab with root.
         .testTarget(
             name: "PortcullisCLITests",
-            dependencies: ["portcullis", "portcullis-daemon", "portcullis-active-response", "PortcullisCore", "PortcullisIncidents"]),
+            dependencies: ["portcullis", "portcullis-daemon", "portcullis-active-response", "PortcullisControl", "PortcullisCore", "PortcullisIncidents"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -139,6 +139,72 @@ public struct BPFMap: Sendable {
         }
     }
 
+    /// Up to `limit` entries of a hash map from where `token` left off (nil: from the start),
+    /// with `bpf_map_lookup_batch(3)`, and the token to go on from, nil once the map is read to
+    /// its end. The token is the kernel's bucket index: entries added or removed in between move
+    /// nothing, so a walk in slices sees every entry that stayed, at most once.
+    func entries<Key: BitwiseCopyable, Value: BitwiseCopyable>(
+        resumingAt token: [UInt8]?, limit: Int, as _: Key.Type = Key.self, _: Value.Type = Value.self
+    ) throws(DatapathError) -> (entries: [(key: Key, value: Value)], next: [UInt8]?) {
+        var batchSize = max(1, limit)
+        var cursor = token ?? [UInt8](repeating: 0, count: max(MemoryLayout<Key>.size, 8))
+        var next = cursor
+        var options = bpf_map_batch_opts()
+        options.sz = MemoryLayout<bpf_map_batch_opts>.size
+        while true {
+            var keys = [Key](repeating: zeroed(Key.self), count: batchSize)
+            var values = [Value](repeating: zeroed(Value.self), count: batchSize)
+            var count = UInt32(batchSize)
+            let status = cursor.withUnsafeMutableBytes { cursorBytes in
+                next.withUnsafeMutableBytes { nextBytes in
+                    keys.withUnsafeMutableBytes { keyBytes in
+                        values.withUnsafeMutableBytes { valueBytes in
+                            bpf_map_lookup_batch(
+                                fileDescriptor, token == nil ? nil : cursorBytes.baseAddress, nextBytes.baseAddress,
+                                keyBytes.baseAddress, valueBytes.baseAddress, &count, &options)
+                        }
+                    }
+                }
+            }
+            let code = status == 0 ? 0 : Glibc.errno
+            if code == ENOSPC && count == 0 {
+                // One bucket holds more entries than the slice: read it whole.
+                batchSize *= 2
+                continue
+            }
+            guard code == 0 || code == ENOENT else {
+                throw .syscall("cannot read map \(name) in batches", errno: code)
+            }
+            var result: [(key: Key, value: Value)] = []
+            result.reserveCapacity(Int(count))
+            for index in 0..<Int(count) { result.append((keys[index], values[index])) }
+            return (result, code == ENOENT ? nil : next)
+        }
+    }
+
+    /// Up to `limit` keys after `key` (nil: from the first), by `bpf_map_get_next_key(3)`, and
+    /// whether the walk reached the end. An LPM trie has no batch operations; a key removed
+    /// since makes the trie start again from its first key.
+    func keys<Key: BitwiseCopyable>(after key: Key?, limit: Int, as _: Key.Type = Key.self) throws(DatapathError) -> (keys: [Key], finished: Bool) {
+        var keys: [Key] = []
+        var next = zeroed(Key.self)
+        var result: CInt
+        if var current = key {
+            result = bpf_map_get_next_key(fileDescriptor, &current, &next)
+        } else {
+            result = bpf_map_get_next_key(fileDescriptor, nil, &next)
+        }
+        while result == 0 {
+            keys.append(next)
+            if keys.count >= limit { return (keys, false) }
+            var current = next
+            result = bpf_map_get_next_key(fileDescriptor, &current, &next)
+        }
+        let code = Glibc.errno
+        guard code == ENOENT else { throw .syscall("cannot walk map \(name)", errno: code) }
+        return (keys, true)
+    }
+
     /// Writes many entries with `bpf_map_update_batch(3)`, replacing existing
     /// ones. Returns how many were written; a full map throws.
     func updateBatch<Key: BitwiseCopyable, Value: BitwiseCopyable>(

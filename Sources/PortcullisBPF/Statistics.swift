@@ -28,7 +28,7 @@ public struct PacketStatistics: Sendable, Codable, Equatable {
         parseFailed = cpu.parse_failed
     }
 
-    mutating func add(_ other: PacketStatistics) {
+    public mutating func add(_ other: PacketStatistics) {
         seen += other.seen
         dropped += other.dropped
         droppedBytes += other.droppedBytes

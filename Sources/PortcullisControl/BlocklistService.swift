@@ -297,6 +297,11 @@ public struct RemoteBlocklist: BlocklistService {
         try call("GET", "/v1/stats")
     }
 
+    /// The daemon's live view (`GET /v1/top`), sampled by its reader.
+    public func top(blocks: Int, expiring: Int, incidents: Int) throws(ServiceError) -> TopSample {
+        try call("GET", "/v1/top?blocks=\(blocks)&expiring=\(expiring)&incidents=\(incidents)")
+    }
+
     /// The pins and ledger the daemon serves, from its status.
     public func location() throws(ServiceError) -> BlocklistLocation {
         struct Served: Decodable {

@@ -288,13 +288,18 @@ struct MetricsSnapshot: Sendable {
 final class BlocklistReader: @unchecked Sendable {
     // Unchecked: `blocklist` is only touched under `lock`.
     private var blocklist: LocalBlocklist
+    /// The live view's sampling, shared by every viewer: its rounds are spaced however many ask.
+    private var topSampler = TopSampler()
     private let lock = Mutex(())
 
     init(_ blocklist: LocalBlocklist) { self.blocklist = blocklist }
 
     /// Reads the maps made again after they were lost.
     func replace(_ fresh: LocalBlocklist) {
-        lock.withLock { _ in blocklist = fresh }
+        lock.withLock { _ in
+            blocklist = fresh
+            topSampler = TopSampler()
+        }
     }
 
     /// Runs `body` on NIO's blocking thread pool, one reader at a time.
@@ -317,6 +322,13 @@ final class BlocklistReader: @unchecked Sendable {
     func entry(for target: BlockTarget) async throws(ServiceError) -> BlockEntry? { try await reading { b throws(ServiceError) in try b.entry(for: target) } }
     func allowlist() async throws(ServiceError) -> [BlockTarget] { try await reading { b throws(ServiceError) in try b.allowlist() } }
     func statistics() async throws(ServiceError) -> PacketStatistics { try await reading { b throws(ServiceError) in try b.statistics() } }
+    /// The live view: a bounded round of sampling at most every ``TopSampler/minimumSpacing``.
+    func top(blocks: Int, expiring: Int, incidents: Int) async throws(ServiceError) -> TopSample {
+        try await reading { [self] b throws(ServiceError) in
+            try topSampler.sample(b, blocks: blocks, expiring: expiring, incidents: incidents)
+        }
+    }
+
     func incidents(_ query: IncidentQuery, limit: Int?, log: IncidentLog) async throws(ServiceError) -> [Incident] {
         try await reading { b throws(ServiceError) in try b.incidents(query, limit: limit, log: log) }
     }

@@ -22,6 +22,8 @@ import Logging
 ///     GET    /v1/stats             packet counters
 ///     GET    /v1/allowlist         POST /v1/allowlist {"target"}   DELETE /v1/allowlist?target=T
 ///     GET    /v1/incidents         ?since=YYYY-MM-DD or RFC 3339 &address=A &limit=N
+///     GET    /v1/top               ?blocks=N (256) &expiring=N (10) &incidents=N (10)
+///                                  the live view: rates now, sampled at a bounded cost
 ///     GET    /v1/status            attachments and maps
 ///     GET    /v1/health
 ///
@@ -80,6 +82,7 @@ enum ControlAPI {
         router.get("v1/stats", use: state.statistics)
         router.get("v1/incidents", use: state.incidents)
         router.get("v1/status", use: state.status)
+        router.get("v1/top", use: state.top)
         return router
     }
 
@@ -237,6 +240,19 @@ struct StateRoutes: Sendable {
 
     @Sendable func statistics(_ request: Request, context: BasicRequestContext) async throws -> Response {
         try ControlAPI.json(try await keeper.reader.statistics())
+    }
+
+    @Sendable func top(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let parameters = request.uri.queryParameters
+        func bounded(_ name: String, default fallback: Int, maximum: Int) throws -> Int {
+            let value = try ControlAPI.number(name, parameters, default: fallback)
+            guard value <= maximum else { throw ServiceError(.badRequest, "\(name) must be at most \(maximum)") }
+            return value
+        }
+        let blocks = try bounded("blocks", default: TopSampler.maximumBlocks, maximum: TopSampler.maximumBlocks)
+        let expiring = try bounded("expiring", default: 10, maximum: TopSampler.maximumExpiring)
+        let incidents = try bounded("incidents", default: 10, maximum: TopSampler.maximumIncidents)
+        return try ControlAPI.json(try await keeper.reader.top(blocks: blocks, expiring: expiring, incidents: incidents))
     }
 
     @Sendable func status(_ request: Request, context: BasicRequestContext) async throws -> Response {

@@ -383,6 +383,20 @@ public final class Ledger {
         return result
     }
 
+    /// The `limit` blocks in force at `now` that expire soonest, soonest first, through the
+    /// expiry index: the cost follows `limit`, not what is held.
+    public func expiringSoonest(after now: Int64, limit: Int) throws(LedgerError) -> [LedgerBlock] {
+        let statement = try connection.statement(
+            "SELECT \(Self.columns) FROM blocks WHERE expires_ms IS NOT NULL AND expires_ms > ? ORDER BY expires_ms LIMIT ?")
+        statement.bind(1, now).bind(2, Int64(limit))
+        defer { statement.reset() }
+        var result: [LedgerBlock] = []
+        while try statement.step() {
+            if let block = LedgerWriter.decodeBlock(statement) { result.append(block) }
+        }
+        return result
+    }
+
     public func allowlist() throws(LedgerError) -> [AllowlistEntry] {
         let statement = try connection.statement("SELECT key, origin FROM allowlist ORDER BY key")
         defer { statement.reset() }

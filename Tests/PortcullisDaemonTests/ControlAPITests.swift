@@ -155,4 +155,32 @@ struct ControlAPITests {
             #expect(response.status == .badRequest)
         }
     }
+
+    @Test func theLiveViewIsSampledByTheReaderWithItsListsBounded() async throws {
+        try await Self.withRouter { client in
+            _ = try await Self.post(client, "/v1/blocks", #"{"target":"198.51.100.7","duration":"10m","reason":"scanner"}"#)
+            _ = try await Self.post(client, "/v1/blocks", #"{"target":"203.0.113.0/24"}"#)
+            var response = try await client.execute(uri: "/v1/top?expiring=5&incidents=1", method: .get)
+            #expect(response.status == .ok)
+            let body = try Self.json(response)
+            #expect((body["blocks"] as? [Any])?.isEmpty == true)
+            #expect(body["intervalSeconds"] == nil)
+            let expiring = try #require(body["expiring"] as? [[String: Any]])
+            #expect(expiring.map { $0["target"] as? String } == ["198.51.100.7"])
+            let incidents = try #require(body["incidents"] as? [[String: Any]])
+            #expect(incidents.count == 1 && incidents.first?["target"] as? String == "203.0.113.0/24")
+            let sampling = try #require(body["sampling"] as? [String: Any])
+            #expect(sampling["blocksHeld"] as? Int == 2 && sampling["scanned"] as? Int == 2)
+            // Asked again at once: the same round (no rates yet), not a new one.
+            response = try await client.execute(uri: "/v1/top", method: .get)
+            #expect(try Self.json(response)["intervalSeconds"] == nil)
+            try await Task.sleep(for: .milliseconds(600))
+            response = try await client.execute(uri: "/v1/top", method: .get)
+            #expect((try Self.json(response)["intervalSeconds"] as? Double ?? 0) >= 0.5)
+            for bad in ["/v1/top?blocks=257", "/v1/top?expiring=101", "/v1/top?incidents=-1", "/v1/top?blocks=x"] {
+                response = try await client.execute(uri: bad, method: .get)
+                #expect(response.status == .badRequest, "\(bad)")
+            }
+        }
+    }
 }
