@@ -483,14 +483,20 @@ public final class Ledger {
         return statement.optionalInt64(0)
     }
 
-    /// The records since a time, about an address (the address itself or a prefix holding it),
-    /// the last `limit` of them, oldest first: from the indexes, never a walk of the log.
-    public func incidents(sinceUnixMilliseconds since: Int64?, containing address: IPAddress?, limit: Int?) throws(LedgerError) -> [String] {
+    /// The records since a time and before another, about an address (the address itself or a
+    /// prefix holding it), the last `limit` of them, oldest first: from the indexes, never a walk
+    /// of the log.
+    public func incidents(sinceUnixMilliseconds since: Int64?, untilUnixMilliseconds until: Int64? = nil,
+                          containing address: IPAddress?, limit: Int?) throws(LedgerError) -> [String] {
         var conditions: [String] = []
         var bindings: [Binding] = []
         if let since {
             conditions.append("time_ms >= ?")
             bindings.append(.integer(since))
+        }
+        if let until {
+            conditions.append("time_ms < ?")
+            bindings.append(.integer(until))
         }
         if let address {
             let keys = Self.keysHolding(address)
