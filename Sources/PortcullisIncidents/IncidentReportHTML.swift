@@ -21,7 +21,7 @@ extension IncidentReport {
             th, td { border: 1px solid #d5dae1; padding: .25em .6em; vertical-align: top; }
             th { background: #f1f3f6; text-align: left; font-weight: 600; }
             td.n { text-align: right; font-variant-numeric: tabular-nums; }
-            td { overflow-wrap: anywhere; max-width: 32em; }
+            td { overflow-wrap: break-word; max-width: 32em; }
             .intact { color: #17663a; font-weight: 600; }
             .broken, .unverified { color: #a8201a; font-weight: 600; }
             .legend span { display: inline-block; margin-right: 1.2em; }

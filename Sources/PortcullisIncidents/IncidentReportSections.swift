@@ -65,7 +65,7 @@ extension IncidentReport {
                 empty: ""),
             ReportSection(
                 id: "chain", title: "Integrity of the record",
-                paragraphs: ["Chain: \(chain.status). \(chain.summary)"], header: [], rows: [], empty: ""),
+                paragraphs: [chain.summary], header: [], rows: [], empty: ""),
             ReportSection(
                 id: "days", title: "Incidents by day",
                 paragraphs: ["Packets and bytes dropped are those of the blocks that ended that day (their outcomes)."],

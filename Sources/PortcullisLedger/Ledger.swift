@@ -494,9 +494,11 @@ public final class Ledger {
             conditions.append("time_ms >= ?")
             bindings.append(.integer(since))
         }
-        if let until {
+        // Bounded on both sides even without `until`: with `since` alone SQLite prefers walking
+        // the whole table in sequence order to sorting the few rows the time index finds.
+        if since != nil || until != nil {
             conditions.append("time_ms < ?")
-            bindings.append(.integer(until))
+            bindings.append(.integer(until ?? Int64.max))
         }
         if let address {
             let keys = Self.keysHolding(address)

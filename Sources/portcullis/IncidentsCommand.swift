@@ -16,12 +16,14 @@ struct Incidents: ParsableCommand {
             how long it lasted and the packets and bytes it dropped.
 
             --summary prints one row per day (UTC), a table for the security incident \
-            documentation HIPAA §164.308(a)(6)(ii) asks for.
+            documentation HIPAA §164.308(a)(6)(ii) asks for; `portcullis report` makes the \
+            whole period report from the same records.
 
             Examples:
               portcullis incidents --since 24h
               portcullis incidents --address 203.0.113.9
               portcullis incidents --since 2026-11-01 --summary
+              portcullis incidents --since 2026-11-01 --until 2026-11-30 --json
               portcullis incidents --json | jq 'select(.action == "expire")'
               portcullis incidents verify
             """,
