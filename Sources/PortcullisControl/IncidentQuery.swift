@@ -71,6 +71,8 @@ public struct IncidentQuery: Sendable {
         if let duration = try? DurationText.parse(text) {
             return Incident.nowUnixMilliseconds() - duration.components.seconds * 1000
         }
+        // A full time with its offset, honoured; what follows reads days and times without one as UTC.
+        if let exact = Incident.unixMilliseconds(rfc3339: text) { return exact }
         let digits = text.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
         guard digits.count >= 3, text.count >= 10 else { return nil }
         var parts = tm()

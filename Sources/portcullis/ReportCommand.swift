@@ -40,8 +40,9 @@ struct Report: ParsableCommand {
             says so); 2 on a usage error.
 
             Examples:
-              portcullis report --since 2026-11-01 --until 2026-11-30 --format html --output november.html
-              portcullis report --since 7d --format md
+              portcullis report --since 2026-11-01 --format html --output report.html
+              portcullis report --since 2026-11-01 --until 2026-11-30 --format md
+              portcullis report --since 7d --top 20
               portcullis report --since 2026-11-01 --json | jq .timeToRespond
             """)
 
