@@ -16,8 +16,9 @@ fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # client (its text-format parser) for the daemon tests.
 # The standalone detector's end-to-end test and the demo: a real OpenSSH server and client.
 # The live view's test: tmux, a real terminal to drive `portcullis top` in (send-keys, capture-pane).
+# The period report's test: headless Chromium, which renders its HTML page to a PNG.
 packages=(libbpf-dev libelf-dev zlib1g-dev libsqlite3-dev sqlite3 pkg-config iproute2 iputils-ping util-linux bpftool curl
-          python3-prometheus-client openssh-server openssh-client ca-certificates tmux)
+          python3-prometheus-client openssh-server openssh-client ca-certificates tmux chromium)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

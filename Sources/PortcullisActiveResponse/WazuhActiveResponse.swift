@@ -57,7 +57,8 @@ public enum WazuhActiveResponse {
         let alert = message.alert
         let wazuh = Incident.Wazuh(
             ruleId: alert.ruleID, ruleLevel: alert.ruleLevel, ruleDescription: alert.ruleDescription,
-            agentId: alert.agentID, agentName: alert.agentName, alertId: alert.alertID, command: message.commandWord)
+            agentId: alert.agentID, agentName: alert.agentName, alertId: alert.alertID, alertTime: alert.timestamp,
+            command: message.commandWord)
         let context = IncidentContext(wazuh: wazuh)
         let recorder = IncidentRecorder(log: IncidentLog.resolve(option: nil), warn: { log.write("Warning: \($0)") })
         let pins = PinDirectory.resolve(option: extra.pinDirectory)
@@ -73,7 +74,8 @@ public enum WazuhActiveResponse {
             do throws(ServiceError) {
                 if let refusal = try refusal(for: target, pins: pins, asking: blocklist) {
                     log.write("Refusing to block: \(refusal.description)")
-                    recorder.recordRefusal(target.description, source: BlockSource.wazuh.rawValue, error: refusal.description, context: context)
+                    recorder.recordRefusal(target.description, source: BlockSource.wazuh.rawValue, error: refusal.description,
+                                           kind: Incident.RefusalKind(refusal), context: context)
                     return 255
                 }
             } catch {

@@ -45,7 +45,8 @@ public enum IncidentIndex {
             }
         }
         let texts = try ServiceError.mapping { () throws(LedgerError) in
-            try ledger.incidents(sinceUnixMilliseconds: query.sinceUnixMilliseconds, containing: query.address, limit: limit)
+            try ledger.incidents(sinceUnixMilliseconds: query.sinceUnixMilliseconds, untilUnixMilliseconds: query.untilUnixMilliseconds,
+                                 containing: query.address, limit: limit)
         }
         let decoder = JSONDecoder()
         return texts.compactMap { try? decoder.decode(Incident.self, from: Data($0.utf8)) }

@@ -4,11 +4,16 @@ import PortcullisIncidents
 
 /// Which incidents a report covers.
 public struct IncidentQuery: Sendable {
+    /// The first millisecond covered.
     public let sinceUnixMilliseconds: Int64?
+    /// The first millisecond no longer covered.
+    public let untilUnixMilliseconds: Int64?
     public let address: IPAddress?
 
-    /// `since` is a day (YYYY-MM-DD, UTC), an RFC 3339 time, or a duration back from now (24h, 7d).
-    public init(since: String?, address: String?) throws(ServiceError) {
+    /// `since` and `until` are each a day (YYYY-MM-DD, UTC), an RFC 3339 time, or a duration
+    /// back from now (24h, 7d). A day given to `until` is covered whole: `--since 2026-11-01
+    /// --until 2026-11-30` is November.
+    public init(since: String?, until: String? = nil, address: String?) throws(ServiceError) {
         if let since {
             guard let start = Self.parseSince(since) else {
                 throw ServiceError(.badRequest, "since must be YYYY-MM-DD, an RFC 3339 time or a duration like 24h, not '\(TerminalText.excerpt(since))'")
@@ -17,6 +22,17 @@ public struct IncidentQuery: Sendable {
         } else {
             sinceUnixMilliseconds = nil
         }
+        if let until {
+            guard let end = Self.parseUntil(until) else {
+                throw ServiceError(.badRequest, "until must be YYYY-MM-DD, an RFC 3339 time or a duration like 24h, not '\(TerminalText.excerpt(until))'")
+            }
+            untilUnixMilliseconds = end
+        } else {
+            untilUnixMilliseconds = nil
+        }
+        if let sinceUnixMilliseconds, let untilUnixMilliseconds, untilUnixMilliseconds <= sinceUnixMilliseconds {
+            throw ServiceError(.badRequest, "until (\(TerminalText.excerpt(until ?? ""))) must be later than since (\(TerminalText.excerpt(since ?? "")))")
+        }
         if let address {
             do { self.address = try IPAddress(parsing: address) } catch { throw ServiceError(.badRequest, error.description) }
         } else {
@@ -24,9 +40,15 @@ public struct IncidentQuery: Sendable {
         }
     }
 
+    /// A period already in milliseconds.
+    public init(sinceUnixMilliseconds: Int64?, untilUnixMilliseconds: Int64?, address: IPAddress? = nil) {
+        (self.sinceUnixMilliseconds, self.untilUnixMilliseconds, self.address) = (sinceUnixMilliseconds, untilUnixMilliseconds, address)
+    }
+
     public func filter(_ incidents: [Incident]) -> [Incident] {
         incidents.filter { incident in
             if let sinceUnixMilliseconds, incident.timeUnixMs < sinceUnixMilliseconds { return false }
+            if let untilUnixMilliseconds, incident.timeUnixMs >= untilUnixMilliseconds { return false }
             if let address {
                 switch try? BlockTarget.parse(incident.target).target {
                 case .address(let blocked): return blocked == address
@@ -38,10 +60,19 @@ public struct IncidentQuery: Sendable {
         }
     }
 
+    /// As `parseSince`, but a bare day ends where the next day begins.
+    static func parseUntil(_ text: String) -> Int64? {
+        guard let start = parseSince(text) else { return nil }
+        let isBareDay = text.count == 10 && text.split(separator: "-").count == 3 && (try? DurationText.parse(text)) == nil
+        return isBareDay ? start + 86_400_000 : start
+    }
+
     static func parseSince(_ text: String) -> Int64? {
         if let duration = try? DurationText.parse(text) {
             return Incident.nowUnixMilliseconds() - duration.components.seconds * 1000
         }
+        // A full time with its offset, honoured; what follows reads days and times without one as UTC.
+        if let exact = Incident.unixMilliseconds(rfc3339: text) { return exact }
         let digits = text.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
         guard digits.count >= 3, text.count >= 10 else { return nil }
         var parts = tm()

@@ -63,9 +63,10 @@ public struct IncidentRecorder: Sendable {
     }
 
     @discardableResult
-    public func recordRefusal(_ target: String, source: String, error: String, context: IncidentContext = .none) -> [Incident] {
+    public func recordRefusal(_ target: String, source: String, error: String, kind: Incident.RefusalKind,
+                              context: IncidentContext = .none) -> [Incident] {
         warned(write([Incident(timeUnixMs: Incident.nowUnixMilliseconds(), action: .refuse, target: target, source: source,
-                               wazuh: context.wazuh, detection: context.detection, error: error)]),
+                               wazuh: context.wazuh, detection: context.detection, error: error, refusal: kind)]),
                after: "the request to block \(target) was refused")
     }
 
@@ -78,10 +79,12 @@ public struct IncidentRecorder: Sendable {
     }
 
     /// A detection rule fired; `target` is the address it named, or the text it could not parse.
+    /// `unreadable`: the address could not be read, so nothing was blocked.
     @discardableResult
-    public func recordDetection(_ detection: Incident.Detection, target: String, error: String? = nil) -> [Incident] {
+    public func recordDetection(_ detection: Incident.Detection, target: String, error: String? = nil, unreadable: Bool = false) -> [Incident] {
         warned(write([Incident(timeUnixMs: Incident.nowUnixMilliseconds(), action: .detect, target: target, source: "detector",
-                               reason: detection.ruleDescription, detection: detection, error: error)]),
+                               reason: detection.ruleDescription, detection: detection, error: error,
+                               refusal: unreadable ? .malformed : nil)]),
                after: "rule \(detection.ruleId) fired on \(target)")
     }
 
@@ -137,7 +140,8 @@ public struct IncidentContext: Sendable {
             members.append(("wazuh", object([
                 ("ruleId", quoted(wazuh.ruleId)), ("ruleLevel", quoted(wazuh.ruleLevel)),
                 ("ruleDescription", quoted(wazuh.ruleDescription)), ("agentId", quoted(wazuh.agentId)),
-                ("agentName", quoted(wazuh.agentName)), ("alertId", quoted(wazuh.alertId)), ("command", quoted(wazuh.command)),
+                ("agentName", quoted(wazuh.agentName)), ("alertId", quoted(wazuh.alertId)), ("alertTime", quoted(wazuh.alertTime)),
+                ("command", quoted(wazuh.command)),
             ])))
         }
         if let detection {

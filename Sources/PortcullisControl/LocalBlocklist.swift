@@ -165,14 +165,16 @@ public final class LocalBlocklist: BlocklistService {
         do throws(Refusal) {
             try Admission.checkBlockable(request.target)
         } catch {
-            index(recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: error.description, context: context))
+            index(recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: error.description,
+                                         kind: Incident.RefusalKind(error), context: context))
             throw ServiceError(.badRequest, error.description)
         }
         let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
         defer { withExtendedLifetime(lock) {} }
         if let entry = try ServiceError.mapping({ () throws(DatapathError) in try datapath.allowlistEntry(covering: request.target) }) {
             let refusal = Refusal.allowlisted(request.target, by: entry)
-            index(recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: refusal.description, context: context))
+            index(recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: refusal.description,
+                                         kind: .allowlisted, context: context))
             throw ServiceError(.refused, refusal.description)
         }
         let reading = try ServiceError.mapping { () throws(DatapathError) in try datapath.now() }
@@ -199,7 +201,8 @@ public final class LocalBlocklist: BlocklistService {
             }
         } catch {
             if error.kind == .full {
-                index(recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: error.description, context: context))
+                index(recorder.recordRefusal(request.target.description, source: request.source.rawValue, error: error.description,
+                                             kind: .full, context: context))
             }
             throw error
         }

@@ -181,13 +181,14 @@ actor BlocklistKeeper {
         return report
     }
 
-    func recordDetection(_ detection: Incident.Detection, target: String, error: String? = nil) {
-        blocklist.index(blocklist.recorder.recordDetection(detection, target: target, error: error))
+    func recordDetection(_ detection: Incident.Detection, target: String, error: String? = nil, unreadable: Bool = false) {
+        blocklist.index(blocklist.recorder.recordDetection(detection, target: target, error: error, unreadable: unreadable))
         metrics.recordDetection(rule: detection.ruleId)
     }
 
-    func recordRefusal(_ target: String, detection: Incident.Detection, error: String) {
-        blocklist.index(blocklist.recorder.recordRefusal(target, source: BlockSource.detector.rawValue, error: error, context: IncidentContext(detection: detection)))
+    func recordRefusal(_ target: String, detection: Incident.Detection, error: String, kind: Incident.RefusalKind) {
+        blocklist.index(blocklist.recorder.recordRefusal(target, source: BlockSource.detector.rawValue, error: error, kind: kind,
+                                                         context: IncidentContext(detection: detection)))
     }
 
     /// Why `target` may not be blocked now (loopback, unspecified, allowlisted), or nil.

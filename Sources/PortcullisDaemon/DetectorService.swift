@@ -85,13 +85,14 @@ struct DetectorService: Service {
         guard let address = alert.source else {
             let text = alert.sourceText ?? "(no address)"
             logger.warning("rule \(alert.ruleID) fired on a line whose address cannot be parsed (\(TerminalText.escaped(text))); nothing blocked")
-            await keeper.recordDetection(detection, target: text, error: "the source address cannot be parsed; nothing was blocked")
+            await keeper.recordDetection(detection, target: text, error: "the source address cannot be parsed; nothing was blocked", unreadable: true)
             return
         }
         logger.info("rule \(alert.ruleID) (level \(alert.level)) fired for \(address): \(alert.description)")
         await keeper.recordDetection(detection, target: address.description)
         if planner.isWhiteListed(address) {
-            await keeper.recordRefusal(address.description, detection: detection, error: "white-listed in \(configuration.activeResponse ?? "the configuration")")
+            await keeper.recordRefusal(address.description, detection: detection, error: "white-listed in \(configuration.activeResponse ?? "the configuration")",
+                                      kind: .allowlisted)
             logger.info("\(address) is in the white list; no response")
             return
         }
@@ -104,7 +105,7 @@ struct DetectorService: Service {
             return
         }
         if let refusal {
-            await keeper.recordRefusal(address.description, detection: detection, error: refusal.description)
+            await keeper.recordRefusal(address.description, detection: detection, error: refusal.description, kind: Incident.RefusalKind(refusal))
             logger.info("no response to \(address): \(refusal)")
             return
         }

@@ -38,12 +38,35 @@ public struct Incident: Codable, Sendable, Equatable {
         public var agentId: String?
         public var agentName: String?
         public var alertId: String?
+        /// The alert's `timestamp` as Wazuh wrote it ("2026-11-28T07:00:00.000+0000"): when the
+        /// event was seen, the start of the time to respond.
+        public var alertTime: String?
         public var command: String?
 
         public init(ruleId: String? = nil, ruleLevel: String? = nil, ruleDescription: String? = nil,
-                    agentId: String? = nil, agentName: String? = nil, alertId: String? = nil, command: String? = nil) {
+                    agentId: String? = nil, agentName: String? = nil, alertId: String? = nil, alertTime: String? = nil,
+                    command: String? = nil) {
             (self.ruleId, self.ruleLevel, self.ruleDescription) = (ruleId, ruleLevel, ruleDescription)
-            (self.agentId, self.agentName, self.alertId, self.command) = (agentId, agentName, alertId, command)
+            (self.agentId, self.agentName, self.alertId, self.alertTime, self.command) = (agentId, agentName, alertId, alertTime, command)
+        }
+    }
+
+    /// Why a request was refused, for counting refusals by kind.
+    public enum RefusalKind: String, Codable, Sendable, CaseIterable {
+        /// An allowlist entry (or the detector's white list) covers the target.
+        case allowlisted
+        /// Loopback, the unspecified address, or a prefix holding loopback: never blocked.
+        case notBlockable = "not-blockable"
+        /// The maps or the ledger had no room.
+        case full
+        /// The address could not be read (a detection on a line with a malformed address).
+        case malformed
+
+        public init(_ refusal: Refusal) {
+            switch refusal {
+            case .allowlisted: self = .allowlisted
+            case .notBlockable: self = .notBlockable
+            }
         }
     }
 
@@ -73,6 +96,8 @@ public struct Incident: Codable, Sendable, Equatable {
     public var outcome: Outcome?
     /// Why a request was refused.
     public var error: String?
+    /// What kind of refusal `error` is; absent on records older than the field.
+    public var refusal: RefusalKind?
     /// The record's place in the hash chain: 1 for the first record of a chain, one more for each after.
     public var sequence: Int64?
     /// The `hash` of the record before this one; absent on the first record of a chain.
@@ -82,7 +107,7 @@ public struct Incident: Codable, Sendable, Equatable {
 
     public init(timeUnixMs: Int64, action: Action, target: String, source: String, reason: String? = nil,
                 requestedSeconds: Int64? = nil, expiresAtUnixMs: Int64? = nil, wazuh: Wazuh? = nil,
-                detection: Detection? = nil, outcome: Outcome? = nil, error: String? = nil) {
+                detection: Detection? = nil, outcome: Outcome? = nil, error: String? = nil, refusal: RefusalKind? = nil) {
         self.time = Incident.rfc3339(unixMilliseconds: timeUnixMs)
         self.timeUnixMs = timeUnixMs
         self.action = action
@@ -95,6 +120,7 @@ public struct Incident: Codable, Sendable, Equatable {
         self.detection = detection
         self.outcome = outcome
         self.error = error
+        self.refusal = refusal
     }
 
     /// RFC 3339 in UTC with milliseconds.

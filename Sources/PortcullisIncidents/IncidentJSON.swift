@@ -33,6 +33,7 @@ extension Incident {
         }
         members.add("previous", quoted: previous)
         members.add("reason", quoted: reason)
+        members.add("refusal", quoted: refusal?.rawValue)
         members.add("requestedSeconds", raw: requestedSeconds.map { String($0) })
         members.add("sequence", raw: sequence.map { String($0) })
         members.add("source", quoted: source)
@@ -44,6 +45,7 @@ extension Incident {
             nested.add("agentId", quoted: wazuh.agentId)
             nested.add("agentName", quoted: wazuh.agentName)
             nested.add("alertId", quoted: wazuh.alertId)
+            nested.add("alertTime", quoted: wazuh.alertTime)
             nested.add("command", quoted: wazuh.command)
             nested.add("ruleDescription", quoted: wazuh.ruleDescription)
             nested.add("ruleId", quoted: wazuh.ruleId)

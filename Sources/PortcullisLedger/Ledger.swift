@@ -497,14 +497,22 @@ public final class Ledger {
         return statement.optionalInt64(0)
     }
 
-    /// The records since a time, about an address (the address itself or a prefix holding it),
-    /// the last `limit` of them, oldest first: from the indexes, never a walk of the log.
-    public func incidents(sinceUnixMilliseconds since: Int64?, containing address: IPAddress?, limit: Int?) throws(LedgerError) -> [String] {
+    /// The records since a time and before another, about an address (the address itself or a
+    /// prefix holding it), the last `limit` of them, oldest first: from the indexes, never a walk
+    /// of the log.
+    public func incidents(sinceUnixMilliseconds since: Int64?, untilUnixMilliseconds until: Int64? = nil,
+                          containing address: IPAddress?, limit: Int?) throws(LedgerError) -> [String] {
         var conditions: [String] = []
         var bindings: [Binding] = []
         if let since {
             conditions.append("time_ms >= ?")
             bindings.append(.integer(since))
+        }
+        // Bounded on both sides even without `until`: with `since` alone SQLite prefers walking
+        // the whole table in sequence order to sorting the few rows the time index finds.
+        if since != nil || until != nil {
+            conditions.append("time_ms < ?")
+            bindings.append(.integer(until ?? Int64.max))
         }
         if let address {
             let keys = Self.keysHolding(address)

@@ -95,6 +95,8 @@ public struct AlertSummary: Sendable, Equatable {
     public let agentID: String?
     public let agentName: String?
     public let alertID: String?
+    /// When Wazuh saw the event, as it wrote it.
+    public let timestamp: String?
 
     init(alert: JSONValue, root: JSONValue) {
         let rule = alert["rule"] ?? root[path: "wazuh.rule"]
@@ -105,6 +107,7 @@ public struct AlertSummary: Sendable, Equatable {
         agentID = agent?["id"]?.text
         agentName = agent?["name"]?.string
         alertID = alert["id"]?.text
+        timestamp = alert["timestamp"]?.string
     }
 
     /// "wazuh rule 5710: sshd: Attempt to login using a non-existent user"

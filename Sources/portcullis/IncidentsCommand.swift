@@ -16,12 +16,14 @@ struct Incidents: ParsableCommand {
             how long it lasted and the packets and bytes it dropped.
 
             --summary prints one row per day (UTC), a table for the security incident \
-            documentation HIPAA §164.308(a)(6)(ii) asks for.
+            documentation HIPAA §164.308(a)(6)(ii) asks for; `portcullis report` makes the \
+            whole period report from the same records.
 
             Examples:
               portcullis incidents --since 24h
               portcullis incidents --address 203.0.113.9
               portcullis incidents --since 2026-11-01 --summary
+              portcullis incidents --since 2026-11-01 --until 2026-11-30 --json
               portcullis incidents --json | jq 'select(.action == "expire")'
               portcullis incidents verify
             """,
@@ -40,6 +42,9 @@ struct ReportIncidents: ParsableCommand {
     @Option(help: ArgumentHelp("Only records from then on: YYYY-MM-DD (UTC), an RFC 3339 time, or a duration back from now (24h, 7d).", valueName: "when"))
     var since: String?
 
+    @Option(help: ArgumentHelp("Only records before then: as --since; a day (YYYY-MM-DD) is included whole.", valueName: "when"))
+    var until: String?
+
     @Option(help: ArgumentHelp("Only records about this address (or a prefix holding it).", valueName: "address"))
     var address: String?
 
@@ -51,29 +56,16 @@ struct ReportIncidents: ParsableCommand {
 
     func validate() throws {
         do {
-            _ = try IncidentQuery(since: since, address: address)
+            _ = try IncidentQuery(since: since, until: until, address: address)
         } catch {
             throw ValidationError(error.description)
         }
     }
 
     func run() throws {
-        let query = try IncidentQuery(since: since, address: address)
+        let query = try IncidentQuery(since: since, until: until, address: address)
         let log = IncidentLog.resolve(option: state.incidentLog)
-        let incidents: [Incident]
-        let stateDirectory = state.location.stateDirectory
-        if Ledger.exists(stateDirectory: stateDirectory),
-           let ledger = try? Ledger.open(stateDirectory: stateDirectory, readingIfReadOnly: true) {
-            // Through the ledger's index of the record.
-            incidents = try IncidentIndex.incidents(query, limit: nil, log: log, ledger: ledger)
-        } else {
-            // No ledger here, or not ours to open: the log itself, read through.
-            do {
-                incidents = query.filter(try log.read())
-            } catch {
-                throw RuntimeFailure(error.description)
-            }
-        }
+        let incidents = try Self.incidents(query, log: log, state: state)
         if summary {
             let days = DailySummary.make(incidents)
             if json {
@@ -109,11 +101,29 @@ struct ReportIncidents: ParsableCommand {
                 // Targets, sources, rules, reasons and errors can carry an attacker's bytes: never raw to a terminal.
                 return [
                     Output.localTime(unixMilliseconds: incident.timeUnixMs), incident.action.rawValue, TerminalText.escaped(incident.target),
-                    TerminalText.escaped(incident.source), TerminalText.escaped(incident.wazuh?.ruleId ?? incident.detection?.ruleId ?? "-"),
+                    TerminalText.escaped(incident.source), TerminalText.escaped(incident.ruleId ?? "-"),
                     incident.requestedSeconds.map { DurationText.format(.seconds($0)) } ?? (incident.action == .block ? "permanent" : "-"),
                     TerminalText.escaped(outcome), TerminalText.escaped(incident.reason ?? ""),
                 ]
             }))
+    }
+}
+
+extension ReportIncidents {
+    /// The records `query` asks for: through the ledger's index of the record, so the cost
+    /// follows what is asked; without a ledger (or one not ours to open), the log read through.
+    /// `portcullis report` reads the same way, so its numbers are these.
+    static func incidents(_ query: IncidentQuery, log: IncidentLog, state: StateOptions) throws -> [Incident] {
+        let stateDirectory = state.location.stateDirectory
+        if Ledger.exists(stateDirectory: stateDirectory),
+           let ledger = try? Ledger.open(stateDirectory: stateDirectory, readingIfReadOnly: true) {
+            return try IncidentIndex.incidents(query, limit: nil, log: log, ledger: ledger)
+        }
+        do {
+            return query.filter(try log.read())
+        } catch {
+            throw RuntimeFailure(error.description)
+        }
     }
 }
 
@@ -155,55 +165,5 @@ struct VerifyIncidents: ParsableCommand {
         }
         print(json ? Output.json(report) : report.summary)
         if !report.intact { throw ExitCode(1) }
-    }
-}
-
-/// One day of the incident record, for the compliance report.
-struct DailySummary: Encodable {
-    let day: String
-    var blocked = 0
-    var refreshed = 0
-    var unblocked = 0
-    var expired = 0
-    var refused = 0
-    var detected = 0
-    var distinctTargets = 0
-    var droppedPackets: UInt64 = 0
-    var droppedBytes: UInt64 = 0
-    var topRule: String?
-
-    static func make(_ incidents: [Incident]) -> [DailySummary] {
-        var days: [String: DailySummary] = [:]
-        var targets: [String: Set<String>] = [:]
-        var rules: [String: [String: Int]] = [:]
-        for incident in incidents {
-            let day = String(incident.time.prefix(10))
-            var row = days[day] ?? DailySummary(day: day)
-            switch incident.action {
-            case .block: row.blocked += 1
-            case .refresh: row.refreshed += 1
-            case .unblock: row.unblocked += 1
-            case .expire: row.expired += 1
-            case .refuse: row.refused += 1
-            case .detect: row.detected += 1
-            }
-            if let outcome = incident.outcome {
-                row.droppedPackets += outcome.droppedPackets
-                row.droppedBytes += outcome.droppedBytes
-            }
-            targets[day, default: []].insert(incident.target)
-            if let rule = incident.wazuh?.ruleId ?? incident.detection?.ruleId, incident.action == .block || incident.action == .refresh {
-                rules[day, default: [:]][rule, default: 0] += 1
-            }
-            days[day] = row
-        }
-        return days.keys.sorted().compactMap { day in
-            guard var row = days[day] else { return nil }
-            row.distinctTargets = targets[day]?.count ?? 0
-            if let (rule, count) = rules[day]?.max(by: { $0.value < $1.value || ($0.value == $1.value && $0.key > $1.key) }) {
-                row.topRule = "\(rule) (\(count))"
-            }
-            return row
-        }
     }
 }

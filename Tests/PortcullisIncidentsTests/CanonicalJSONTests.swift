@@ -16,14 +16,15 @@ struct CanonicalJSONTests {
                                reason: "wazuh rule 5710: sshd: \"non-existent\" user / \\ \u{1B}[31m\n\t\u{0}é 😀",
                                requestedSeconds: 100, expiresAtUnixMs: 1_795_849_866_123,
                                wazuh: Incident.Wazuh(ruleId: "5710", ruleLevel: "5", ruleDescription: "sshd: attempt",
-                                                     agentId: "001", agentName: "bastion", alertId: "1795849766.1234", command: "add"))
+                                                     agentId: "001", agentName: "bastion", alertId: "1795849766.1234",
+                                                     alertTime: "2026-11-28T07:00:00.000+0000", command: "add"))
         chained.sequence = 42
         chained.previous = String(repeating: "ab", count: 32)
         var sealed = chained
         sealed.hash = String(repeating: "0f", count: 32)
         return [
             chained, sealed,
-            Incident(timeUnixMs: 0, action: .refuse, target: "127.0.0.1", source: "cli", error: "loopback is never blocked"),
+            Incident(timeUnixMs: 0, action: .refuse, target: "127.0.0.1", source: "cli", error: "loopback is never blocked", refusal: .notBlockable),
             Incident(timeUnixMs: -1_500, action: .detect, target: "2001:db8::/64", source: "detector",
                      detection: Incident.Detection(ruleId: "5760", ruleLevel: 10, ruleDescription: "sshd: authentication failed",
                                                    user: "root", log: "Failed password for root from 2001:db8::1 port 22 ssh2",

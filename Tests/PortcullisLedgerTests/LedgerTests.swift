@@ -211,6 +211,9 @@ func block(_ text: String, expires: Int64? = nil, source: BlockSource = .cli, re
         #expect(try find(nil, "203.0.113.9", nil) == ["one", "two"], "the address and the prefix holding it")
         #expect(try find(nil, "203.0.113.10", nil) == ["two"])
         #expect(try find(nil, nil, 2) == ["three", "four"], "the last ones, oldest first")
+        // A period: its start included, its end not.
+        #expect(try ledger.incidents(sinceUnixMilliseconds: 2_000, untilUnixMilliseconds: 4_000, containing: nil, limit: nil) == ["two", "three"])
+        #expect(try ledger.incidents(sinceUnixMilliseconds: nil, untilUnixMilliseconds: 2_001, containing: nil, limit: nil) == ["one", "two"])
         try scratch.ledger.index([Ledger.IndexedIncident(sequence: 1, timeUnixMilliseconds: 9_000, target: nil, record: "other")], of: "/elsewhere.jsonl")
         #expect(try find(nil, nil, nil) == ["other"], "another log replaces the index")
     }
