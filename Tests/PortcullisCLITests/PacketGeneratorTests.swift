@@ -12,6 +12,10 @@ struct PacketGeneratorTests {
     }
 
     @Test func everyFrameSentFromABlockedSourceIsDroppedByPortcullis() throws {
+        try FloodLock.holding { try everyFrameSentFromABlockedSourceIsDropped() }
+    }
+
+    private func everyFrameSentFromABlockedSourceIsDropped() throws {
         let lab = try Lab()
         try #require(try lab.portcullis(["attach", lab.bastionInterface, "--netns", lab.bastionNamespace, "--mode", "native"]).status == 0)
         try #require(try lab.portcullis(["block", "198.51.100.0/25"]).status == 0)

@@ -182,3 +182,20 @@ struct LabError: Error, CustomStringConvertible {
 func decodeJSON(_ text: String) throws -> Any {
     try JSONSerialization.jsonObject(with: Data(text.utf8))
 }
+
+/// A flood from the packet generator keeps a core busy; two at once on this 2-core machine make
+/// the receiving veth drop frames before XDP sees them, and each test's counts come out short.
+/// Tests that flood hold this lock: a file lock, so it also keeps out a flood from another process.
+enum FloodLock {
+    static let path = "/tmp/portcullis-flood.lock"
+
+    static func holding<T>(_ body: () throws -> T) throws -> T {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw LabError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw LabError("cannot lock \(path): \(String(cString: strerror(errno)))") }
+        }
+        return try body()
+    }
+}
