@@ -28,9 +28,15 @@ struct PacketGeneratorTests {
         let result = try #require(try decodeJSON(sent.stdout) as? [String: Any])
         #expect(result["sent"] as? Int == 200_000)
         let stats = try #require(try decodeJSON(try lab.portcullis(["stats", "--json"]).stdout) as? [String: Any])
-        #expect(stats["dropped"] as? Int == 200_000, "\(stats)")
+        // Every generated frame that reached the bastion's XDP program was dropped; what passed is
+        // the namespaces' own few frames (IPv6 neighbour and router discovery). On a busy 2-core
+        // machine the receiving veth's ring can overflow before XDP runs, so those frames never
+        // arrive: arrival is held to 90% of what was sent.
+        let dropped = try #require(stats["dropped"] as? Int, "\(stats)")
+        #expect(dropped >= 180_000 && dropped <= 200_000, "\(stats)")
+        #expect((stats["passed"] as? Int ?? .max) < 20, "\(stats)")
         // Random sources from a spread of 100: the prefix block caught every one of them.
-        #expect(try lab.portcullis(["list", "--json"]).stdout.contains("\"droppedPackets\" : 200000"))
+        #expect(try lab.portcullis(["list", "--json"]).stdout.contains("\"droppedPackets\" : \(dropped)"))
     }
 
     @Test func itRefusesAnythingButALabNamespaceAndDocumentationAddresses() throws {
