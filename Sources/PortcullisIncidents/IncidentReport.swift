@@ -101,7 +101,8 @@ public struct IncidentReport: Codable, Sendable, Equatable {
         /// What was asked the last time it was set: nil for permanent or unknown.
         public var requestedSeconds: Int64?
         public var expiresAt: String?
-        /// From the outcome of the record that ended it; nil while it has none.
+        /// From the outcome of the record that ended it; for a block in force when the report
+        /// was made, the drops so far, read from the data plane (``addDropsSoFar(_:)``).
         public var lastedSeconds: Double?
         public var droppedPackets: UInt64?
         public var droppedBytes: UInt64?
@@ -198,6 +199,18 @@ extension IncidentReport.Chain {
 extension IncidentReport {
     /// Sums `incidents`, the period's records oldest first (as the ledger's index or the log
     /// gives them). Pure: the clock, the log and the chain come in as values.
+    /// Gives each block in force that its records leave without counts what it has dropped so
+    /// far, from `dropsSoFar` (the data plane's counters for that target; nil when it holds none).
+    /// Only for a period that ends when the report is made: a later count would include drops
+    /// after the period. The totals stay those of the record, so they agree with `incidents`.
+    public mutating func addDropsSoFar(_ dropsSoFar: (String) -> (packets: UInt64, bytes: UInt64)?) {
+        for index in blocks.indices where blocks[index].ending == .inForce && blocks[index].droppedPackets == nil {
+            guard let drops = dropsSoFar(blocks[index].target) else { continue }
+            blocks[index].droppedPackets = drops.packets
+            blocks[index].droppedBytes = drops.bytes
+        }
+    }
+
     public static func make(
         _ incidents: [Incident], since: Int64, until: Int64, log: String, chain: Chain, top: Int = 10,
         generatedAtUnixMs: Int64

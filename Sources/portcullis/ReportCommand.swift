@@ -24,7 +24,9 @@ struct Report: ParsableCommand {
             The numbers are those of the period's records, read as `portcullis incidents` reads \
             them (through the ledger's index by time, so the cost follows the period, not the \
             blocklist): `incidents --since ... --json` lists exactly the records counted. Packets \
-            and bytes dropped come from the outcomes of the blocks that ended in the period.
+            and bytes dropped come from the outcomes of the blocks that ended in the period; \
+            without --until, a block still in force shows what it has dropped so far, read \
+            from the data plane (the totals stay the record's).
 
             --since and --until take what `incidents --since` takes: a day (YYYY-MM-DD, UTC), an \
             RFC 3339 time, or a duration back from now (24h, 7d). A day given to --until is \
@@ -96,7 +98,17 @@ struct Report: ParsableCommand {
         } catch {
             chain = .unverified(error.description)
         }
-        let report = IncidentReport.make(incidents, since: start, until: end, log: log.path, chain: chain, top: top, generatedAtUnixMs: now)
+        var report = IncidentReport.make(incidents, since: start, until: end, log: log.path, chain: chain, top: top, generatedAtUnixMs: now)
+        if asked.untilUnixMilliseconds == nil {
+            // A block still in force has no counts in the record yet: ask the data plane, one
+            // lookup by key per such block of the period.
+            let blocklist = state.blocklist()
+            report.addDropsSoFar { text in
+                guard let target = try? BlockTarget.parse(text).target,
+                      let entry = try? blocklist.entry(for: target) else { return nil }
+                return (entry.droppedPackets, entry.droppedBytes)
+            }
+        }
         let text: String
         switch json ? .json : format {
         case .json: text = Output.json(report) + "\n"

@@ -67,6 +67,10 @@ struct ReportTests {
             try #require(try portcullis(["block", "198.51.100.50"]).status != 0)
             try #require(try portcullis(["block", "127.0.0.1"]).status != 0)
             try #require(DetectorDaemonTests.waitFor(10) { self.has("expire", Lab.otherV4) }, "no expiry recorded: \(daemon.incidents)")
+            // The attacker back, blocked by the operator and still in force: its pings are dropped
+            // and only the data plane knows how many yet.
+            try #require(try portcullis(["block", Lab.attackerV4, "--reason", "back again"]).status == 0)
+            try #require(try lab.pingsAnswered(count: 3) == 0)
         }
 
         func has(_ action: String, _ target: String) -> Bool {
@@ -76,6 +80,15 @@ struct ReportTests {
         /// The CLI on the daemon's socket, ledger, key and incident log.
         func portcullis(_ arguments: [String], input: String? = nil) throws -> Result {
             try daemon.portcullis(arguments + ["--incident-log", daemon.incidentLog], input: input)
+        }
+
+        /// RFC 3339 in UTC, for --until.
+        static func rfc3339(_ date: Date) -> String {
+            let formatter = DateFormatter()
+            formatter.locale = Locale(identifier: "en_US_POSIX")
+            formatter.timeZone = TimeZone(identifier: "UTC")
+            formatter.dateFormat = "yyyy-MM-dd'T'HH:mm:ss'Z'"
+            return formatter.string(from: date)
         }
 
         /// Wazuh's form: "2026-11-28T07:00:00.000+0000".
@@ -131,6 +144,16 @@ struct ReportTests {
         #expect((block(Lab.attackerV6)?["droppedPackets"] as? Int ?? 0) >= 1)
         #expect(block(Lab.otherV4)?["ending"] as? String == "expired")
         #expect(block("192.0.2.0/24")?["ending"] as? String == "in-force")
+        // The attacker's second block is in force: its drops so far come from the data plane.
+        let again = blocks.last { $0["target"] as? String == Lab.attackerV4 }
+        #expect(again?["ending"] as? String == "in-force")
+        #expect((again?["droppedPackets"] as? Int ?? 0) >= 3, "\(again ?? [:])")
+        // With --until, a count read now could include drops after the period: none is shown.
+        let bounded = try run.portcullis(["report", "--since", "1h", "--until", Run.rfc3339(Date().addingTimeInterval(60)), "--format", "json"])
+        let boundedBlocks = (try decodeJSON(bounded.stdout) as? [String: Any])?["blocks"] as? [[String: Any]] ?? []
+        let boundedAgain = try #require(boundedBlocks.last { $0["target"] as? String == Lab.attackerV4 }, "\(bounded)")
+        #expect(boundedAgain["ending"] as? String == "in-force")
+        #expect(!(boundedAgain["droppedPackets"] is Int), "\(boundedAgain)")
 
         // Time to respond: the detector's block (its detection record) and Wazuh's (the alert's time).
         let times = try #require(report["timeToRespond"] as? [String: Any])
