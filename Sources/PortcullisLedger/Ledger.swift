@@ -372,22 +372,20 @@ public final class Ledger {
     /// Blocks expired at `now`, found through the expiry index: a sweep's cost follows what
     /// expired, not what is held.
     public func expired(atUnixMilliseconds now: Int64, limit: Int) throws(LedgerError) -> [LedgerBlock] {
-        let statement = try connection.statement(
-            "SELECT \(Self.columns) FROM blocks WHERE expires_ms IS NOT NULL AND expires_ms <= ? ORDER BY expires_ms LIMIT ?")
-        statement.bind(1, now).bind(2, Int64(limit))
-        defer { statement.reset() }
-        var result: [LedgerBlock] = []
-        while try statement.step() {
-            if let block = LedgerWriter.decodeBlock(statement) { result.append(block) }
-        }
-        return result
+        try byExpiry(where: "expires_ms <= ?", now, limit: limit)
     }
 
     /// The `limit` blocks in force at `now` that expire soonest, soonest first, through the
     /// expiry index: the cost follows `limit`, not what is held.
     public func expiringSoonest(after now: Int64, limit: Int) throws(LedgerError) -> [LedgerBlock] {
+        try byExpiry(where: "expires_ms > ?", now, limit: limit)
+    }
+
+    /// Up to `limit` blocks with an expiry meeting `condition` on `now`, soonest first, read
+    /// through the expiry index.
+    private func byExpiry(where condition: String, _ now: Int64, limit: Int) throws(LedgerError) -> [LedgerBlock] {
         let statement = try connection.statement(
-            "SELECT \(Self.columns) FROM blocks WHERE expires_ms IS NOT NULL AND expires_ms > ? ORDER BY expires_ms LIMIT ?")
+            "SELECT \(Self.columns) FROM blocks WHERE expires_ms IS NOT NULL AND \(condition) ORDER BY expires_ms LIMIT ?")
         statement.bind(1, now).bind(2, Int64(limit))
         defer { statement.reset() }
         var result: [LedgerBlock] = []
