@@ -79,19 +79,20 @@ public struct JSONBytes: Sendable {
     public mutating func appendRFC3339(_ time: UTCTime) {
         if time.year < 0 { bytes.append(UInt8(ascii: "-")) }
         appendDigits(time.year.magnitude, minimumCount: 4)
-        bytes.append(UInt8(ascii: "-"))
-        appendDigits(UInt64(time.month), minimumCount: 2)
-        bytes.append(UInt8(ascii: "-"))
-        appendDigits(UInt64(time.day), minimumCount: 2)
-        bytes.append(UInt8(ascii: "T"))
-        appendDigits(UInt64(time.hour), minimumCount: 2)
-        bytes.append(UInt8(ascii: ":"))
-        appendDigits(UInt64(time.minute), minimumCount: 2)
-        bytes.append(UInt8(ascii: ":"))
-        appendDigits(UInt64(time.second), minimumCount: 2)
+        appendField(time.month, after: "-")
+        appendField(time.day, after: "-")
+        appendField(time.hour, after: "T")
+        appendField(time.minute, after: ":")
+        appendField(time.second, after: ":")
         bytes.append(UInt8(ascii: "."))
         appendDigits(UInt64(time.millisecond), minimumCount: 3)
         bytes.append(UInt8(ascii: "Z"))
+    }
+
+    /// One two-digit field of a time and the separator before it.
+    private mutating func appendField(_ value: Int, after separator: Unicode.Scalar) {
+        bytes.append(UInt8(ascii: separator))
+        appendDigits(UInt64(value), minimumCount: 2)
     }
 
     /// Empties the bytes and keeps their storage, once they are written out.
