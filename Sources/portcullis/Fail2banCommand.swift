@@ -84,7 +84,7 @@ struct Fail2banBan: ParsableCommand {
 
     @OptionGroup var state: StateOptions
 
-    @Argument(help: ArgumentHelp("The jail (fail2ban's <name>).", valueName: "jail"))
+    @Argument(help: ArgumentHelp("The jail (fail2ban's <name>).", valueName: "jail"), transform: parseJail)
     var jail: String
 
     @Argument(help: ArgumentHelp("The address (fail2ban's <ip>).", valueName: "address"), transform: TargetArgument.transform)
@@ -142,7 +142,7 @@ struct Fail2banUnban: ParsableCommand {
 
     @OptionGroup var state: StateOptions
 
-    @Argument(help: ArgumentHelp("The jail (fail2ban's <name>).", valueName: "jail"))
+    @Argument(help: ArgumentHelp("The jail (fail2ban's <name>).", valueName: "jail"), transform: parseJail)
     var jail: String
 
     @Argument(help: ArgumentHelp("The address (fail2ban's <ip>).", valueName: "address"), transform: TargetArgument.transform)
@@ -150,10 +150,6 @@ struct Fail2banUnban: ParsableCommand {
 
     @Flag(help: "Print the result as JSON.")
     var json = false
-
-    func validate() throws {
-        do { try Fail2ban.validateJail(jail) } catch { throw ValidationError(error.description) }
-    }
 
     func run() throws {
         let result = try whenStateExists(or: UnblockResult(outcome: .absent)) { () throws(ServiceError) in
@@ -187,15 +183,11 @@ struct Fail2banFlush: ParsableCommand {
 
     @OptionGroup var state: StateOptions
 
-    @Argument(help: ArgumentHelp("The jail (fail2ban's <name>).", valueName: "jail"))
+    @Argument(help: ArgumentHelp("The jail (fail2ban's <name>).", valueName: "jail"), transform: parseJail)
     var jail: String
 
     @Flag(help: "Print the result as JSON.")
     var json = false
-
-    func validate() throws {
-        do { try Fail2ban.validateJail(jail) } catch { throw ValidationError(error.description) }
-    }
 
     func run() throws {
         let owner = BlockOwner(source: .fail2ban, origin: Fail2ban.origin(jail: jail))
@@ -207,4 +199,10 @@ struct Fail2banFlush: ParsableCommand {
         }
         print("lifted \(result.removedCount) blocks of fail2ban jail \(jail)")
     }
+}
+
+/// A jail's name, with the rule's own message as the usage error.
+func parseJail(_ text: String) throws -> String {
+    do { try Fail2ban.validateJail(text) } catch { throw ValidationError(error.description) }
+    return text
 }

@@ -15,16 +15,6 @@ struct IntegrationLabTests {
         return (lab, daemon)
     }
 
-    /// Polls `condition` every 0.2 s for at most `seconds`.
-    static func eventually(within seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        repeat {
-            if try condition() { return true }
-            usleep(200_000)
-        } while Date() < deadline
-        return try condition()
-    }
-
     static func blocks(_ daemon: DaemonFixture) throws -> [String: [String: Any]] {
         let page = try #require(try daemon.json("GET", "/v1/blocks?limit=0") as? [String: Any])
         let list = try #require(page["blocks"] as? [[String: Any]])
@@ -117,7 +107,7 @@ struct IntegrationLabTests {
         func start() throws {
             let started = try client(["start"])
             try #require(started.status == 0, "\(started)\n\(log)")
-            try #require(IntegrationLabTests.eventually(within: 20) { (try? client(["ping"]))?.stdout.contains("pong") == true })
+            try #require(waitUntil(20) { (try? client(["ping"]))?.stdout.contains("pong") == true })
         }
 
         var log: String { (try? String(contentsOfFile: directory + "/fail2ban.log", encoding: .utf8)) ?? "" }
@@ -136,7 +126,7 @@ struct IntegrationLabTests {
             try Self.append(Self.sshdLine("Failed password for root from \(Lab.attackerV4) port \(port) ssh2"), to: fail2ban.authLog)
             try Self.append(Self.sshdLine("Invalid user admin from \(Lab.attackerV6) port \(port)"), to: fail2ban.authLog6)
         }
-        let banned = try Self.eventually(within: 20) {
+        let banned = try waitUntil(20) {
             let blocks = try Self.blocks(daemon)
             return blocks[Lab.attackerV4] != nil && blocks[Lab.attackerV6] != nil
         }
@@ -158,7 +148,7 @@ struct IntegrationLabTests {
         // A ban of loopback or of an allowlisted address is refused, recorded, and blocks nothing.
         #expect(try daemon.portcullis(["allow", "192.0.2.10"]).status == 0)
         #expect(try fail2ban.client(["set", "sshd", "banip", "192.0.2.10"]).status == 0)
-        #expect(Self.eventually(within: 10) { daemon.incidents.contains { $0["action"] as? String == "refuse" && $0["target"] as? String == "192.0.2.10" } })
+        #expect(waitUntil(10) { daemon.incidents.contains { $0["action"] as? String == "refuse" && $0["target"] as? String == "192.0.2.10" } })
         #expect(try Self.blocks(daemon)["192.0.2.10"] == nil)
 
         // An unban of an address another source blocked for longer leaves that block.
@@ -177,7 +167,7 @@ struct IntegrationLabTests {
         #expect(try lab.pingsAnswered(from: Lab.otherV4) == 0)
         sleep(2)
         try fail2ban.start()
-        #expect(try Self.eventually(within: 20) { try Self.blocks(daemon)[Lab.attackerV4] != nil }, "\(fail2ban.log)")
+        #expect(try waitUntil(20) { try Self.blocks(daemon)[Lab.attackerV4] != nil }, "\(fail2ban.log)")
         let restored = try #require(try Self.blocks(daemon)[Lab.attackerV4])
         let after = try #require(restored["expiresAtUnixMs"] as? Int)
         #expect(after <= before && after > before - 1_000, "restored: \(after), first: \(before)")
@@ -186,15 +176,15 @@ struct IntegrationLabTests {
 
         // An unban lifts the jail's own block.
         #expect(try fail2ban.client(["set", "sshd", "unbanip", Lab.attackerV4]).status == 0)
-        #expect(try Self.eventually(within: 10) { try Self.blocks(daemon)[Lab.attackerV4] == nil })
+        #expect(try waitUntil(10) { try Self.blocks(daemon)[Lab.attackerV4] == nil })
         #expect(try lab.pingsAnswered() == 3)
 
         // bantime.increment: the IPv6 attacker's 8 s ban has ended; its second lasts 16 s.
-        #expect(try Self.eventually(within: 15) { try Self.blocks(daemon)[Lab.attackerV6] == nil })
+        #expect(try waitUntil(15) { try Self.blocks(daemon)[Lab.attackerV6] == nil })
         for port in 50_011...50_014 {
             try Self.append(Self.sshdLine("Invalid user admin from \(Lab.attackerV6) port \(port)"), to: fail2ban.authLog6)
         }
-        let longer = try Self.eventually(within: 20) {
+        let longer = try waitUntil(20) {
             guard let end = try Self.blocks(daemon)[Lab.attackerV6]?["expiresAtUnixMs"] as? Int else { return false }
             return Double(end) / 1000 - Date().timeIntervalSince1970 > 10
         }
@@ -255,19 +245,15 @@ struct IntegrationLabTests {
         func endTail() { if processes[0].isRunning { kill(processes[0].processIdentifier, SIGKILL) } }
         defer {
             endTail()
-            for process in processes {
-                let deadline = Date().addingTimeInterval(5)
-                while process.isRunning && Date() < deadline { usleep(50_000) }
-                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-                process.waitUntilExit()
-            }
+            // Each ends on the EOF before it; SIGKILL is for one that does not in 5 s.
+            for process in processes { stopProcess(process, signal: 0, grace: 5) }
         }
         usleep(500_000)
         for port in 50_001...50_004 {
             try Self.append(Self.sshdLine("Failed password for root from \(Lab.attackerV4) port \(port) ssh2"), to: log)
             try Self.append(Self.sshdLine("Invalid user admin from \(Lab.attackerV6) port \(port)"), to: log)
         }
-        let blocked = try Self.eventually(within: 15) {
+        let blocked = try waitUntil(15) {
             let blocks = try Self.blocks(daemon)
             return blocks[Lab.attackerV4] != nil && blocks["2001:db8::/64"] != nil
         }
@@ -281,7 +267,7 @@ struct IntegrationLabTests {
         #expect(try lab.pingsAnswered(from: Lab.otherV6, to: Lab.bastionV6) == 0)
 
         // sshguard releases them after its block time.
-        #expect(try Self.eventually(within: 20) {
+        #expect(try waitUntil(20) {
             try Self.append(Self.sshdLine("Accepted password for alice from 192.0.2.1 port 22 ssh2"), to: log)
             let blocks = try Self.blocks(daemon)
             return blocks[Lab.attackerV4] == nil && blocks["2001:db8::/64"] == nil
@@ -292,9 +278,9 @@ struct IntegrationLabTests {
         for port in 50_011...50_014 {
             try Self.append(Self.sshdLine("Failed password for root from \(Lab.attackerV4) port \(port) ssh2"), to: log)
         }
-        #expect(try Self.eventually(within: 15) { try Self.blocks(daemon)[Lab.attackerV4] != nil })
+        #expect(try waitUntil(15) { try Self.blocks(daemon)[Lab.attackerV4] != nil })
         endTail()
-        #expect(try Self.eventually(within: 10) { try Self.blocks(daemon)[Lab.attackerV4] == nil })
+        #expect(try waitUntil(10) { try Self.blocks(daemon)[Lab.attackerV4] == nil })
         #expect(try Self.blocks(daemon)[Lab.otherV4]?["source"] as? String == "cli")
         #expect(try lab.pingsAnswered(from: Lab.otherV4) == 0)
     }
@@ -316,8 +302,8 @@ final class CrowdSecLAPI {
     var keyFile: String { directory + "/bouncer.key" }
     private var process: Process?
 
-    init(in parent: String) throws {
-        directory = parent + "/crowdsec"
+    init() throws {
+        directory = "/tmp/portcullis-crowdsec-\(UUID().uuidString.prefix(8).lowercased())"
         for sub in ["data", "hub", "etc"] {
             try FileManager.default.createDirectory(atPath: "\(directory)/\(sub)", withIntermediateDirectories: true)
         }
@@ -362,7 +348,10 @@ final class CrowdSecLAPI {
             """.write(toFile: config, atomically: true, encoding: .utf8)
     }
 
-    deinit { stop() }
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
 
     func start() throws {
         let process = Process()
@@ -378,7 +367,7 @@ final class CrowdSecLAPI {
         process.standardError = log
         try process.run()
         self.process = process
-        let up = try IntegrationLabTests.eventually(within: 30) { try answers() }
+        let up = try waitUntil(30) { try answers() }
         try #require(up, "the Local API did not come up: \((try? String(contentsOfFile: directory + "/crowdsec.log", encoding: .utf8)) ?? "")")
     }
 
@@ -392,11 +381,7 @@ final class CrowdSecLAPI {
     func stop() {
         guard let process else { return }
         self.process = nil
-        if process.isRunning { kill(process.processIdentifier, SIGTERM) }
-        let deadline = Date().addingTimeInterval(3)
-        while process.isRunning && Date() < deadline { usleep(50_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        stopProcess(process, grace: 3)
     }
 
     @discardableResult
@@ -424,28 +409,21 @@ extension IntegrationLabTests {
 
     @Test(.enabled(if: CrowdSecLAPI.isUnpacked, "needs Debian's crowdsec unpacked under /var/cache/portcullis-crowdsec (tools/setup.sh does it)"))
     func crowdsecDecisionsBecomeBlocks() throws {
-        let lab = try Lab()
-        let daemon = DaemonFixture(pins: lab.pins)
-        let lapi = try CrowdSecLAPI(in: daemon.directory)
+        let lapi = try CrowdSecLAPI()
         try lapi.start()
         try lapi.register()
-        try daemon.write("""
-            interfaces:
-              - name: \(lab.bastionInterface)
-                netns: \(lab.bastionNamespace)
-                mode: native
+        let (lab, daemon) = try Self.labWithDaemon("""
             crowdsec:
               lapi_url: http://127.0.0.1:\(lapi.port)
               api_key_file: \(lapi.keyFile)
               update_frequency: 1s
             """)
-        try daemon.start()
-        #expect(try Self.eventually(within: 10) { try Self.metric(daemon, "portcullis_crowdsec_lapi_up") == 1 })
+        #expect(try waitUntil(10) { try Self.metric(daemon, "portcullis_crowdsec_lapi_up") == 1 })
 
         // An Ip decision and a Range decision drop the attacker's traffic, IPv4 and IPv6.
         try lapi.cscli(["decisions", "add", "-i", Lab.attackerV4, "-d", "1h"])
         try lapi.cscli(["decisions", "add", "-r", "2001:db8::2/127", "-d", "1h"])
-        #expect(try Self.eventually(within: 15) {
+        #expect(try waitUntil(15) {
             let blocks = try Self.blocks(daemon)
             return blocks[Lab.attackerV4] != nil && blocks["2001:db8::2/127"] != nil
         }, "\((try? Self.blocks(daemon)) ?? [:])")
@@ -464,20 +442,20 @@ extension IntegrationLabTests {
         try lapi.cscli(["decisions", "add", "-i", "203.0.113.77", "-t", "captcha"])
         #expect(try daemon.portcullis(["allow", "192.0.2.10"]).status == 0)
         try lapi.cscli(["decisions", "add", "-i", "192.0.2.10", "-d", "1h"])
-        #expect(Self.eventually(within: 10) {
+        #expect(waitUntil(10) {
             daemon.incidents.contains { $0["action"] as? String == "refuse" && $0["target"] as? String == "192.0.2.10" && $0["source"] as? String == "crowdsec" }
         })
-        #expect(try Self.eventually(within: 5) { try Self.metric(daemon, "portcullis_crowdsec_decisions_total{outcome=\"skipped_type\"}") == 1 })
+        #expect(try waitUntil(5) { try Self.metric(daemon, "portcullis_crowdsec_decisions_total{outcome=\"skipped_type\"}") == 1 })
         #expect(try Self.blocks(daemon)["203.0.113.77"] == nil && Self.blocks(daemon)["192.0.2.10"] == nil)
 
         // A decision's duration is the block's: 4 s later the neighbour passes again.
         try lapi.cscli(["decisions", "add", "-i", Lab.otherV4, "-d", "4s"])
-        #expect(try Self.eventually(within: 10) { try lab.pingsAnswered(from: Lab.otherV4, count: 1) == 0 })
-        #expect(try Self.eventually(within: 10) { try lab.pingsAnswered(from: Lab.otherV4, count: 1) == 1 })
+        #expect(try waitUntil(10) { try lab.pingsAnswered(from: Lab.otherV4, count: 1) == 0 })
+        #expect(try waitUntil(10) { try lab.pingsAnswered(from: Lab.otherV4, count: 1) == 1 })
 
         // A deletion lifts that decision's block, and only it.
         try lapi.cscli(["decisions", "delete", "-i", Lab.attackerV4])
-        #expect(try Self.eventually(within: 10) { try Self.blocks(daemon)[Lab.attackerV4] == nil })
+        #expect(try waitUntil(10) { try Self.blocks(daemon)[Lab.attackerV4] == nil })
         #expect(try lab.pingsAnswered() == 3)
         #expect(try Self.blocks(daemon)["2001:db8::2/127"] != nil)
 
@@ -486,7 +464,7 @@ extension IntegrationLabTests {
         try lapi.cscli(["decisions", "delete", "-r", "2001:db8::2/127"])
         try lapi.cscli(["decisions", "add", "-i", Lab.attackerV4, "-d", "2h"])
         try daemon.start()
-        #expect(try Self.eventually(within: 15) {
+        #expect(try waitUntil(15) {
             let blocks = try Self.blocks(daemon)
             return blocks[Lab.attackerV4] != nil && blocks["2001:db8::2/127"] == nil
         }, "\((try? Self.blocks(daemon)) ?? [:])")
@@ -497,11 +475,11 @@ extension IntegrationLabTests {
 
         // The Local API goes down: the blocks stay, the metrics say so; back up, new decisions come.
         lapi.stop()
-        #expect(try Self.eventually(within: 10) { try Self.metric(daemon, "portcullis_crowdsec_lapi_up") == 0 })
+        #expect(try waitUntil(10) { try Self.metric(daemon, "portcullis_crowdsec_lapi_up") == 0 })
         #expect(try lab.pingsAnswered() == 0)
         try lapi.start()
         try lapi.cscli(["decisions", "add", "-i", Lab.otherV4, "-d", "1h"])
-        #expect(try Self.eventually(within: 40) { try Self.blocks(daemon)[Lab.otherV4] != nil })
+        #expect(try waitUntil(40) { try Self.blocks(daemon)[Lab.otherV4] != nil })
         #expect(try Self.metric(daemon, "portcullis_crowdsec_lapi_up") == 1)
         #expect(try lab.pingsAnswered(from: Lab.otherV4) == 0)
         #expect(try daemon.stop().output.contains("the blocks in force stay"))
