@@ -17,8 +17,9 @@ fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # The standalone detector's end-to-end test and the demo: a real OpenSSH server and client.
 # The live view's test: tmux, a real terminal to drive `portcullis top` in (send-keys, capture-pane).
 # The period report's test: headless Chromium, which renders its HTML page to a PNG.
+# The integrations' tests: the real fail2ban and sshguard, which the tests run with files of their own.
 packages=(libbpf-dev libelf-dev zlib1g-dev libsqlite3-dev sqlite3 pkg-config iproute2 iputils-ping util-linux bpftool curl
-          python3-prometheus-client openssh-server openssh-client ca-certificates tmux chromium)
+          python3-prometheus-client openssh-server openssh-client ca-certificates tmux chromium fail2ban sshguard)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -27,7 +28,8 @@ if ((${#missing[@]})); then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # Installing openssh-server must not start an sshd on the host: the lab runs its own, in a namespace.
+    # Installing openssh-server, fail2ban or sshguard must not start anything on the host: the tests
+    # run their own, with private files and in namespaces.
     policy=/usr/sbin/policy-rc.d
     own_policy=0
     if [[ ! -e $policy ]]; then
@@ -35,6 +37,17 @@ if ((${#missing[@]})); then
     fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     ((own_policy)) && rm -f "$policy"
+fi
+
+# CrowdSec's Local API for the bouncer's test, unpacked, not installed: the package's install script
+# registers with CrowdSec's central API on the internet and enables a service.
+crowdsec_cache=/var/cache/portcullis-crowdsec
+if [[ ! -x $crowdsec_cache/root/usr/bin/crowdsec ]]; then
+    say "unpacking Debian's crowdsec into $crowdsec_cache"
+    mkdir -p "$crowdsec_cache"
+    rm -rf "$crowdsec_cache/root" "$crowdsec_cache"/crowdsec_*.deb
+    (cd "$crowdsec_cache" && apt-get download -qq crowdsec 2>/dev/null || { apt-get update -qq && apt-get download -qq crowdsec; })
+    dpkg-deb -x "$crowdsec_cache"/crowdsec_*.deb "$crowdsec_cache/root"
 fi
 
 # The Swift toolchain also provides the clang that compiles the XDP program (-target bpf).

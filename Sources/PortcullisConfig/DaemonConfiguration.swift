@@ -62,6 +62,22 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public init() {}
     }
 
+    /// The CrowdSec bouncer: the Local API's decision stream, pulled into the blocklist.
+    public struct CrowdSec: Sendable, Equatable {
+        /// The Local API, `http://HOST:PORT` (plain HTTP: a LAPI on this host or a near one).
+        public var lapi: Address
+        /// The bouncer's key (`cscli bouncers add NAME`), in a file only its owner may read (0600).
+        public var apiKeyFile: String
+        /// How often the stream is pulled.
+        public var updateFrequency: Duration = .seconds(10)
+        /// Only decisions from these origins (crowdsec, cscli, CAPI, lists, ...); empty: all.
+        public var origins: [String] = []
+        /// Only decisions whose scenario contains one of these; empty: all.
+        public var scenarios: [String] = []
+
+        public init(lapi: Address, apiKeyFile: String) { (self.lapi, self.apiKeyFile) = (lapi, apiKeyFile) }
+    }
+
     public var pinDirectory = "/sys/fs/bpf/portcullis"
     /// Where the ledger and the incident key live; nil: $PORTCULLIS_STATE_DIR, then /var/lib/portcullis.
     public var stateDirectory: String?
@@ -79,6 +95,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var detachOnExit = false
     /// nil: no log watching.
     public var detector: Detector?
+    /// nil: no CrowdSec bouncer.
+    public var crowdsec: CrowdSec?
 
     public init() {}
 
@@ -153,10 +171,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
             case "incident_log": configuration.incidentLog = try reader.absolutePath(value, key)
             case "detach_on_exit": configuration.detachOnExit = try reader.bool(value, key)
             case "detector": configuration.detector = try reader.detector(value, key)
+            case "crowdsec": configuration.crowdsec = try reader.crowdsec(value, key)
             default:
                 throw ConfigurationError(
                     file: file, line: keyNode.mark?.line, key: key,
-                    message: "unknown key (known: pin_dir, state_dir, interfaces, capacity, sweep_interval, allowlist, control_socket, control_group, metrics_address, incident_log, detach_on_exit, detector)")
+                    message: "unknown key (known: pin_dir, state_dir, interfaces, capacity, sweep_interval, allowlist, control_socket, control_group, metrics_address, incident_log, detach_on_exit, detector, crowdsec)")
             }
         }
         return configuration
@@ -384,6 +403,67 @@ private struct Reader {
         }
         guard !detector.sources.isEmpty else { throw fail(node, key, "give at least one source to watch") }
         return detector
+    }
+
+    func crowdsec(_ node: Node, _ key: String) throws(ConfigurationError) -> DaemonConfiguration.CrowdSec {
+        let known = "lapi_url, api_key_file, update_frequency, origins, scenarios"
+        guard let mapping = node.mapping else { throw fail(node, key, "expected \(known)") }
+        var lapi: DaemonConfiguration.Address?
+        var keyFile: String?
+        var frequency: Duration = .seconds(10)
+        var origins: [String] = []
+        var scenarios: [String] = []
+        for (name, value) in mapping {
+            let field = "\(key).\(name.string ?? "?")"
+            switch name.string {
+            case "lapi_url": lapi = try lapiURL(value, field)
+            case "api_key_file": keyFile = try absolutePath(value, field)
+            case "update_frequency":
+                frequency = try duration(value, field)
+                guard frequency >= .seconds(1) else { throw fail(value, field, "must be at least 1s") }
+            case "origins": origins = try strings(value, field)
+            case "scenarios": scenarios = try strings(value, field)
+            default: throw fail(name, field, "unknown key (known: \(known))")
+            }
+        }
+        guard let lapi else { throw fail(node, key, "give the Local API's address as `lapi_url: http://127.0.0.1:8080`") }
+        guard let keyFile else { throw fail(node, key, "give the bouncer's key file as `api_key_file: PATH` (from `cscli bouncers add`)") }
+        var crowdsec = DaemonConfiguration.CrowdSec(lapi: lapi, apiKeyFile: keyFile)
+        (crowdsec.updateFrequency, crowdsec.origins, crowdsec.scenarios) = (frequency, origins, scenarios)
+        return crowdsec
+    }
+
+    /// `http://HOST:PORT`, with an optional `/` after it; https would need TLS, which this
+    /// bouncer does not speak.
+    func lapiURL(_ node: Node, _ key: String) throws(ConfigurationError) -> DaemonConfiguration.Address {
+        let text = try nonEmptyString(node, key)
+        guard text.hasPrefix("http://") else {
+            throw fail(node, key, "'\(TerminalText.excerpt(text))' must be http://HOST:PORT (https is not supported: point it at a LAPI on this host, or a TLS proxy in front of one)")
+        }
+        var rest = text.dropFirst("http://".count)
+        if rest.hasSuffix("/") { rest = rest.dropLast() }
+        let host: Substring, port: Substring
+        if rest.hasPrefix("["), let close = rest.firstIndex(of: "]"), rest[rest.index(after: close)...].hasPrefix(":") {
+            host = rest[rest.index(after: rest.startIndex)..<close]
+            port = rest[rest.index(close, offsetBy: 2)...]
+        } else if let colon = rest.lastIndex(of: ":"), !rest[..<colon].contains(":") {
+            host = rest[..<colon]
+            port = rest[rest.index(after: colon)...]
+        } else {
+            throw fail(node, key, "'\(TerminalText.excerpt(text))' must be http://HOST:PORT")
+        }
+        guard !host.isEmpty, !host.contains("/"), !host.contains(where: \.isWhitespace) else {
+            throw fail(node, key, "'\(TerminalText.excerpt(text))' must be http://HOST:PORT")
+        }
+        guard let number = Int(port), (1...65535).contains(number) else {
+            throw fail(node, key, "'\(TerminalText.excerpt(port))' is not a port from 1 to 65535")
+        }
+        return .init(host: String(host), port: number)
+    }
+
+    func strings(_ node: Node, _ key: String) throws(ConfigurationError) -> [String] {
+        guard let list = node.sequence else { throw fail(node, key, "expected a list") }
+        return try list.map { item throws(ConfigurationError) in try nonEmptyString(item, key) }
     }
 
     func interfaceName(_ node: Node, _ key: String) throws(ConfigurationError) -> String {

@@ -94,9 +94,12 @@ public protocol BlocklistService {
     func block(_ request: BlockRequest, context: IncidentContext) throws(ServiceError) -> BlockOutcome
     /// Blocks every item or, when any is refused, none.
     func block(batch: BlockBatch) throws(ServiceError) -> BatchResult
-    /// Lifts the block on `target`; with `onlyOwn`, only a block `source` set, by
-    /// ``BlockPolicy/mayLift(ownedBy:isExpired:requestedBy:)``.
-    func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult
+    /// Lifts the block on `target`; with `onlyOwn`, only a block `source` set (and, when
+    /// `origin` is given, set from that origin), by ``BlockPolicy/mayLift(ownedBy:origin:isExpired:requestedBy:)``.
+    func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, origin: String?,
+                 context: IncidentContext) throws(ServiceError) -> UnblockResult
+    /// Lifts every block `owner` holds, and no other.
+    func flush(_ owner: BlockOwner) throws(ServiceError) -> FlushResult
     /// The blocks `query` selects, a page of them, and how many it selects in all.
     func list(_ query: BlockQuery) throws(ServiceError) -> BlockListing
     /// One block, found by its key.
@@ -109,6 +112,11 @@ public protocol BlocklistService {
 }
 
 extension BlocklistService {
+    /// Lifts the block on `target`, whatever its origin.
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult {
+        try unblock(target, requestedBy: source, onlyOwn: onlyOwn, origin: nil, context: context)
+    }
+
     /// Why `target` may not be blocked now, by ``Admission/check(_:allowlist:)`` against
     /// this blocklist's allowlist, or nil: for callers that must refuse before committing
     /// to anything (the Wazuh response before check_keys, a load sent in chunks).
@@ -209,7 +217,8 @@ public struct RemoteBlocklist: BlocklistService {
         try call(method, path, Optional<Int>.none)
     }
 
-    static func query(_ value: String) -> String {
+    /// `value` percent-encoded for a query string.
+    public static func query(_ value: String) -> String {
         var out = ""
         for byte in value.utf8 {
             switch byte {
@@ -234,9 +243,15 @@ public struct RemoteBlocklist: BlocklistService {
         return response.result
     }
 
-    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult {
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, origin: String?,
+                        context: IncidentContext) throws(ServiceError) -> UnblockResult {
         let response: UnblockResponse = try call(
-            "POST", "/v1/unblock", UnblockBody(target: target, source: source, onlyOwn: onlyOwn, wazuh: context.wazuh))
+            "POST", "/v1/unblock", UnblockBody(target: target, source: source, onlyOwn: onlyOwn, origin: origin, wazuh: context.wazuh))
+        return try response.result()
+    }
+
+    public func flush(_ owner: BlockOwner) throws(ServiceError) -> FlushResult {
+        let response: FlushResponse = try call("POST", "/v1/flush", FlushBody(owner))
         return try response.result()
     }
 
@@ -367,9 +382,11 @@ public final class PreferredBlocklist: BlocklistService {
         try perform { s throws(ServiceError) in try s.block(request, context: context) }
     }
     public func block(batch: BlockBatch) throws(ServiceError) -> BatchResult { try perform { s throws(ServiceError) in try s.block(batch: batch) } }
-    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult {
-        try perform { s throws(ServiceError) in try s.unblock(target, requestedBy: source, onlyOwn: onlyOwn, context: context) }
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, origin: String?,
+                        context: IncidentContext) throws(ServiceError) -> UnblockResult {
+        try perform { s throws(ServiceError) in try s.unblock(target, requestedBy: source, onlyOwn: onlyOwn, origin: origin, context: context) }
     }
+    public func flush(_ owner: BlockOwner) throws(ServiceError) -> FlushResult { try perform { s throws(ServiceError) in try s.flush(owner) } }
     public func list(_ query: BlockQuery) throws(ServiceError) -> BlockListing { try perform { s throws(ServiceError) in try s.list(query) } }
     public func entry(for target: BlockTarget) throws(ServiceError) -> BlockEntry? { try perform { s throws(ServiceError) in try s.entry(for: target) } }
     public func sweep() throws(ServiceError) -> SweepReport { try perform { s throws(ServiceError) in try s.sweep() } }

@@ -97,10 +97,7 @@ public struct ControlSocketClient: Sendable {
             default: throw .failed("cannot connect to \(path): \(String(cString: strerror(code)))")
             }
         }
-        let (seconds, attoseconds) = self.timeout.components
-        var timeout = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        Self.setTimeouts(fd, timeout)
         return fd
     }
 
@@ -115,17 +112,23 @@ public struct ControlSocketClient: Sendable {
         defer { close(fd) }
         let body = try makeBody()
         let deadline = WallClock.nowUnixMilliseconds() + Int64(timeout.components.seconds) * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
-        var request = "\(method) \(target) HTTP/1.1\r\nHost: portcullis\r\nConnection: close\r\nAccept: application/json\r\n"
-        request += "\(Self.deadlineHeader): \(deadline)\r\n"
-        if let body { request += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
-        request += "\r\n"
-        var bytes = Array(request.utf8) + (body ?? [])
+        var head = "\(method) \(target) HTTP/1.1\r\nHost: portcullis\r\nConnection: close\r\nAccept: application/json\r\n"
+        head += "\(Self.deadlineHeader): \(deadline)\r\n"
+        if let body { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
+        head += "\r\n"
+        return try Self.exchange(fd, head: head, body: body, timeout: timeout, peer: "the daemon")
+    }
+
+    /// Sends one request on a connected socket (whose send and receive timeouts are set) and
+    /// reads its whole response. `peer` names the other side in errors.
+    static func exchange(_ fd: CInt, head: String, body: [UInt8]?, timeout: Duration, peer: String) throws(Failure) -> Response {
+        var bytes = Array(head.utf8) + (body ?? [])
         var offset = 0
         while offset < bytes.count {
             switch SystemCall.retryingInterrupts({ bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }) {
             case .success(let written): offset += written
             case .failure(.wouldBlock): throw .timedOut(timeout)
-            case .failure(let code): throw .failed("cannot send to the daemon: \(code)")
+            case .failure(let code): throw .failed("cannot send to \(peer): \(code)")
             }
         }
         bytes.removeAll()
@@ -138,7 +141,7 @@ public struct ControlSocketClient: Sendable {
             switch SystemCall.retryingInterrupts({ recv(fd, &chunk, chunk.count, 0) }) {
             case .success(let received): count = received
             case .failure(.wouldBlock): throw .timedOut(timeout)
-            case .failure(let code): throw .failed("no answer from the daemon: \(code)")
+            case .failure(let code): throw .failed("no answer from \(peer): \(code)")
             }
             if count == 0 { break }
             response.append(contentsOf: chunk[0..<count])
@@ -146,9 +149,17 @@ public struct ControlSocketClient: Sendable {
             if let expectedLength, response.count >= expectedLength, let complete = Self.parse(response) { return complete }
         }
         guard let complete = Self.parse(response, atEnd: true) else {
-            throw .failed("the daemon's answer was cut short")
+            throw .failed("the answer of \(peer) was cut short")
         }
         return complete
+    }
+
+    /// Sets both of a socket's timeouts.
+    static func setTimeouts(_ fd: CInt, _ limit: Duration) {
+        let (seconds, attoseconds) = limit.components
+        var timeout = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }
 
     /// The full length of a response with a Content-Length, once its headers have
@@ -204,5 +215,55 @@ public struct ControlSocketClient: Sendable {
             output.append(contentsOf: bytes[index..<index + size])
             index += size + 2
         }
+    }
+}
+
+/// The same minimal blocking HTTP/1.1 client over TCP, for a plain-HTTP service on this host or
+/// near it: CrowdSec's Local API. Blocking, so its callers run it off the cooperative pool.
+public struct PlainHTTPClient: Sendable {
+    public let host: String
+    public let port: Int
+    public let timeout: Duration
+
+    public init(host: String, port: Int, timeout: Duration) {
+        (self.host, self.port, self.timeout) = (host, port, timeout)
+    }
+
+    /// `host:port`, as errors name it.
+    public var authority: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// One GET, one response, then the connection closes.
+    public func get(_ target: String, headers: [(String, String)]) throws(ControlSocketClient.Failure) -> ControlSocketClient.Response {
+        let fd = try connect()
+        defer { close(fd) }
+        var head = "GET \(target) HTTP/1.1\r\nHost: \(authority)\r\nConnection: close\r\nAccept: application/json\r\nUser-Agent: portcullis\r\n"
+        for (name, value) in headers { head += "\(name): \(value)\r\n" }
+        head += "\r\n"
+        return try ControlSocketClient.exchange(fd, head: head, body: nil, timeout: timeout, peer: authority)
+    }
+
+    private func connect() throws(ControlSocketClient.Failure) -> CInt {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_ADDRCONFIG
+        var found: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(host, String(port), &hints, &found)
+        guard status == 0, let first = found else {
+            throw .failed("cannot resolve \(host): \(String(cString: gai_strerror(status)))")
+        }
+        defer { freeaddrinfo(first) }
+        var lastError = ECONNREFUSED
+        var entry: UnsafeMutablePointer<addrinfo>? = first
+        while let candidate = entry {
+            entry = candidate.pointee.ai_next
+            let fd = socket(candidate.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { continue }
+            ControlSocketClient.setTimeouts(fd, timeout)
+            if Glibc.connect(fd, candidate.pointee.ai_addr, candidate.pointee.ai_addrlen) == 0 { return fd }
+            lastError = errno
+            close(fd)
+        }
+        if lastError == EINPROGRESS || lastError == EAGAIN { throw .timedOut(timeout) }
+        throw .failed("cannot connect to \(authority): \(String(cString: strerror(lastError)))")
     }
 }

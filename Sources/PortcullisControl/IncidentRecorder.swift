@@ -24,11 +24,17 @@ public struct IncidentRecorder: Sendable {
             action: outcome.change == .added ? .block : .refresh,
             target: entry.target.description, source: entry.source?.rawValue ?? "cli", reason: entry.reason,
             requestedSeconds: requested?.components.seconds, expiresAtUnixMs: entry.expiresUnixMilliseconds,
-            wazuh: context.wazuh, detection: context.detection)])
+            wazuh: context.wazuh, detection: context.detection, origin: entry.origin)])
     }
 
     public func recordUnblock(_ entry: BlockEntry, source: String, context: IncidentContext = .none) -> IncidentRecording {
         write([ending(entry, action: .unblock, source: source, at: Incident.nowUnixMilliseconds(), context: context)])
+    }
+
+    /// The blocks a flush lifted, one record each with its outcome.
+    public func recordUnblocks(_ entries: [BlockEntry], source: String) -> IncidentRecording {
+        let now = Incident.nowUnixMilliseconds()
+        return write(entries.map { ending($0, action: .unblock, source: source, at: now, context: .none) })
     }
 
     /// Expired blocks, each with its outcome. Blocks loaded from files are a
@@ -75,7 +81,8 @@ public struct IncidentRecorder: Sendable {
         return Incident(
             timeUnixMs: time, action: action, target: entry.target.description, source: source, reason: entry.reason,
             requestedSeconds: entry.requestedDuration?.components.seconds, wazuh: context.wazuh, detection: context.detection,
-            outcome: .init(lastedSeconds: lasted, droppedPackets: entry.droppedPackets, droppedBytes: entry.droppedBytes))
+            outcome: .init(lastedSeconds: lasted, droppedPackets: entry.droppedPackets, droppedBytes: entry.droppedBytes),
+            origin: entry.origin)
     }
 
     /// A detection rule fired; `target` is the address it named, or the text it could not parse.

@@ -162,6 +162,9 @@ public final class LocalBlocklist: BlocklistService {
         guard request.reason.utf8.count <= BlockRequest.maximumReasonBytes else {
             throw ServiceError(.badRequest, "the reason is \(request.reason.utf8.count) bytes long; at most \(BlockRequest.maximumReasonBytes) are kept")
         }
+        guard request.origin.utf8.count <= BlockRequest.maximumOriginBytes else {
+            throw ServiceError(.badRequest, "the origin is \(request.origin.utf8.count) bytes long; at most \(BlockRequest.maximumOriginBytes) are kept")
+        }
         do throws(Refusal) {
             try Admission.checkBlockable(request.target)
         } catch {
@@ -179,7 +182,10 @@ public final class LocalBlocklist: BlocklistService {
         }
         let reading = try ServiceError.mapping { () throws(DatapathError) in try datapath.now() }
         let now = reading.unixMilliseconds
-        let requested = ledgerBlock(for: request, origin: origin(of: request.source, context: context),
+        if let end = request.expiresUnixMilliseconds, end <= now {
+            throw ServiceError(.badRequest, "\(request.target): the block would end at \(Incident.rfc3339(unixMilliseconds: end)), which has passed; nothing was blocked")
+        }
+        let requested = ledgerBlock(for: request, origin: request.origin.isEmpty ? origin(of: request.source, context: context) : request.origin,
                                     context: context.storedJSON, at: now)
         let (merged, change, previous): (LedgerBlock, BlockChange, LedgerBlock?)
         do {
@@ -410,12 +416,7 @@ public final class LocalBlocklist: BlocklistService {
     }
 
     private func ledgerBlock(for request: BlockRequest, origin: String, context: String?, at now: Int64) -> LedgerBlock {
-        let expiry: Expiry<Int64> = request.duration.map { duration in
-            let (seconds, attoseconds) = duration.components
-            let (milliseconds, overflow) = seconds.multipliedReportingOverflow(by: 1000)
-            return overflow ? .never : .at(now.addingReportingOverflow(milliseconds + attoseconds / 1_000_000_000_000_000).partialValue)
-        } ?? .never
-        return LedgerBlock(target: request.target, expiry: expiry, source: request.source, origin: origin, reason: request.reason,
+        LedgerBlock(target: request.target, expiry: request.expiry(at: now), source: request.source, origin: origin, reason: request.reason,
                            createdUnixMilliseconds: now, refreshedUnixMilliseconds: now, requestedDuration: request.duration,
                            context: context)
     }
@@ -477,15 +478,16 @@ public final class LocalBlocklist: BlocklistService {
 
     // MARK: - Unblocking
 
-    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult {
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, origin: String?,
+                        context: IncidentContext) throws(ServiceError) -> UnblockResult {
         let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
         defer { withExtendedLifetime(lock) {} }
         let now = WallClock.nowUnixMilliseconds()
         enum Decision { case absent, kept(LedgerBlock), removed(LedgerBlock) }
         let decision = try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) -> Decision in
             guard let current = try ServiceError.mapping({ () throws(LedgerError) in try writer.block(for: target) }) else { return .absent }
-            guard BlockPolicy.mayLift(ownedBy: current.source, isExpired: current.isExpired(atUnixMilliseconds: now),
-                                      requestedBy: onlyOwn ? source : nil) else { return .kept(current) }
+            guard BlockPolicy.mayLift(ownedBy: current.source, origin: current.origin, isExpired: current.isExpired(atUnixMilliseconds: now),
+                                      requestedBy: onlyOwn ? BlockOwner(source: source, origin: origin) : nil) else { return .kept(current) }
             try ServiceError.mapping { () throws(LedgerError) in
                 try writer.remove(current)
                 try writer.recordWrite(atUnixMilliseconds: now)
@@ -502,6 +504,32 @@ public final class LocalBlocklist: BlocklistService {
             let record = index(recorder.recordUnblock(entry, source: source.rawValue, context: context))
             return UnblockResult(outcome: .removed(entry), record: record)
         }
+    }
+
+    /// Lifts every block `owner` holds, found through the ledger's source index (the work
+    /// follows that source's blocks, not the blocklist's), by the owner rule: fail2ban's
+    /// `actionflush` for one jail, sshguard's `flush`. Every other source's block stays.
+    public func flush(_ owner: BlockOwner) throws(ServiceError) -> FlushResult {
+        let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
+        defer { withExtendedLifetime(lock) {} }
+        let now = WallClock.nowUnixMilliseconds()
+        // Read under the writer lock, so nothing changes between this and the write.
+        let held = try ServiceError.mapping { () throws(LedgerError) in try ledger.blocks(BlockQuery(source: owner.source), at: now) }
+        let lifted = held.filter { BlockPolicy.mayLift(ownedBy: $0.source, origin: $0.origin, isExpired: false, requestedBy: owner) }
+        guard !lifted.isEmpty else { return FlushResult(removed: []) }
+        try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
+            try ServiceError.mapping { () throws(LedgerError) in
+                for block in lifted { try writer.remove(block) }
+                try writer.recordWrite(atUnixMilliseconds: now)
+            }
+        }
+        CrashPoint.reached(.ledgerCommitted)
+        let counters = try ServiceError.mapping { () throws(DatapathError) in try datapath.removeBlocks(lifted.map(\.target)) }
+        var byTarget: [BlockTarget: DataplaneBlock] = [:]
+        for block in counters { byTarget[block.target] = block }
+        let removed = lifted.map { Self.entry($0, counters: byTarget[$0.target], at: now) }
+        let record = index(recorder.recordUnblocks(removed, source: owner.source.rawValue))
+        return FlushResult(removed: removed, record: record)
     }
 
     // MARK: - Sweeping
@@ -620,7 +648,7 @@ public final class LocalBlocklist: BlocklistService {
             droppedPackets: counters?.droppedPackets ?? 0, droppedBytes: counters?.droppedBytes ?? 0,
             reason: block.reason, source: block.source,
             createdUnixMilliseconds: block.createdUnixMilliseconds, refreshedUnixMilliseconds: block.refreshedUnixMilliseconds,
-            requestedDuration: block.requestedDuration)
+            requestedDuration: block.requestedDuration, origin: block.origin)
     }
 
     // MARK: - Allowlist

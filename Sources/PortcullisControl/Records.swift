@@ -17,6 +17,8 @@ public struct BlockRecord: Codable, Sendable, Equatable {
     public var droppedBytes: UInt64
     public var reason: String
     public var source: BlockSource?
+    /// Where within its source the block came from (`fail2ban/sshd`); absent when unknown.
+    public var origin: String?
     public var createdAt: String?
     public var createdAtUnixMs: Int64?
     public var refreshedAt: String?
@@ -36,6 +38,7 @@ public struct BlockRecord: Codable, Sendable, Equatable {
         droppedBytes = entry.droppedBytes
         reason = entry.reason
         source = entry.source
+        origin = entry.origin.isEmpty ? nil : entry.origin
         createdAt = entry.createdUnixMilliseconds.map(Incident.rfc3339(unixMilliseconds:))
         createdAtUnixMs = entry.createdUnixMilliseconds
         refreshedAt = entry.refreshedUnixMilliseconds.map(Incident.rfc3339(unixMilliseconds:))
@@ -58,7 +61,8 @@ extension BlockEntry {
             expiresUnixMilliseconds: record.expiresAtUnixMs, isExpired: record.expired,
             droppedPackets: record.droppedPackets, droppedBytes: record.droppedBytes, reason: record.reason,
             source: record.source, createdUnixMilliseconds: record.createdAtUnixMs,
-            refreshedUnixMilliseconds: record.refreshedAtUnixMs, requestedDuration: record.requestedSeconds.map { .seconds($0) })
+            refreshedUnixMilliseconds: record.refreshedAtUnixMs, requestedDuration: record.requestedSeconds.map { .seconds($0) },
+            origin: record.origin ?? "")
     }
 }
 
@@ -68,8 +72,13 @@ public struct BlockBody: Codable, Sendable {
     /// "100s", "1h30m"; absent for a permanent block.
     public var duration: String?
     public var reason: String?
-    /// cli, file, wazuh, detector or api (the default).
+    /// cli, file, wazuh, detector, api (the default), fail2ban, sshguard or crowdsec.
     public var source: String?
+    /// Where within its source the request comes from: `fail2ban/sshd`, `crowdsec/cscli`.
+    public var origin: String?
+    /// When the block ends, in Unix milliseconds, instead of `duration` from now (which then
+    /// is only what was asked, for the record): a ban fail2ban restores.
+    public var expiresAtUnixMs: Int64?
     public var wazuh: Incident.Wazuh?
     /// The detection rule and log line, when the standalone detector asks.
     public var detection: Incident.Detection?
@@ -79,6 +88,8 @@ public struct BlockBody: Codable, Sendable {
         duration = request.duration.map { DurationText.format($0) }
         reason = request.reason.isEmpty ? nil : request.reason
         source = request.source.rawValue
+        origin = request.origin.isEmpty ? nil : request.origin
+        expiresAtUnixMs = request.expiresUnixMilliseconds
         (wazuh, detection) = (context.wazuh, context.detection)
     }
 
@@ -86,9 +97,13 @@ public struct BlockBody: Codable, Sendable {
 
     /// The request this body asks for, parsed as every path in parses it.
     public func request(defaultSource: BlockSource) throws(ServiceError) -> BlockRequest {
-        BlockRequest(
+        if let origin, !OriginText.isValid(origin) {
+            throw ServiceError(.badRequest, "the origin '\(TerminalText.excerpt(origin))' must be 1 to \(BlockRequest.maximumOriginBytes) printable characters")
+        }
+        return BlockRequest(
             target: try RequestParsing.target(target).target, duration: try RequestParsing.duration(duration),
-            reason: reason ?? "", source: try RequestParsing.source(source, default: defaultSource))
+            reason: reason ?? "", source: try RequestParsing.source(source, default: defaultSource),
+            origin: origin ?? "", expiresUnixMilliseconds: expiresAtUnixMs)
     }
 }
 
@@ -254,10 +269,47 @@ public struct UnblockBody: Codable, Sendable {
     public var source: String?
     /// true: lift the block only when `source` set it.
     public var onlyOwn: Bool?
+    /// With `onlyOwn`: lift it only when it also came from this origin (one fail2ban jail).
+    public var origin: String?
     public var wazuh: Incident.Wazuh?
 
-    public init(target: BlockTarget, source: BlockSource, onlyOwn: Bool, wazuh: Incident.Wazuh?) {
+    public init(target: BlockTarget, source: BlockSource, onlyOwn: Bool, origin: String? = nil, wazuh: Incident.Wazuh?) {
         (self.target, self.source, self.onlyOwn, self.wazuh) = (target.description, source.rawValue, onlyOwn ? true : nil, wazuh)
+        self.origin = origin
+    }
+}
+
+/// POST /v1/flush: lift every block one source (and, when given, one origin of it) holds.
+public struct FlushBody: Codable, Sendable {
+    public var source: String
+    public var origin: String?
+
+    public init(_ owner: BlockOwner) { (source, origin) = (owner.source.rawValue, owner.origin) }
+
+    public func owner() throws(ServiceError) -> BlockOwner {
+        BlockOwner(source: try RequestParsing.source(source, default: .api), origin: origin)
+    }
+}
+
+public struct FlushResponse: Codable, Sendable {
+    /// How many blocks were lifted.
+    public var removedCount: Int
+    /// The blocks lifted, the first ``SweepResponse/listedLimit`` of them.
+    public var removed: [BlockRecord]
+    /// Set when blocks were lifted: only then is anything recorded.
+    public var incidentRecord: IncidentRecordBody?
+
+    public init(_ result: FlushResult) {
+        removedCount = result.removedCount
+        removed = result.removed.prefix(SweepResponse.listedLimit).map(BlockRecord.init)
+        if result.removedCount > 0 { incidentRecord = IncidentRecordBody(result.record) }
+    }
+
+    /// The result as far as the answer carries it: the first ``SweepResponse/listedLimit`` lifted blocks.
+    public func result() throws(ServiceError) -> FlushResult {
+        var entries: [BlockEntry] = []
+        for record in removed { entries.append(try BlockEntry(record)) }
+        return FlushResult(removed: entries, removedCount: removedCount, record: IncidentRecordBody.status(incidentRecord))
     }
 }
 

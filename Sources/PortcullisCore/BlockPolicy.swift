@@ -44,12 +44,21 @@ public enum BlockPolicy {
         return (terms, .refreshed)
     }
 
-    /// The owner rule: an unblock that names a source lifts only that source's block;
-    /// an expired block belongs to nobody any more, and an unblock that names no source
-    /// (an operator's) lifts any block.
-    public static func mayLift(ownedBy owner: BlockSource?, isExpired: Bool, requestedBy requester: BlockSource?) -> Bool {
+    /// The owner rule: an unblock that names a source lifts only that source's block, and
+    /// one that also names an origin (a fail2ban jail) only that origin's; an expired block
+    /// belongs to nobody any more, and an unblock that names no owner (an operator's) lifts
+    /// any block.
+    public static func mayLift(ownedBy owner: BlockSource?, origin: String = "", isExpired: Bool,
+                               requestedBy requester: BlockOwner?) -> Bool {
         guard let requester else { return true }
-        return isExpired || owner == requester
+        if isExpired { return true }
+        guard owner == requester.source else { return false }
+        return requester.origin.map { $0 == origin } ?? true
+    }
+
+    /// The owner rule for a requester that names only a source.
+    public static func mayLift(ownedBy owner: BlockSource?, isExpired: Bool, requestedBy requester: BlockSource?) -> Bool {
+        mayLift(ownedBy: owner, isExpired: isExpired, requestedBy: requester.map { BlockOwner(source: $0) })
     }
 }
 

@@ -1,6 +1,9 @@
 /// Who asked for a block; kept with the block and in the incident record.
 public enum BlockSource: String, Sendable, Codable, CaseIterable {
     case cli, file, wazuh, detector, api
+    /// The integrations: Portcullis as the blocking backend of fail2ban (an action), sshguard
+    /// (a backend) and CrowdSec (a bouncer in the daemon).
+    case fail2ban, sshguard, crowdsec
 
     /// The source named `text`, with an error that lists the known ones.
     public static func named(_ text: String) throws(UnknownBlockSource) -> BlockSource {
@@ -24,16 +27,53 @@ public struct BlockRequest: Sendable, Equatable {
     public var duration: Duration?
     public var reason: String
     public var source: BlockSource
+    /// Where within its source the request comes from, kept with the block: a fail2ban jail
+    /// (`fail2ban/sshd`), a CrowdSec decision's origin (`crowdsec/cscli`). An unblock or a flush
+    /// may name it to lift only that origin's blocks. Empty lets the blocklist name it from
+    /// the request's context (a Wazuh agent, the detector's log).
+    public var origin: String
+    /// When the block ends on the wall clock (Unix milliseconds), when the asker knows it
+    /// rather than a duration from now: a ban fail2ban restores ends at its `<time>` plus
+    /// its `<bantime>`, so a restart never lengthens it. With it, `duration` is only what was
+    /// asked, for the record; nil counts `duration` from now.
+    public var expiresUnixMilliseconds: Int64?
 
     /// Longer reasons are refused at the edges, or cut at a character boundary where the
     /// text comes from elsewhere (a Wazuh rule's description).
     public static let maximumReasonBytes = 1024
+    /// Longer origins are refused: an origin names a place (a jail, a decision's origin), not a story.
+    public static let maximumOriginBytes = 256
 
-    public init(target: BlockTarget, duration: Duration?, reason: String = "", source: BlockSource = .cli) {
+    public init(target: BlockTarget, duration: Duration?, reason: String = "", source: BlockSource = .cli,
+                origin: String = "", expiresUnixMilliseconds: Int64? = nil) {
         self.target = target
         self.duration = duration
         self.reason = reason
         self.source = source
+        self.origin = origin
+        self.expiresUnixMilliseconds = expiresUnixMilliseconds
+    }
+
+    /// When the block requested at `now` (Unix milliseconds) ends: the absolute expiry when
+    /// given, else `duration` from now, else never.
+    public func expiry(at now: Int64) -> Expiry<Int64> {
+        if let expiresUnixMilliseconds { return .at(expiresUnixMilliseconds) }
+        guard let duration else { return .never }
+        let (seconds, attoseconds) = duration.components
+        let (milliseconds, overflow) = seconds.multipliedReportingOverflow(by: 1000)
+        return overflow ? .never : .at(now.addingReportingOverflow(milliseconds + attoseconds / 1_000_000_000_000_000).partialValue)
+    }
+}
+
+/// Who asks to lift blocks, for the owner rule: a source, and within it, when given, one
+/// origin (one fail2ban jail's blocks, not another's).
+public struct BlockOwner: Sendable, Equatable {
+    public var source: BlockSource
+    /// nil: any origin of `source`.
+    public var origin: String?
+
+    public init(source: BlockSource, origin: String? = nil) {
+        (self.source, self.origin) = (source, origin)
     }
 }
 
@@ -48,6 +88,8 @@ public struct BlockEntry: Sendable, Equatable {
     public let droppedBytes: UInt64
     public let reason: String
     public let source: BlockSource?
+    /// Where within its source it came from (a fail2ban jail, a Wazuh agent); empty when unknown.
+    public let origin: String
     public let createdUnixMilliseconds: Int64?
     public let refreshedUnixMilliseconds: Int64?
     /// What was asked for the last time it was set; nil when permanent or unknown.
@@ -55,11 +97,13 @@ public struct BlockEntry: Sendable, Equatable {
 
     public init(target: BlockTarget, remaining: Duration?, expiresUnixMilliseconds: Int64?, isExpired: Bool,
                 droppedPackets: UInt64, droppedBytes: UInt64, reason: String, source: BlockSource?,
-                createdUnixMilliseconds: Int64?, refreshedUnixMilliseconds: Int64?, requestedDuration: Duration?) {
+                createdUnixMilliseconds: Int64?, refreshedUnixMilliseconds: Int64?, requestedDuration: Duration?,
+                origin: String = "") {
         (self.target, self.remaining, self.expiresUnixMilliseconds, self.isExpired) = (target, remaining, expiresUnixMilliseconds, isExpired)
         (self.droppedPackets, self.droppedBytes, self.reason, self.source) = (droppedPackets, droppedBytes, reason, source)
         (self.createdUnixMilliseconds, self.refreshedUnixMilliseconds) = (createdUnixMilliseconds, refreshedUnixMilliseconds)
         self.requestedDuration = requestedDuration
+        self.origin = origin
     }
 
     public var isPermanent: Bool { remaining == nil }
@@ -124,6 +168,22 @@ public struct UnblockResult: Sendable {
 
     public init(outcome: UnblockOutcome, record: IncidentRecordStatus = .written) {
         (self.outcome, self.record) = (outcome, record)
+    }
+}
+
+/// What a flush did: lifting every block one owner holds (fail2ban's `actionflush`,
+/// sshguard's `flush`), and leaving every other.
+public struct FlushResult: Sendable {
+    /// The blocks lifted, with their final counters; a result that crossed the control
+    /// socket holds only the first of them.
+    public var removed: [BlockEntry]
+    /// How many blocks were lifted.
+    public var removedCount: Int
+    /// Whether their incident records were written; the blocks are lifted either way.
+    public var record: IncidentRecordStatus
+
+    public init(removed: [BlockEntry], removedCount: Int? = nil, record: IncidentRecordStatus = .written) {
+        (self.removed, self.removedCount, self.record) = (removed, removedCount ?? removed.count, record)
     }
 }
 

@@ -134,10 +134,23 @@ actor BlocklistKeeper {
         return result
     }
 
-    func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult {
-        let result = try blocklist.unblock(target, requestedBy: source, onlyOwn: onlyOwn, context: context)
+    func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, origin: String? = nil,
+                 context: IncidentContext) throws(ServiceError) -> UnblockResult {
+        let result = try blocklist.unblock(target, requestedBy: source, onlyOwn: onlyOwn, origin: origin, context: context)
         if case .removed(let entry) = result.outcome { metrics.recordUnblock(source: entry.source) }
         noteMissingRecord(result.recordWarning)
+        return result
+    }
+
+    func flush(_ owner: BlockOwner) throws(ServiceError) -> FlushResult {
+        let result = try blocklist.flush(owner)
+        for entry in result.removed { metrics.recordUnblock(source: entry.source) }
+        if let warning = result.record.warning(after: "\(result.removedCount) blocks of \(owner.source.rawValue) are lifted") {
+            Self.missingRecord(warning, logger: logger, metrics: metrics)
+        }
+        if !result.removed.isEmpty {
+            logger.info("flushed \(result.removedCount) blocks of \(owner.origin ?? owner.source.rawValue)")
+        }
         return result
     }
 

@@ -11,13 +11,15 @@ import Logging
 
 /// The control API: HTTP with JSON over the Unix control socket.
 ///
-///     POST   /v1/blocks            {"target", "duration"?, "reason"?, "source"?}  block or refresh
+///     POST   /v1/blocks            {"target", "duration"?, "reason"?, "source"?, "origin"?, "expiresAtUnixMs"?}
+///                                  block or refresh
 ///     POST   /v1/blocks/batch      {"items": [{"target", "durationSeconds"?}], ...}
 ///     GET    /v1/blocks            ?family=ipv4|ipv6 &kind=address|prefix &source= &expired=true|false
 ///                                  &contains=ADDRESS &limit=N (0: all; default 100) &offset=N
 ///                                  &after=TARGET (the blocks after it: a cursor for paging everything)
 ///     GET    /v1/block?target=T    one block
-///     DELETE /v1/blocks?target=T   unblock (also POST /v1/unblock {"target"})
+///     DELETE /v1/blocks?target=T   unblock (also POST /v1/unblock {"target", "source"?, "onlyOwn"?, "origin"?})
+///     POST   /v1/flush             {"source", "origin"?}: lift every block that owner holds, no other
 ///     POST   /v1/sweep             remove expired blocks now
 ///     GET    /v1/stats             packet counters
 ///     GET    /v1/allowlist         POST /v1/allowlist {"target"}   DELETE /v1/allowlist?target=T
@@ -76,6 +78,7 @@ enum ControlAPI {
         router.delete("v1/blocks", use: blocks.unblockByQuery)
         router.post("v1/unblock", use: blocks.unblock)
         router.post("v1/sweep", use: blocks.sweep)
+        router.post("v1/flush", use: blocks.flush)
         router.get("v1/allowlist", use: allowlist.list)
         router.post("v1/allowlist", use: allowlist.allow)
         router.delete("v1/allowlist", use: allowlist.disallow)
@@ -207,8 +210,13 @@ struct BlockRoutes: Sendable {
         let target = try RequestParsing.target(body.target).target
         let source = try RequestParsing.source(body.source, default: .api)
         let result = try await keeper.unblock(
-            target, requestedBy: source, onlyOwn: body.onlyOwn == true, context: IncidentContext(wazuh: body.wazuh))
+            target, requestedBy: source, onlyOwn: body.onlyOwn == true, origin: body.origin, context: IncidentContext(wazuh: body.wazuh))
         return try ControlAPI.json(UnblockResponse(target: target, result))
+    }
+
+    @Sendable func flush(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let body = try await ControlAPI.decode(FlushBody.self, request, context)
+        return try ControlAPI.json(FlushResponse(try await keeper.flush(try body.owner())))
     }
 
     @Sendable func sweep(_ request: Request, context: BasicRequestContext) async throws -> Response {

@@ -27,6 +27,7 @@ public enum Daemon {
         } catch {
             throw StartupError(description: error.description)
         }
+        if let crowdsec = configuration.crowdsec { _ = try CrowdSecBouncer.readKey(crowdsec.apiKeyFile) }
         guard let detector = configuration.detector else { return [] }
         do {
             let setup = try DetectorSetup.load(
@@ -56,6 +57,7 @@ public enum Daemon {
                 throw StartupError(description: "\(error)")
             }
         }
+        let crowdsecKey = try configuration.crowdsec.map { crowdsec throws(StartupError) in try CrowdSecBouncer.readKey(crowdsec.apiKeyFile) }
         let metrics = DaemonMetrics()
         let keeper: BlocklistKeeper
         do {
@@ -97,6 +99,9 @@ public enum Daemon {
         var services: [any Service] = [control, rootControl, Sweeper(keeper: keeper), Watchdog(keeper: keeper), Reloader(keeper: keeper, path: configurationPath)]
         if let detector = configuration.detector, let (rules, responses) = detectorSetup {
             services.append(DetectorService(keeper: keeper, configuration: detector, rules: rules, responses: responses, logger: logger))
+        }
+        if let crowdsec = configuration.crowdsec, let crowdsecKey {
+            services.append(CrowdSecBouncer(keeper: keeper, configuration: crowdsec, apiKey: crowdsecKey, logger: logger))
         }
         if let address = configuration.metricsAddress {
             let router = Router()

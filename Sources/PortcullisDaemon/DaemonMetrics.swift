@@ -64,6 +64,22 @@ final class DaemonMetrics: Sendable {
         }
     }
 
+    /// One pull of CrowdSec's decision stream, and whether the Local API answered.
+    func recordCrowdSecPull(ok: Bool) {
+        gauge("crowdsec_lapi_up", labels: [], help: "1 while CrowdSec's Local API answers the decision stream; 0 while it does not (the blocks in force stay).")
+            .set(to: ok ? 1 : 0)
+        counter("crowdsec_pulls_total", labels: [("result", ok ? "ok" : "error")],
+                help: "Pulls of CrowdSec's decision stream, by whether the Local API answered.").increment()
+    }
+
+    /// What became of CrowdSec's decisions: blocked, lifted, refused (loopback, allowlisted) or
+    /// skipped (not a ban, a scope other than Ip and Range, filtered out, expired).
+    func recordCrowdSecDecisions(_ count: Int, outcome: String) {
+        guard count > 0 else { return }
+        counter("crowdsec_decisions_total", labels: [("outcome", outcome)],
+                help: "CrowdSec decisions by what the bouncer did with them.").increment(by: Int64(count))
+    }
+
     /// `portcullis_NAME`, with its help text.
     private func counter(_ name: String, labels: [(String, String)], help: String) -> Counter {
         registry.makeCounter(

@@ -87,6 +87,9 @@ public struct Incident: Codable, Sendable, Equatable {
     public var target: String
     /// cli, file, wazuh, detector or api
     public var source: String
+    /// Where within its source the block came from: a fail2ban jail (`fail2ban/sshd`), a
+    /// CrowdSec decision's origin, a Wazuh agent; absent when unknown.
+    public var origin: String?
     public var reason: String?
     /// What was asked for; nil for a permanent block or where it does not apply.
     public var requestedSeconds: Int64?
@@ -107,7 +110,9 @@ public struct Incident: Codable, Sendable, Equatable {
 
     public init(timeUnixMs: Int64, action: Action, target: String, source: String, reason: String? = nil,
                 requestedSeconds: Int64? = nil, expiresAtUnixMs: Int64? = nil, wazuh: Wazuh? = nil,
-                detection: Detection? = nil, outcome: Outcome? = nil, error: String? = nil, refusal: RefusalKind? = nil) {
+                detection: Detection? = nil, outcome: Outcome? = nil, error: String? = nil, refusal: RefusalKind? = nil,
+                origin: String? = nil) {
+        self.origin = origin.flatMap { $0.isEmpty ? nil : $0 }
         self.time = Incident.rfc3339(unixMilliseconds: timeUnixMs)
         self.timeUnixMs = timeUnixMs
         self.action = action

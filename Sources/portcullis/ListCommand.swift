@@ -31,7 +31,7 @@ struct List: ParsableCommand {
 
     @OptionGroup var state: StateOptions
 
-    @Option(help: ArgumentHelp("Only blocks from this source (cli, file, wazuh, detector, api).", valueName: "source"))
+    @Option(help: ArgumentHelp("Only blocks from this source (cli, file, wazuh, detector, api, fail2ban, sshguard, crowdsec).", valueName: "source"))
     var source: BlockSource?
 
     @Option(help: ArgumentHelp("Only ipv4 or ipv6 blocks.", valueName: "family"))
@@ -110,10 +110,18 @@ struct List: ParsableCommand {
             [
                 block.target, Output.remaining(block), Output.expiry(block),
                 String(block.droppedPackets), Output.bytes(block.droppedBytes),
-                block.source?.rawValue ?? "-", TerminalText.escaped(block.reason),
+                Self.sourceColumn(block), TerminalText.escaped(block.reason),
             ]
         }
         print(Output.table(["TARGET", "REMAINING", "EXPIRES", "PACKETS", "BYTES", "SOURCE", "REASON"], rows))
+    }
+
+    /// The source, or where an integration names one within it (`fail2ban/sshd`,
+    /// `crowdsec/cscli`), that origin; `--json` has both.
+    static func sourceColumn(_ block: BlockRecord) -> String {
+        guard let source = block.source?.rawValue else { return "-" }
+        if let origin = block.origin, origin.hasPrefix(source + "/") { return TerminalText.escaped(origin) }
+        return source
     }
 
     /// A JSON array written a page at a time: memory stays bounded by the page, not the blocklist.

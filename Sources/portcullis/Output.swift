@@ -165,6 +165,7 @@ extension BlockRecord {
         number("expiresAtUnixMs", expiresAtUnixMs)
         text("family", family.rawValue)
         text("kind", kind.rawValue)
+        text("origin", origin)
         flag("permanent", permanent)
         text("reason", reason)
         time("refreshedAt", refreshedAtUnixMs)
@@ -194,5 +195,32 @@ enum JSONText {
     static func number(_ value: Double) -> String {
         if value.rounded() == value, abs(value) < 1e15 { return String(Int64(value)) }
         return value.description
+    }
+}
+
+/// Writes `text` to `path` whole or not at all: beside it, synced, and renamed over it, so a
+/// reader (fail2ban loading an action, a browser opening a report) never sees half a file.
+/// `what` names the file in errors.
+func writeFileAtomically(_ text: String, to path: String, mode: mode_t, what: String) throws {
+    let temporary = "\(path).tmp-\(getpid())"
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+    guard fd >= 0 else {
+        throw RuntimeFailure("cannot write \(what) to \(TerminalText.escaped(path)): \(String(cString: strerror(errno))); check the directory exists and is writable")
+    }
+    var failure: String?
+    if case .failure(let code) = SystemCall.writeAll(fd, Array(text.utf8)) {
+        failure = "\(code)"
+    } else if fchmod(fd, mode) != 0 || fsync(fd) != 0 {
+        failure = String(cString: strerror(errno))
+    }
+    close(fd)
+    if let failure {
+        unlink(temporary)
+        throw RuntimeFailure("cannot write \(what) to \(TerminalText.escaped(path)): \(failure); nothing was written")
+    }
+    guard rename(temporary, path) == 0 else {
+        let reason = String(cString: strerror(errno))
+        unlink(temporary)
+        throw RuntimeFailure("cannot write \(what) to \(TerminalText.escaped(path)): \(reason)")
     }
 }

@@ -132,26 +132,6 @@ struct Report: ParsableCommand {
 
     /// Whole or not at all: written beside the file and renamed over it.
     static func write(_ text: String, to path: String) throws {
-        let temporary = "\(path).tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            throw RuntimeFailure("cannot write the report to \(TerminalText.escaped(path)): \(String(cString: strerror(errno))); check the directory exists and is writable")
-        }
-        var failure: String?
-        if case .failure(let code) = SystemCall.writeAll(fd, Array(text.utf8)) {
-            failure = "\(code)"
-        } else if fsync(fd) != 0 {
-            failure = String(cString: strerror(errno))
-        }
-        close(fd)
-        if let failure {
-            unlink(temporary)
-            throw RuntimeFailure("cannot write the report to \(TerminalText.escaped(path)): \(failure); nothing was written")
-        }
-        guard rename(temporary, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporary)
-            throw RuntimeFailure("cannot write the report to \(TerminalText.escaped(path)): \(reason)")
-        }
+        try writeFileAtomically(text, to: path, mode: 0o600, what: "the report")
     }
 }

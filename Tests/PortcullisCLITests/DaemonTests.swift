@@ -75,11 +75,7 @@ final class DaemonFixture {
     func stop() throws -> (status: Int32, output: String) {
         guard let process else { return (0, "") }
         self.process = nil
-        if process.isRunning { kill(process.processIdentifier, SIGTERM) }
-        let deadline = Date().addingTimeInterval(10)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        stopProcess(process, grace: 10)
         let text = output.map { String(decoding: $0.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) } ?? ""
         return (process.terminationStatus, text)
     }

@@ -72,15 +72,6 @@ struct DetectorDaemonTests {
         return log
     }
 
-    static func waitFor(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try condition() { return true }
-            Thread.sleep(forTimeInterval: 0.1)
-        }
-        return try condition()
-    }
-
     func blocked(_ daemon: DaemonFixture) throws -> Set<String> {
         let page = try daemon.json("GET", "/v1/blocks?limit=0") as? [String: Any]
         return Set((page?["blocks"] as? [[String: Any]] ?? []).compactMap { $0["target"] as? String })
@@ -94,26 +85,26 @@ struct DetectorDaemonTests {
                 + "<global><white_list>203.0.113.200</white_list></global>\n")
 
         try Self.sshd("Invalid user admin from 203.0.113.1 port 1", to: log)
-        #expect(try Self.waitFor(5) { try blocked(daemon).contains("203.0.113.1") })
+        #expect(try waitUntil(5) { try blocked(daemon).contains("203.0.113.1") })
 
         // Rotation: the old file moves away, a new one takes its name.
         try FileManager.default.moveItem(atPath: log, toPath: log + ".1")
         try Self.sshd("Invalid user admin from 203.0.113.2 port 2", to: log + ".1")
         try "".write(toFile: log, atomically: false, encoding: .utf8)
         try Self.sshd("Invalid user admin from 203.0.113.3 port 3", to: log)
-        #expect(try Self.waitFor(5) { try blocked(daemon).isSuperset(of: ["203.0.113.2", "203.0.113.3"]) },
+        #expect(try waitUntil(5) { try blocked(daemon).isSuperset(of: ["203.0.113.2", "203.0.113.3"]) },
                 "the rest of the rotated file and the new one are both read")
 
         // Truncation (logrotate's copytruncate): the file is emptied in place, then written again.
         truncate(log, 0)
         Thread.sleep(forTimeInterval: 0.5)
         try Self.sshd("Invalid user admin from 2001:db8::4 port 4", to: log)
-        #expect(try Self.waitFor(5) { try blocked(daemon).contains("2001:db8::4") })
+        #expect(try waitUntil(5) { try blocked(daemon).contains("2001:db8::4") })
 
         // The white list wins over every rule; an unparseable address blocks nothing and is recorded.
         try Self.sshd("Invalid user admin from 203.0.113.200 port 5", to: log)
         try Self.sshd("Invalid user admin from 203.0.113.999 port 6", to: log)
-        #expect(try Self.waitFor(5) { daemon.incidents.contains { ($0["error"] as? String)?.contains("cannot be parsed") == true } })
+        #expect(try waitUntil(5) { daemon.incidents.contains { ($0["error"] as? String)?.contains("cannot be parsed") == true } })
         #expect(try !blocked(daemon).contains("203.0.113.200"))
         #expect(daemon.incidents.contains { $0["action"] as? String == "refuse" && $0["target"] as? String == "203.0.113.200" })
     }
@@ -143,7 +134,7 @@ struct DetectorDaemonTests {
             ((try? String(contentsOfFile: seenPath, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
         }
         // add, its continue, and 2 s later the delete.
-        #expect(Self.waitFor(10) { seen().count >= 3 }, "\(seen())")
+        #expect(waitUntil(10) { seen().count >= 3 }, "\(seen())")
         let lines = seen()
         #expect(lines.first?.contains(#""command":"add""#) == true)
         #expect(lines.first?.contains(#""srcip":"203.0.113.50""#) == true)
@@ -171,10 +162,10 @@ struct DetectorDaemonTests {
                 + Self.activeResponse("firewall-drop", rules: "5710", timeout: 600),
             scripts: ["slow.sh": slow])
         try Self.sshd("User root from 203.0.113.60 not allowed because not listed in AllowUsers", to: log)
-        #expect(Self.waitFor(5) { FileManager.default.fileExists(atPath: "\(daemon.directory)/seen") }, "the slow command never started")
+        #expect(waitUntil(5) { FileManager.default.fileExists(atPath: "\(daemon.directory)/seen") }, "the slow command never started")
         let written = Date()
         try Self.sshd("Invalid user admin from 203.0.113.61 port 1", to: log)
-        #expect(try Self.waitFor(5) { try blocked(daemon).contains("203.0.113.61") }, "the block waited for the slow command")
+        #expect(try waitUntil(5) { try blocked(daemon).contains("203.0.113.61") }, "the block waited for the slow command")
         #expect(Date().timeIntervalSince(written) < 5)
 
         let stopping = Date()

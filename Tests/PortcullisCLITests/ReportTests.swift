@@ -39,14 +39,14 @@ struct ReportTests {
 
             // The detector: a detection and its block; the attacker's pings are dropped, then the operator lifts it.
             try DetectorDaemonTests.sshd("Invalid user admin from \(Lab.attackerV4) port 1", to: authLog)
-            try #require(DetectorDaemonTests.waitFor(10) { self.has("block", Lab.attackerV4) }, "the detector did not block: \(daemon.incidents)")
+            try #require(waitUntil(10) { self.has("block", Lab.attackerV4) }, "the detector did not block: \(daemon.incidents)")
             try #require(try lab.pingsAnswered(count: 4) == 0)
             try #require(try portcullis(["unblock", Lab.attackerV4]).status == 0)
             // White-listed, loopback, and an address that cannot be read.
             try DetectorDaemonTests.sshd("Invalid user admin from 203.0.113.200 port 2", to: authLog)
             try DetectorDaemonTests.sshd("Invalid user admin from 127.0.0.1 port 3", to: authLog)
             try DetectorDaemonTests.sshd("Invalid user admin from 203.0.113.999 port 4", to: authLog)
-            try #require(DetectorDaemonTests.waitFor(10) {
+            try #require(waitUntil(10) {
                 self.has("refuse", "203.0.113.200") && self.has("refuse", "127.0.0.1") && self.has("detect", "203.0.113.999")
             }, "\(daemon.incidents)")
 
@@ -66,7 +66,7 @@ struct ReportTests {
             try #require(try portcullis(["allow", "198.51.100.50"]).status == 0)
             try #require(try portcullis(["block", "198.51.100.50"]).status != 0)
             try #require(try portcullis(["block", "127.0.0.1"]).status != 0)
-            try #require(DetectorDaemonTests.waitFor(10) { self.has("expire", Lab.otherV4) }, "no expiry recorded: \(daemon.incidents)")
+            try #require(waitUntil(10) { self.has("expire", Lab.otherV4) }, "no expiry recorded: \(daemon.incidents)")
             // The attacker back, blocked by the operator and still in force: its pings are dropped
             // and only the data plane knows how many yet.
             try #require(try portcullis(["block", Lab.attackerV4, "--reason", "back again"]).status == 0)

@@ -199,3 +199,22 @@ enum FloodLock {
         return try body()
     }
 }
+
+/// Stops a process the test started: `signal`, then SIGKILL after `grace` seconds, and waits for it.
+func stopProcess(_ process: Process, signal: Int32 = SIGTERM, grace: TimeInterval) {
+    if process.isRunning { kill(process.processIdentifier, signal) }
+    let deadline = Date().addingTimeInterval(grace)
+    while process.isRunning && Date() < deadline { usleep(20_000) }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    process.waitUntilExit()
+}
+
+/// Whether `condition` holds within `seconds`, polled every 0.1 s.
+func waitUntil(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try condition() { return true }
+        Thread.sleep(forTimeInterval: 0.1)
+    }
+    return try condition()
+}

@@ -27,6 +27,15 @@ import Testing
         ["purge"],
         ["frobnicate"],
         ["list", "--bogus"],
+        ["fail2ban", "ban", "a b", "203.0.113.9", "--time", "1767225600", "--bantime", "600"],
+        ["fail2ban", "ban", "sshd", "203.0.113.9", "--time", "1767225600", "--bantime", "0"],
+        ["fail2ban", "ban", "sshd", "203.0.113.9", "--time", "1767225600", "--bantime", "600", "--restored", "2"],
+        ["fail2ban", "ban", "sshd", "127.0.0.1", "--time", "1767225600", "--bantime", "600"],
+        ["fail2ban", "ban", "sshd", "203.0.113.9", "--bantime", "600"],
+        ["fail2ban", "unban", "sshd", "not-an-address"],
+        ["fail2ban", "flush", "../etc"],
+        ["sshguard", "backend", "--safety-expiry", "0s"],
+        ["list", "--source", "iptables"],
     ]
 
     @Test(arguments: badInvocations)
@@ -58,7 +67,20 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: pins))
     }
 
-    static let commands = ["attach", "detach", "block", "unblock", "allow", "disallow", "list", "stats", "sweep", "status", "purge"]
+    static let commands = ["attach", "detach", "block", "unblock", "allow", "disallow", "list", "stats", "sweep", "status", "purge",
+                           "fail2ban", "sshguard"]
+
+    /// sshguard's backend runs for sshguard's lifetime: a line it cannot carry out is one line on
+    /// stderr, and it goes on, changing nothing.
+    @Test func theSshguardBackendReportsBadLinesAndGoesOn() throws {
+        let pins = "/tmp/portcullis-usage-\(UUID().uuidString.prefix(8))"
+        let input = "hello\nblock 127.1 4 32\nblock 203.0.113.9 6 32\nrelease 203.0.113.9 4\n\n"
+        let result = try Command.portcullis(["sshguard", "backend"], pins: pins, input: input)
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stderrLines.count == 4, "\(result)")
+        #expect(result.stderrLines.allSatisfy { $0.hasPrefix("sshg-fw-portcullis: ") && $0.hasSuffix("; ignored") }, "\(result)")
+        #expect(!FileManager.default.fileExists(atPath: pins))
+    }
 
     @Test(arguments: commands)
     func everyCommandHasHelpWithAnExample(command: String) throws {

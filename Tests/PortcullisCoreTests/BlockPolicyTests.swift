@@ -98,6 +98,6 @@ import Testing
     @Test func sourcesAreNamedStrictly() throws {
         #expect(try BlockSource.named("wazuh") == .wazuh)
         #expect(throws: UnknownBlockSource.self) { try BlockSource.named("Wazuh") }
-        #expect(UnknownBlockSource(name: "x").description == "unknown source 'x' (cli, file, wazuh, detector, api)")
+        #expect(UnknownBlockSource(name: "x").description == "unknown source 'x' (cli, file, wazuh, detector, api, fail2ban, sshguard, crowdsec)")
     }
 }
