@@ -4,14 +4,17 @@
  * the kernel allocates a socket buffer for them.
  *
  * Verdict, in order: allowlisted source -> pass; a block on the exact address or
- * on a prefix holding it that is permanent or not yet expired -> drop; anything
- * else passes. An expired block passes whether or not a sweep has removed it yet,
- * so expiry never waits for user space.
+ * on a prefix holding it that is permanent or not yet expired -> drop; a live
+ * throttle on the address or a prefix holding it -> drop above its rate, pass
+ * below; anything else passes. An expired block or throttle passes whether or
+ * not a sweep has removed it yet, so expiry never waits for user space.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
+#include <linux/tcp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -66,6 +69,39 @@ struct {
 	__type(value, struct portcullis_allow);
 } allow_v6 SEC(".maps");
 
+/* Throttles, sized like the block maps; looked up only when no live block matched. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct portcullis_throttle);
+} throttles_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct portcullis_addr_v6);
+	__type(value, struct portcullis_throttle);
+} throttles_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct portcullis_lpm_v4);
+	__type(value, struct portcullis_prefix_throttle);
+} throttle_prefixes_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, struct portcullis_lpm_v6);
+	__type(value, struct portcullis_prefix_throttle);
+} throttle_prefixes_v6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, PORTCULLIS_STATS_SLOTS);
@@ -98,9 +134,10 @@ struct vlan_hdr {
 
 /* The outcome of looking a source up in one kind of block. */
 enum match {
-	NO_BLOCK,     /* nothing matched */
-	BLOCK_EXPIRED, /* only blocks that have expired matched */
-	BLOCK_LIVE,   /* a permanent or unexpired block matched: drop */
+	NO_BLOCK,     /* nothing matched; from a throttle: under its rate, pass */
+	BLOCK_EXPIRED, /* only blocks (or throttles) that have expired matched */
+	BLOCK_LIVE,   /* a permanent or unexpired block matched, or a throttle over its rate: drop */
+	NO_MATCH,     /* from the throttle lookups: no throttle matched */
 };
 
 /*
@@ -164,8 +201,133 @@ static __always_inline int verdict(enum match result, __u64 len, struct portcull
 	return XDP_PASS;
 }
 
+/* What a packet is, as far as a --new-connections throttle cares. */
+struct l4 {
+	__u8 protocol;  /* IPPROTO_*, or IPPROTO_RAW when no transport header follows the IP header directly */
+	void *header;   /* the transport header; may run past data_end */
+};
+
+/*
+ * Whether a packet may open a connection: a TCP segment with SYN and without
+ * ACK, or anything that is not a TCP segment the program can read (UDP, ICMP,
+ * fragments, extension headers, a truncated header), which carries no sign of
+ * belonging to an established connection. Only a --new-connections throttle
+ * asks, so the transport header is read only for a throttled source.
+ */
+static __always_inline int opens_connection(const struct l4 *l4, void *data_end)
+{
+	struct tcphdr *tcp = l4->header;
+
+	if (l4->protocol != IPPROTO_TCP || (void *)(tcp + 1) > data_end)
+		return 1;
+	return tcp->syn && !tcp->ack;
+}
+
+/* The bucket's attempts to win the compare-and-exchange against other CPUs before it drops. */
+#define THROTTLE_CAS_ATTEMPTS 4
+
+/*
+ * Polices one packet with a matched throttle (see struct portcullis_throttle):
+ * BLOCK_LIVE drops it, NO_BLOCK passes it, BLOCK_EXPIRED says the throttle no
+ * longer applies. The clock is read here only, once a throttle has matched.
+ */
+static __always_inline enum match police(struct portcullis_throttle *t, __u64 len, const struct l4 *l4,
+					 void *data_end)
+{
+	__u64 jiffies = bpf_jiffies64();
+	__u64 expires = t->expires_jiffies;
+	__u64 now, tat, next;
+	int i;
+
+	if (expires != PORTCULLIS_PERMANENT && jiffies >= expires)
+		return BLOCK_EXPIRED;
+	if ((t->flags & PORTCULLIS_THROTTLE_NEW_CONNECTIONS) && !opens_connection(l4, data_end))
+		goto pass;
+	now = (jiffies - t->epoch_jiffies) * t->rate;
+	tat = t->tat;
+	for (i = 0; i < THROTTLE_CAS_ATTEMPTS; i++) {
+		__u64 seen;
+
+		next = (tat > now ? tat : now) + t->packet_ticks;
+		if (next - now > t->burst_ticks)
+			break;
+		seen = __sync_val_compare_and_swap(&t->tat, tat, next);
+		if (seen == tat)
+			goto pass;
+		tat = seen;
+	}
+	/* Over the rate, or every attempt lost to other CPUs passing packets of this source. */
+	__sync_fetch_and_add(&t->dropped_packets, 1);
+	__sync_fetch_and_add(&t->dropped_bytes, len);
+	return BLOCK_LIVE;
+pass:
+	__sync_fetch_and_add(&t->passed_packets, 1);
+	return NO_BLOCK;
+}
+
+/* Like check_prefixes: a shorter live throttle around an expired one still applies. */
+static __always_inline enum match police_prefixes(void *trie, void *lpm, __u64 len, const struct l4 *l4,
+						  void *data_end)
+{
+	__u32 *prefixlen = lpm;
+	enum match result = BLOCK_EXPIRED;
+	int i;
+
+	for (i = 0; i < PREFIX_NESTING_MAX; i++) {
+		struct portcullis_prefix_throttle *entry = bpf_map_lookup_elem(trie, lpm);
+
+		if (!entry)
+			return i == 0 ? NO_MATCH : BLOCK_EXPIRED;
+		result = police(&entry->throttle, len, l4, data_end);
+		if (result != BLOCK_EXPIRED || entry->prefixlen == 0)
+			return result;
+		*prefixlen = entry->prefixlen - 1;
+	}
+	return result;
+}
+
+/*
+ * The verdict of a source no live block matched: policed by its throttle if it
+ * has one (the exact address before prefixes), else `result` counted as before.
+ */
+static __always_inline int throttle_verdict(enum match result, void *exact, void *key, void *trie, void *lpm,
+					    __u32 exact_count, __u32 trie_count, __u64 len,
+					    const struct l4 *l4, void *data_end, struct portcullis_stats *st)
+{
+	enum match policed = NO_MATCH;
+
+	if (exact_count) {
+		struct portcullis_throttle *t = bpf_map_lookup_elem(exact, key);
+
+		if (t)
+			policed = police(t, len, l4, data_end);
+	}
+	if ((policed == NO_MATCH || policed == BLOCK_EXPIRED) && trie_count) {
+		enum match prefixes = police_prefixes(trie, lpm, len, l4, data_end);
+
+		if (prefixes != NO_MATCH)
+			policed = prefixes;
+	}
+	switch (policed) {
+	case BLOCK_LIVE:
+		st->dropped++;
+		st->dropped_throttled++;
+		st->dropped_bytes += len;
+		return XDP_DROP;
+	case NO_BLOCK:
+		st->passed_throttled++;
+		return XDP_PASS;
+	case BLOCK_EXPIRED:
+		result = BLOCK_EXPIRED;
+		break;
+	default:
+		break;
+	}
+	return verdict(result, len, st);
+}
+
 static __always_inline int verdict_v4(__be32 saddr, __u64 len, struct portcullis_stats *st,
-				      const struct portcullis_trie_sizes *sizes)
+				      const struct portcullis_trie_sizes *sizes, const struct l4 *l4, void *data_end)
 {
 	struct portcullis_lpm_v4 lpm = { .prefixlen = 32 };
 	struct portcullis_block *block;
@@ -186,11 +348,16 @@ static __always_inline int verdict_v4(__be32 saddr, __u64 len, struct portcullis
 		if (prefixes != NO_BLOCK)
 			result = prefixes;
 	}
-	return verdict(result, len, st);
+	if (result == BLOCK_LIVE || !(sizes->throttles_v4 | sizes->throttle_prefixes_v4))
+		return verdict(result, len, st);
+	lpm.prefixlen = 32;
+	return throttle_verdict(result, &throttles_v4, &saddr, &throttle_prefixes_v4, &lpm, sizes->throttles_v4,
+				sizes->throttle_prefixes_v4, len, l4, data_end, st);
 }
 
 static __always_inline int verdict_v6(const struct in6_addr *saddr, __u64 len,
-				      struct portcullis_stats *st, const struct portcullis_trie_sizes *sizes)
+				      struct portcullis_stats *st, const struct portcullis_trie_sizes *sizes,
+				      const struct l4 *l4, void *data_end)
 {
 	struct portcullis_lpm_v6 lpm = { .prefixlen = 128 };
 	struct portcullis_block *block;
@@ -210,7 +377,11 @@ static __always_inline int verdict_v6(const struct in6_addr *saddr, __u64 len,
 		if (prefixes != NO_BLOCK)
 			result = prefixes;
 	}
-	return verdict(result, len, st);
+	if (result == BLOCK_LIVE || !(sizes->throttles_v6 | sizes->throttle_prefixes_v6))
+		return verdict(result, len, st);
+	lpm.prefixlen = 128;
+	return throttle_verdict(result, &throttles_v6, lpm.addr, &throttle_prefixes_v6, &lpm, sizes->throttles_v6,
+				sizes->throttle_prefixes_v6, len, l4, data_end, st);
 }
 
 SEC("xdp")
@@ -259,21 +430,28 @@ int portcullis_xdp(struct xdp_md *ctx)
 
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = cursor;
+		struct l4 l4;
 
 		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5) {
 			st->parse_failed++;
 			return XDP_PASS;
 		}
-		return verdict_v4(ip->saddr, len, st, sizes);
+		/* A later fragment carries no transport header. */
+		l4.protocol = ip->frag_off & bpf_htons(0x1fff) ? IPPROTO_RAW : ip->protocol;
+		l4.header = cursor + ip->ihl * 4;
+		return verdict_v4(ip->saddr, len, st, sizes, &l4, data_end);
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = cursor;
+		struct l4 l4;
 
 		if ((void *)(ip6 + 1) > data_end || ip6->version != 6) {
 			st->parse_failed++;
 			return XDP_PASS;
 		}
-		return verdict_v6(&ip6->saddr, len, st, sizes);
+		l4.protocol = ip6->nexthdr;
+		l4.header = ip6 + 1;
+		return verdict_v6(&ip6->saddr, len, st, sizes, &l4, data_end);
 	}
 	/* A third VLAN tag, or anything that is not IP, is none of our business. */
 	st->not_ip++;

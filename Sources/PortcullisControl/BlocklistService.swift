@@ -94,9 +94,10 @@ public protocol BlocklistService {
     func block(_ request: BlockRequest, context: IncidentContext) throws(ServiceError) -> BlockOutcome
     /// Blocks every item or, when any is refused, none.
     func block(batch: BlockBatch) throws(ServiceError) -> BatchResult
-    /// Lifts the block on `target`; with `onlyOwn`, only a block `source` set, by
-    /// ``BlockPolicy/mayLift(ownedBy:isExpired:requestedBy:)``.
-    func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult
+    /// Lifts the block on `target` (with `throttle`, the throttle: each lifts only its own
+    /// kind); with `onlyOwn`, only one `source` set, by ``BlockPolicy/mayLift(ownedBy:isExpired:requestedBy:)``.
+    func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext,
+                 throttle: Bool) throws(ServiceError) -> UnblockResult
     /// The blocks `query` selects, a page of them, and how many it selects in all.
     func list(_ query: BlockQuery) throws(ServiceError) -> BlockListing
     /// One block, found by its key.
@@ -106,6 +107,13 @@ public protocol BlocklistService {
     func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange
     func allowlist() throws(ServiceError) -> [BlockTarget]
     func statistics() throws(ServiceError) -> PacketStatistics
+}
+
+extension BlocklistService {
+    /// Lifts the block on `target`, leaving any throttle.
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult {
+        try unblock(target, requestedBy: source, onlyOwn: onlyOwn, context: context, throttle: false)
+    }
 }
 
 extension BlocklistService {
@@ -234,9 +242,10 @@ public struct RemoteBlocklist: BlocklistService {
         return response.result
     }
 
-    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult {
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext,
+                        throttle: Bool) throws(ServiceError) -> UnblockResult {
         let response: UnblockResponse = try call(
-            "POST", "/v1/unblock", UnblockBody(target: target, source: source, onlyOwn: onlyOwn, wazuh: context.wazuh))
+            "POST", "/v1/unblock", UnblockBody(target: target, source: source, onlyOwn: onlyOwn, wazuh: context.wazuh, throttle: throttle))
         return try response.result()
     }
 
@@ -367,8 +376,9 @@ public final class PreferredBlocklist: BlocklistService {
         try perform { s throws(ServiceError) in try s.block(request, context: context) }
     }
     public func block(batch: BlockBatch) throws(ServiceError) -> BatchResult { try perform { s throws(ServiceError) in try s.block(batch: batch) } }
-    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult {
-        try perform { s throws(ServiceError) in try s.unblock(target, requestedBy: source, onlyOwn: onlyOwn, context: context) }
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext,
+                        throttle: Bool) throws(ServiceError) -> UnblockResult {
+        try perform { s throws(ServiceError) in try s.unblock(target, requestedBy: source, onlyOwn: onlyOwn, context: context, throttle: throttle) }
     }
     public func list(_ query: BlockQuery) throws(ServiceError) -> BlockListing { try perform { s throws(ServiceError) in try s.list(query) } }
     public func entry(for target: BlockTarget) throws(ServiceError) -> BlockEntry? { try perform { s throws(ServiceError) in try s.entry(for: target) } }

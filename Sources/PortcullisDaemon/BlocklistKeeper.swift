@@ -134,8 +134,9 @@ actor BlocklistKeeper {
         return result
     }
 
-    func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult {
-        let result = try blocklist.unblock(target, requestedBy: source, onlyOwn: onlyOwn, context: context)
+    func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext,
+                 throttle: Bool = false) throws(ServiceError) -> UnblockResult {
+        let result = try blocklist.unblock(target, requestedBy: source, onlyOwn: onlyOwn, context: context, throttle: throttle)
         if case .removed(let entry) = result.outcome { metrics.recordUnblock(source: entry.source) }
         noteMissingRecord(result.recordWarning)
         return result

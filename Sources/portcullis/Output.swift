@@ -45,6 +45,11 @@ enum Output {
         return unit == 0 ? "\(count) B" : "\(fixed(value, digits: 1)) \(units[unit])"
     }
 
+    /// A throttle's terms as `list` and `throttle` show them: "100/s burst 10", "... new connections".
+    static func throttle(_ rate: ThrottleRate) -> String {
+        "\(rate.packetsPerSecond)/s burst \(rate.burst)" + (rate.newConnectionsOnly ? ", new connections" : "")
+    }
+
     static func duration(seconds: Double) -> String {
         DurationText.format(.milliseconds(Int64((seconds * 1000).rounded(.down))))
     }

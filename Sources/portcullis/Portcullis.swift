@@ -41,7 +41,7 @@ struct Portcullis: ParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [
-            Attach.self, Detach.self, Block.self, Unblock.self, Allow.self, Disallow.self,
+            Attach.self, Detach.self, Block.self, Unblock.self, Throttle.self, Unthrottle.self, Allow.self, Disallow.self,
             List.self, Top.self, Stats.self, Sweep.self, Status.self, Incidents.self, Report.self, Run.self, Purge.self, Wazuh.self, Logtest.self,
         ]
     )
