@@ -132,6 +132,7 @@ extension BlockRecord {
         number("expiresAtUnixMs", expiresAtUnixMs)
         text("family", family.rawValue)
         text("kind", kind.rawValue)
+        number("passedPackets", passedPackets)
         fields.append(("permanent", permanent ? "true" : "false"))
         text("reason", reason)
         text("refreshedAt", refreshedAt)
@@ -140,6 +141,12 @@ extension BlockRecord {
         number("requestedSeconds", requestedSeconds)
         text("source", source?.rawValue)
         text("target", target)
+        if let throttle {
+            var terms = [("burst", String(throttle.burst))]
+            if let newConnections = throttle.newConnections { terms.append(("newConnections", newConnections ? "true" : "false")) }
+            terms.append(("rate", String(throttle.rate)))
+            fields.append(("throttle", "{\n" + terms.map { "      \"\($0.0)\" : \($0.1)" }.joined(separator: ",\n") + "\n    }"))
+        }
         return "  {\n" + fields.map { "    \"\($0.0)\" : \($0.1)" }.joined(separator: ",\n") + "\n  }"
     }
 }
