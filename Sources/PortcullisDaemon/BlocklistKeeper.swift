@@ -100,6 +100,12 @@ actor BlocklistKeeper {
             return problems
         }
         lastRecovery = ContinuousClock.now
+        if !pinsLost && !configuration.reattach {
+            for problem in found where !problems.contains(problem) { logger.error("\(problem); not attaching again (reattach: false)") }
+            problems = found
+            metrics.recordDataplane(healthy: false)
+            return problems
+        }
         for problem in found where !problems.contains(problem) { logger.error("\(problem); recovering") }
         if found.contains(where: { $0.hasPrefix("the pins in") }) {
             do {
