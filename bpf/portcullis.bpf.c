@@ -37,8 +37,12 @@ struct {
 	__type(value, struct portcullis_block);
 } blocks_v6 SEC(".maps");
 
+/*
+ * Prefix blocks: hash maps keyed by length and masked address, looked up once per length in
+ * use (trie_sizes.prefix_lengths_*). An LPM trie deepens as it fills; these do not.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1);
 	__type(key, struct portcullis_lpm_v4);
@@ -46,12 +50,20 @@ struct {
 } prefixes_v4 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1);
 	__type(key, struct portcullis_lpm_v6);
 	__type(value, struct portcullis_prefix_block);
 } prefixes_v6 SEC(".maps");
+
+/* The control plane's counts of prefix blocks per length; the data plane reads only the bits. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PORTCULLIS_PREFIX_LENGTH_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} prefix_lengths SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -156,34 +168,103 @@ static __always_inline enum match check_block(struct portcullis_block *block, __
 }
 
 /*
- * An LPM lookup answers with the longest prefix holding the source only. When
- * that one has expired (and no sweep removed it yet), a shorter live prefix
- * around it must still drop, so look again for prefixes shorter than the one
- * that answered. Blocks nest only so deep in practice; the bound keeps the
- * verifier's job finite.
+ * An LPM lookup (the prefix throttles) answers with the longest prefix holding
+ * the source only. When that one has expired (and no sweep removed it yet), a
+ * shorter live prefix around it must still apply, so look again for prefixes
+ * shorter than the one that answered. They nest only so deep in practice; the
+ * bound keeps the verifier's job finite.
  */
 #define PREFIX_NESTING_MAX 8
 
-static __always_inline enum match check_prefixes(void *trie, void *lpm, __u64 len)
+
+/*
+ * The prefix blocks holding an IPv4 source, longest first: one hash lookup per length in
+ * use. An expired one lets a shorter live one drop.
+ */
+static __always_inline enum match check_prefix_lengths_v4(__be32 saddr, __u64 lengths, __u64 len)
 {
-	/* Both LPM key layouts start with the prefix length. */
-	__u32 *prefixlen = lpm;
+	struct portcullis_lpm_v4 key;
 	enum match result = NO_BLOCK;
 	int i;
 
-	for (i = 0; i < PREFIX_NESTING_MAX; i++) {
-		struct portcullis_prefix_block *entry = bpf_map_lookup_elem(trie, lpm);
+	for (i = 0; i < 33 && lengths; i++) {
+		__u32 plen = 63 - __builtin_clzll(lengths);
+		__u32 masked = plen ? saddr & bpf_htonl(0xffffffffu << (32 - plen)) : 0;
+		struct portcullis_prefix_block *entry;
 
+		lengths &= ~(1ull << plen);
+		key.prefixlen = plen;
+		__builtin_memcpy(key.addr, &masked, sizeof(masked));
+		entry = bpf_map_lookup_elem(&prefixes_v4, &key);
 		if (!entry)
-			return result;
+			continue;
 		if (check_block(&entry->block, len) == BLOCK_LIVE)
 			return BLOCK_LIVE;
 		result = BLOCK_EXPIRED;
-		if (entry->prefixlen == 0)
-			return result;
-		*prefixlen = entry->prefixlen - 1;
 	}
 	return result;
+}
+
+/* What check_prefix_lengths_v6 hands each round of bpf_loop. */
+struct lengths_v6 {
+	__u32 addr[4];
+	__u64 bits[3];
+	__u64 len;
+	enum match result;
+};
+
+/*
+ * One length of IPv6 prefixes, the longest left in `bits`, as a bpf_loop callback: the
+ * verifier checks it once, where an open-coded loop over 129 lengths would have it walk
+ * every path of every round. Returns 1 (stop) on a live block or when no length is left.
+ */
+static long check_one_length_v6(__u64 round, struct lengths_v6 *state)
+{
+	struct portcullis_lpm_v6 key;
+	struct portcullis_prefix_block *entry;
+	__u32 word, bit, plen, part[4];
+	int k;
+
+	if (state->bits[2])
+		word = 2;
+	else if (state->bits[1])
+		word = 1;
+	else if (state->bits[0])
+		word = 0;
+	else
+		return 1;
+	bit = 63 - __builtin_clzll(state->bits[word]);
+	state->bits[word] &= ~(1ull << bit);
+	plen = word * 64 + bit;
+#pragma unroll
+	for (k = 0; k < 4; k++) {
+		__s32 left = (__s32)plen - 32 * k;
+
+		part[k] = left <= 0 ? 0 : left >= 32 ? state->addr[k] : state->addr[k] & bpf_htonl(0xffffffffu << (32 - left));
+	}
+	key.prefixlen = plen;
+	__builtin_memcpy(key.addr, part, sizeof(part));
+	entry = bpf_map_lookup_elem(&prefixes_v6, &key);
+	if (!entry)
+		return 0;
+	if (check_block(&entry->block, state->len) == BLOCK_LIVE) {
+		state->result = BLOCK_LIVE;
+		return 1;
+	}
+	state->result = BLOCK_EXPIRED;
+	return 0;
+}
+
+/* The same for IPv6, lengths 128 down to 0. */
+static __always_inline enum match check_prefix_lengths_v6(const struct in6_addr *saddr, const __u64 *lengths,
+							  __u64 len)
+{
+	struct lengths_v6 state = { .len = len, .result = NO_BLOCK };
+
+	__builtin_memcpy(state.addr, saddr, sizeof(state.addr));
+	__builtin_memcpy(state.bits, lengths, sizeof(state.bits));
+	bpf_loop(129, check_one_length_v6, &state, 0);
+	return state.result;
 }
 
 /* Counts the verdict: an expired match is counted apart from a source nothing blocks. */
@@ -265,7 +346,7 @@ pass:
 	return NO_BLOCK;
 }
 
-/* Like check_prefixes: a shorter live throttle around an expired one still applies. */
+/* A shorter live throttle around an expired one still applies (see PREFIX_NESTING_MAX). */
 static __always_inline enum match police_prefixes(void *trie, void *lpm, __u64 len, const struct l4 *l4,
 						  void *data_end)
 {
@@ -343,7 +424,7 @@ static __always_inline int verdict_v4(__be32 saddr, __u64 len, struct portcullis
 		result = check_block(block, len);
 	/* An expired exact block must not hide a live prefix block around it. */
 	if (result != BLOCK_LIVE && sizes->prefixes_v4) {
-		enum match prefixes = check_prefixes(&prefixes_v4, &lpm, len);
+		enum match prefixes = check_prefix_lengths_v4(saddr, sizes->prefix_lengths_v4, len);
 
 		if (prefixes != NO_BLOCK)
 			result = prefixes;
@@ -372,7 +453,7 @@ static __always_inline int verdict_v6(const struct in6_addr *saddr, __u64 len,
 	if (block)
 		result = check_block(block, len);
 	if (result != BLOCK_LIVE && sizes->prefixes_v6) {
-		enum match prefixes = check_prefixes(&prefixes_v6, &lpm, len);
+		enum match prefixes = check_prefix_lengths_v6(saddr, sizes->prefix_lengths_v6, len);
 
 		if (prefixes != NO_BLOCK)
 			result = prefixes;

@@ -105,7 +105,8 @@ struct portcullis_v3_block {
 	char reason[PORTCULLIS_V3_REASON_MAX];
 };
 
-/* Key of the IPv4 and IPv6 LPM tries (prefix blocks and allowlist). */
+/* Key of the IPv4 and IPv6 LPM tries (allowlist, prefix throttles) and of the prefix block
+ * hash maps, where the address is masked to the prefix length. */
 struct portcullis_lpm_v4 {
 	__u32 prefixlen;
 	__u8 addr[4];
@@ -170,7 +171,19 @@ struct portcullis_trie_sizes {
 	__u32 throttles_v6;
 	__u32 throttle_prefixes_v4;
 	__u32 throttle_prefixes_v6;
+	/*
+	 * The prefix lengths that have prefix blocks: bit L of prefix_lengths_v4, and bit L % 64
+	 * of prefix_lengths_v6[L / 64]. The prefix blocks are hash maps keyed by length and
+	 * masked address, so a packet costs one lookup per length in use, however many prefixes
+	 * each holds. Set before the first prefix of a length is inserted, cleared after its last
+	 * is deleted (the counts live in the prefix_lengths map).
+	 */
+	__u64 prefix_lengths_v4;
+	__u64 prefix_lengths_v6[3];
 };
+
+/* Entries of the prefix_lengths array map (the control plane's counts behind the bits above). */
+#define PORTCULLIS_PREFIX_LENGTH_SLOTS (33 + 129) /* IPv4 lengths 0-32, then IPv6 lengths 0-128 */
 
 /* One entry, index 0, of the "meta" array map: written once at first load. */
 struct portcullis_meta {

@@ -42,6 +42,7 @@ public final class Datapath {
     let throttlesV6: BPFMap
     let throttlePrefixesV4: BPFMap
     let throttlePrefixesV6: BPFMap
+    let prefixLengths: BPFMap
     let stats: BPFMap
     let trieSizes: BPFMap
     package let xdpProgram: BPFProgram
@@ -53,6 +54,7 @@ public final class Datapath {
         case allowV4 = "allow_v4", allowV6 = "allow_v6"
         case throttlesV4 = "throttles_v4", throttlesV6 = "throttles_v6"
         case throttlePrefixesV4 = "throttle_prefixes_v4", throttlePrefixesV6 = "throttle_prefixes_v6"
+        case prefixLengths = "prefix_lengths"
         case stats, trieSizes = "trie_sizes", meta
     }
     static let programNames = [PORTCULLIS_PROG_XDP, PORTCULLIS_PROG_CLOCK]
@@ -132,6 +134,7 @@ public final class Datapath {
             throttlesV6 = try map(.throttlesV6)
             throttlePrefixesV4 = try map(.throttlePrefixesV4)
             throttlePrefixesV6 = try map(.throttlePrefixesV6)
+            prefixLengths = try map(.prefixLengths)
             stats = try map(.stats)
             trieSizes = try map(.trieSizes)
             metaMap.close()
@@ -151,7 +154,7 @@ public final class Datapath {
 
     deinit {
         for map in [blocksV4, blocksV6, prefixesV4, prefixesV6, allowV4, allowV6, throttlesV4, throttlesV6,
-                    throttlePrefixesV4, throttlePrefixesV6, stats, trieSizes] { map.close() }
+                    throttlePrefixesV4, throttlePrefixesV6, prefixLengths, stats, trieSizes] { map.close() }
         xdpProgram.close()
         clock.probe.close()
     }

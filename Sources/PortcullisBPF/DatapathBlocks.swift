@@ -129,12 +129,18 @@ extension Datapath {
         if !write.keepsCounters { value.block = portcullis_block() }
         value.block.expires_jiffies = write.expiry.jiffies
         value.prefixlen = length
-        // Raised before the insert, so the data plane never skips a trie holding an entry.
-        if previous == nil { try adjustSize(of: kind, by: 1) }
+        // Raised before the insert, so the data plane never skips a map or a length holding an entry.
+        if previous == nil {
+            try adjustSize(of: kind, by: 1)
+            try adjustPrefixLength(kind, length, by: 1)
+        }
         do {
             try trie.update(key, value)
         } catch {
-            if previous == nil { try adjustSize(of: kind, by: -1) }
+            if previous == nil {
+                try adjustSize(of: kind, by: -1)
+                try adjustPrefixLength(kind, length, by: -1)
+            }
             throw error
         }
     }
@@ -153,9 +159,15 @@ extension Datapath {
             case .exactV4(let key): v4.append(key)
             case .exactV6(let key): v6.append(key)
             case .prefixV4(let key):
-                if try prefixesV4.delete(key) { try adjustSize(of: .prefixesV4, by: -1) }
+                if try prefixesV4.delete(key) {
+                    try adjustSize(of: .prefixesV4, by: -1)
+                    try adjustPrefixLength(.prefixesV4, key.prefixlen, by: -1)
+                }
             case .prefixV6(let key):
-                if try prefixesV6.delete(key) { try adjustSize(of: .prefixesV6, by: -1) }
+                if try prefixesV6.delete(key) {
+                    try adjustSize(of: .prefixesV6, by: -1)
+                    try adjustPrefixLength(.prefixesV6, key.prefixlen, by: -1)
+                }
             }
         }
         _ = try blocksV4.deleteBatch(v4)
@@ -228,6 +240,42 @@ extension Datapath {
         try trieSizes.update(UInt32(0), sizes)
     }
 
+    /// Counts the prefix blocks of one length, and keeps the data plane's bit for that length set
+    /// while there is any (raised before an insert, lowered after a delete, under the writer lock).
+    func adjustPrefixLength(_ trie: Trie, _ length: UInt32, by delta: Int) throws(DatapathError) {
+        let ipv4 = trie == .prefixesV4
+        guard length <= (ipv4 ? 32 : 128) else { return }
+        let slot = ipv4 ? length : 33 + length
+        let count = try prefixLengths.lookup(slot, as: UInt32.self) ?? 0
+        let adjusted = UInt32(max(0, Int(count) + delta))
+        try prefixLengths.update(slot, adjusted)
+        guard (count == 0) != (adjusted == 0) else { return }
+        var sizes = try trieSizes.lookup(UInt32(0), as: portcullis_trie_sizes.self) ?? portcullis_trie_sizes()
+        Self.setLength(length, ipv4: ipv4, inUse: adjusted > 0, in: &sizes)
+        try trieSizes.update(UInt32(0), sizes)
+    }
+
+    private static func setLength(_ length: UInt32, ipv4: Bool, inUse: Bool, in sizes: inout portcullis_trie_sizes) {
+        func set(_ word: inout UInt64, _ bit: UInt32) {
+            if inUse { word |= 1 << UInt64(bit) } else { word &= ~(1 << UInt64(bit)) }
+        }
+        if ipv4 { return set(&sizes.prefix_lengths_v4, length) }
+        switch length / 64 {
+        case 0: set(&sizes.prefix_lengths_v6.0, length % 64)
+        case 1: set(&sizes.prefix_lengths_v6.1, length % 64)
+        default: set(&sizes.prefix_lengths_v6.2, length % 64)
+        }
+    }
+
+    /// The prefix lengths the data plane looks up, IPv4 then IPv6, for tests.
+    package func prefixLengthsInUse() throws(DatapathError) -> (ipv4: [UInt32], ipv6: [UInt32]) {
+        let sizes = try trieSizes.lookup(UInt32(0), as: portcullis_trie_sizes.self) ?? portcullis_trie_sizes()
+        let v4 = (0...32).filter { sizes.prefix_lengths_v4 & (1 << UInt64($0)) != 0 }.map(UInt32.init)
+        let words = [sizes.prefix_lengths_v6.0, sizes.prefix_lengths_v6.1, sizes.prefix_lengths_v6.2]
+        let v6 = (0...128).filter { words[$0 / 64] & (1 << UInt64($0 % 64)) != 0 }.map(UInt32.init)
+        return (v4, v6)
+    }
+
     /// Sets the counts to what the tries hold, mending any count a crash left too high.
     public func recountTries() throws(DatapathError) {
         var sizes = portcullis_trie_sizes()
@@ -239,6 +287,14 @@ extension Datapath {
         sizes.throttles_v6 = UInt32(try throttlesV6.keys(as: portcullis_addr_v6.self).count)
         sizes.throttle_prefixes_v4 = UInt32(try throttlePrefixesV4.keys(as: portcullis_lpm_v4.self).count)
         sizes.throttle_prefixes_v6 = UInt32(try throttlePrefixesV6.keys(as: portcullis_lpm_v6.self).count)
+        var counts = [UInt32](repeating: 0, count: Int(PORTCULLIS_PREFIX_LENGTH_SLOTS))
+        for key in try prefixesV4.keys(as: portcullis_lpm_v4.self) where key.prefixlen <= 32 { counts[Int(key.prefixlen)] += 1 }
+        for key in try prefixesV6.keys(as: portcullis_lpm_v6.self) where key.prefixlen <= 128 { counts[33 + Int(key.prefixlen)] += 1 }
+        for (slot, count) in counts.enumerated() {
+            try prefixLengths.update(UInt32(slot), count)
+            let ipv4 = slot < 33
+            Self.setLength(UInt32(ipv4 ? slot : slot - 33), ipv4: ipv4, inUse: count > 0, in: &sizes)
+        }
         try trieSizes.update(UInt32(0), sizes)
     }
 
