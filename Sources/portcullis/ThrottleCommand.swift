@@ -114,19 +114,7 @@ struct Unthrottle: ParsableCommand {
     var json = false
 
     func run() throws {
-        target.printNotes()
-        let result = try whenStateExists(or: UnblockResult(outcome: .absent)) { () throws(ServiceError) in
-            try state.blocklist().unblock(target.target, requestedBy: .cli, onlyOwn: false, context: .none, throttle: true)
-        }
-        warnOfMissingRecord(result.recordWarning)
-        if json {
-            print(Output.json(UnblockResponse(target: target.target, result)))
-            return
-        }
-        guard case .removed(let entry) = result.outcome else {
-            print("\(target.target) was not throttled")
-            return
-        }
+        guard let entry = try lift(target, in: state, throttle: true, json: json) else { return }
         print("unthrottled \(entry.target) (it passed \(entry.passedPackets) packets and dropped \(entry.droppedPackets), \(Output.bytes(entry.droppedBytes)))")
     }
 }
