@@ -10,7 +10,7 @@
 
 #include <linux/types.h>
 
-#define PORTCULLIS_LAYOUT_VERSION 4
+#define PORTCULLIS_LAYOUT_VERSION 5
 #define PORTCULLIS_MAGIC 0x70637573u /* "pcus" */
 
 /*
@@ -45,6 +45,40 @@ struct portcullis_prefix_block {
 };
 
 /*
+ * Value of the throttle maps (exact and prefix, both families): a policer, since
+ * XDP can pass or drop but never delay. The bucket is one word, updated with a
+ * compare-and-exchange and no lock: the generic cell rate algorithm, where `tat`
+ * (the theoretical arrival time of the next packet) stands for the tokens. Time
+ * is counted in ticks of 1/rate jiffy since `epoch_jiffies`, so a jiffy is `rate`
+ * ticks and a packet `jiffies_per_second` ticks, and no division is made per
+ * packet. A packet passes when it leaves `tat` no more than `burst_ticks` ahead of
+ * now. A drop writes nothing to the bucket, so a flood that is being cut only
+ * reads it.
+ */
+#define PORTCULLIS_THROTTLE_NEW_CONNECTIONS 1u /* police only packets that may open a connection */
+
+struct portcullis_throttle {
+	__u64 expires_jiffies;   /* PORTCULLIS_PERMANENT or the first jiffy it no longer applies */
+	__u64 tat;               /* ticks since epoch_jiffies; written by compare-and-exchange */
+	__u64 epoch_jiffies;     /* when the bucket started, full */
+	__u64 rate;              /* packets per second = ticks per jiffy */
+	__u64 packet_ticks;      /* the kernel's HZ: what one packet costs */
+	__u64 burst_ticks;       /* burst × packet_ticks */
+	__u64 passed_packets;    /* under the rate, or not policed (PORTCULLIS_THROTTLE_NEW_CONNECTIONS) */
+	__u64 dropped_packets;   /* over the rate */
+	__u64 dropped_bytes;
+	__u32 flags;             /* PORTCULLIS_THROTTLE_* */
+	__u32 pad;
+};
+
+/* Value of the prefix throttle tries, which answer with the longest prefix holding the key. */
+struct portcullis_prefix_throttle {
+	struct portcullis_throttle throttle;
+	__u32 prefixlen;
+	__u32 pad;
+};
+
+/*
  * Layout 3, read once to import its records into the ledger when an upgrade
  * finds its pins. Nothing writes it.
  */
@@ -71,7 +105,8 @@ struct portcullis_v3_block {
 	char reason[PORTCULLIS_V3_REASON_MAX];
 };
 
-/* Key of the IPv4 and IPv6 LPM tries (prefix blocks and allowlist). */
+/* Key of the IPv4 and IPv6 LPM tries (allowlist, prefix throttles) and of the prefix block
+ * hash maps, where the address is masked to the prefix length. */
 struct portcullis_lpm_v4 {
 	__u32 prefixlen;
 	__u8 addr[4];
@@ -113,15 +148,17 @@ struct portcullis_stats {
 	__u64 dropped_bytes;   /* not a packet class: the bytes of the dropped packets */
 	__u64 passed;          /* IP packets with no matching block */
 	__u64 passed_allowed;  /* allowlisted sources */
-	__u64 passed_expired;  /* a block matched but had expired, swept or not */
+	__u64 passed_expired;  /* a block or throttle matched but had expired, swept or not */
+	__u64 passed_throttled; /* a throttle matched and let it through */
+	__u64 dropped_throttled; /* not a packet class: the part of dropped a throttle dropped */
 	__u64 not_ip;          /* neither IPv4 nor IPv6 (ARP, LLDP, ...) */
 	__u64 parse_failed;    /* truncated or malformed headers */
 };
 
 /*
- * How many entries each LPM trie holds, one entry at index 0. The XDP program
- * skips the lookup of an empty trie, which is most of the cost of a packet
- * that matches nothing. The control plane raises a count before it inserts and
+ * How many entries each LPM trie and each throttle map holds, one entry at
+ * index 0. The XDP program skips the lookup of an empty trie, which is most of
+ * the cost of a packet that matches nothing, and of an empty throttle map. The control plane raises a count before it inserts and
  * lowers it after it deletes, under the writer lock, so a count is never below
  * the truth: at worst a lookup is made that was not needed.
  */
@@ -130,7 +167,23 @@ struct portcullis_trie_sizes {
 	__u32 allow_v6;
 	__u32 prefixes_v4;
 	__u32 prefixes_v6;
+	__u32 throttles_v4;
+	__u32 throttles_v6;
+	__u32 throttle_prefixes_v4;
+	__u32 throttle_prefixes_v6;
+	/*
+	 * The prefix lengths that have prefix blocks: bit L of prefix_lengths_v4, and bit L % 64
+	 * of prefix_lengths_v6[L / 64]. The prefix blocks are hash maps keyed by length and
+	 * masked address, so a packet costs one lookup per length in use, however many prefixes
+	 * each holds. Set before the first prefix of a length is inserted, cleared after its last
+	 * is deleted (the counts live in the prefix_lengths map).
+	 */
+	__u64 prefix_lengths_v4;
+	__u64 prefix_lengths_v6[3];
 };
+
+/* Entries of the prefix_lengths array map (the control plane's counts behind the bits above). */
+#define PORTCULLIS_PREFIX_LENGTH_SLOTS (33 + 129) /* IPv4 lengths 0-32, then IPv6 lengths 0-128 */
 
 /* One entry, index 0, of the "meta" array map: written once at first load. */
 struct portcullis_meta {

@@ -102,7 +102,8 @@ public enum WazuhActiveResponse {
             do throws(ServiceError) {
                 let outcome = try blocklist.block(
                     BlockRequest(target: target, duration: extra.duration,
-                                 reason: alert.reason.utf8Prefix(BlockRequest.maximumReasonBytes), source: .wazuh),
+                                 reason: alert.reason.utf8Prefix(BlockRequest.maximumReasonBytes), source: .wazuh,
+                                 throttle: extra.throttle),
                     context: context)
                 // Whoever wrote the maps, daemon or not: a Wazuh operator reads only this log.
                 if let warning = outcome.recordWarning { log.write("Warning: \(warning)") }
@@ -114,7 +115,7 @@ public enum WazuhActiveResponse {
         case .delete:
             do throws(ServiceError) {
                 let result = try whenStateExists(or: UnblockResult(outcome: .absent)) { () throws(ServiceError) in
-                    try blocklist.unblock(target, requestedBy: .wazuh, onlyOwn: true, context: context)
+                    try blocklist.unblock(target, requestedBy: .wazuh, onlyOwn: true, context: context, throttle: extra.throttle != nil)
                 }
                 if let warning = result.recordWarning { log.write("Warning: \(warning)") }
                 if case .keptForOwner(let kept) = result.outcome {

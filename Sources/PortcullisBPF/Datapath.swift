@@ -38,6 +38,11 @@ public final class Datapath {
     let prefixesV6: BPFMap
     let allowV4: BPFMap
     let allowV6: BPFMap
+    let throttlesV4: BPFMap
+    let throttlesV6: BPFMap
+    let throttlePrefixesV4: BPFMap
+    let throttlePrefixesV6: BPFMap
+    let prefixLengths: BPFMap
     let stats: BPFMap
     let trieSizes: BPFMap
     package let xdpProgram: BPFProgram
@@ -47,6 +52,9 @@ public final class Datapath {
         case blocksV4 = "blocks_v4", blocksV6 = "blocks_v6"
         case prefixesV4 = "prefixes_v4", prefixesV6 = "prefixes_v6"
         case allowV4 = "allow_v4", allowV6 = "allow_v6"
+        case throttlesV4 = "throttles_v4", throttlesV6 = "throttles_v6"
+        case throttlePrefixesV4 = "throttle_prefixes_v4", throttlePrefixesV6 = "throttle_prefixes_v6"
+        case prefixLengths = "prefix_lengths"
         case stats, trieSizes = "trie_sizes", meta
     }
     static let programNames = [PORTCULLIS_PROG_XDP, PORTCULLIS_PROG_CLOCK]
@@ -122,6 +130,11 @@ public final class Datapath {
             prefixesV6 = try map(.prefixesV6)
             allowV4 = try map(.allowV4)
             allowV6 = try map(.allowV6)
+            throttlesV4 = try map(.throttlesV4)
+            throttlesV6 = try map(.throttlesV6)
+            throttlePrefixesV4 = try map(.throttlePrefixesV4)
+            throttlePrefixesV6 = try map(.throttlePrefixesV6)
+            prefixLengths = try map(.prefixLengths)
             stats = try map(.stats)
             trieSizes = try map(.trieSizes)
             metaMap.close()
@@ -140,7 +153,8 @@ public final class Datapath {
     }
 
     deinit {
-        for map in [blocksV4, blocksV6, prefixesV4, prefixesV6, allowV4, allowV6, stats, trieSizes] { map.close() }
+        for map in [blocksV4, blocksV6, prefixesV4, prefixesV6, allowV4, allowV6, throttlesV4, throttlesV6,
+                    throttlePrefixesV4, throttlePrefixesV6, prefixLengths, stats, trieSizes] { map.close() }
         xdpProgram.close()
         clock.probe.close()
     }
@@ -216,6 +230,9 @@ public final class Datapath {
                 .blocksV4: capacity.exact, .blocksV6: capacity.exact,
                 .prefixesV4: capacity.prefixes, .prefixesV6: capacity.prefixes,
                 .allowV4: capacity.prefixes, .allowV6: capacity.prefixes,
+                // Throttles share the ledger's counts with blocks, so maps of the same size always have room.
+                .throttlesV4: capacity.exact, .throttlesV6: capacity.exact,
+                .throttlePrefixesV4: capacity.prefixes, .throttlePrefixesV6: capacity.prefixes,
             ]
             for (name, size) in sizes {
                 guard let map = bpf_object__find_map_by_name(object, name.rawValue) else {

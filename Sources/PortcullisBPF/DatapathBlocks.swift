@@ -2,29 +2,36 @@ import CLibbpf
 import Glibc
 import PortcullisCore
 
-/// What the data plane holds for one block: when it stops dropping, in jiffies, and
-/// what it dropped. Everything else about a block lives in the ledger.
+/// What the data plane holds for one block or throttle: when it stops applying, in jiffies,
+/// and what it dropped (and, for a throttle, passed). Everything else lives in the ledger.
 public struct DataplaneBlock: Sendable, Equatable {
     public let target: BlockTarget
     public let expiry: Expiry<UInt64>
     public let droppedPackets: UInt64
     public let droppedBytes: UInt64
+    /// nil for a block.
+    public let throttle: ThrottleRate?
+    public let passedPackets: UInt64
 
-    public init(target: BlockTarget, expiry: Expiry<UInt64>, droppedPackets: UInt64 = 0, droppedBytes: UInt64 = 0) {
+    public init(target: BlockTarget, expiry: Expiry<UInt64>, droppedPackets: UInt64 = 0, droppedBytes: UInt64 = 0,
+                throttle: ThrottleRate? = nil, passedPackets: UInt64 = 0) {
         (self.target, self.expiry, self.droppedPackets, self.droppedBytes) = (target, expiry, droppedPackets, droppedBytes)
+        (self.throttle, self.passedPackets) = (throttle, passedPackets)
     }
 }
 
-/// One change to a block's expiry in the maps.
+/// One change to a block's (or a throttle's) expiry in the maps.
 public struct ExpiryWrite: Sendable, Equatable {
     public let target: BlockTarget
     public let expiry: Expiry<UInt64>
     /// False when the target is new to the maps: its counters start at zero and no
     /// lookup is spent on it. True for a refresh, which keeps what the block dropped.
     public let keepsCounters: Bool
+    /// Goes to the throttle maps with this rate; nil goes to the block maps.
+    public let throttle: ThrottleRate?
 
-    public init(target: BlockTarget, expiry: Expiry<UInt64>, keepsCounters: Bool) {
-        (self.target, self.expiry, self.keepsCounters) = (target, expiry, keepsCounters)
+    public init(target: BlockTarget, expiry: Expiry<UInt64>, keepsCounters: Bool, throttle: ThrottleRate? = nil) {
+        (self.target, self.expiry, self.keepsCounters, self.throttle) = (target, expiry, keepsCounters, throttle)
     }
 }
 
@@ -58,7 +65,17 @@ extension Datapath {
     public func setExpiries(_ writes: [ExpiryWrite]) throws(DatapathError) {
         var v4 = ExactBatch<UInt32>()
         var v6 = ExactBatch<portcullis_addr_v6>()
+        var throttles: [ExpiryWrite] = []
+        // A block that replaces a throttle takes its entry out; throttles are few, so this
+        // costs a lookup per block only while there are any.
+        let throttled = try throttleSizeCounts().contains { $0 > 0 }
+        var formerThrottles: [BlockTarget] = []
         for write in writes {
+            if write.throttle != nil {
+                throttles.append(write)
+                continue
+            }
+            if throttled { formerThrottles.append(write.target) }
             switch BlockSlot(write.target) {
             case .exactV4(let key):
                 v4.append(key, write, previous: write.keepsCounters ? try blocksV4.lookup(key, as: portcullis_block.self) : nil)
@@ -72,6 +89,8 @@ extension Datapath {
         }
         try v4.write(into: blocksV4)
         try v6.write(into: blocksV6)
+        if !formerThrottles.isEmpty { _ = try removeThrottles(formerThrottles) }
+        if !throttles.isEmpty { try setThrottles(throttles) }
     }
 
     /// Keys and values for one exact map, written a chunk at a time.
@@ -110,12 +129,18 @@ extension Datapath {
         if !write.keepsCounters { value.block = portcullis_block() }
         value.block.expires_jiffies = write.expiry.jiffies
         value.prefixlen = length
-        // Raised before the insert, so the data plane never skips a trie holding an entry.
-        if previous == nil { try adjustSize(of: kind, by: 1) }
+        // Raised before the insert, so the data plane never skips a map or a length holding an entry.
+        if previous == nil {
+            try adjustSize(of: kind, by: 1)
+            try adjustPrefixLength(kind, length, by: 1)
+        }
         do {
             try trie.update(key, value)
         } catch {
-            if previous == nil { try adjustSize(of: kind, by: -1) }
+            if previous == nil {
+                try adjustSize(of: kind, by: -1)
+                try adjustPrefixLength(kind, length, by: -1)
+            }
             throw error
         }
     }
@@ -134,13 +159,20 @@ extension Datapath {
             case .exactV4(let key): v4.append(key)
             case .exactV6(let key): v6.append(key)
             case .prefixV4(let key):
-                if try prefixesV4.delete(key) { try adjustSize(of: .prefixesV4, by: -1) }
+                if try prefixesV4.delete(key) {
+                    try adjustSize(of: .prefixesV4, by: -1)
+                    try adjustPrefixLength(.prefixesV4, key.prefixlen, by: -1)
+                }
             case .prefixV6(let key):
-                if try prefixesV6.delete(key) { try adjustSize(of: .prefixesV6, by: -1) }
+                if try prefixesV6.delete(key) {
+                    try adjustSize(of: .prefixesV6, by: -1)
+                    try adjustPrefixLength(.prefixesV6, key.prefixlen, by: -1)
+                }
             }
         }
         _ = try blocksV4.deleteBatch(v4)
         _ = try blocksV6.deleteBatch(v6)
+        if try throttleSizeCounts().contains(where: { $0 > 0 }) { removed += try removeThrottles(targets) }
         return removed
     }
 
@@ -152,12 +184,13 @@ extension Datapath {
         case .prefixV4(let key): try exactPrefix(key.prefixlen, try prefixesV4.lookup(key))?.block
         case .prefixV6(let key): try exactPrefix(key.prefixlen, try prefixesV6.lookup(key))?.block
         }
-        return value.map { DataplaneBlock(target, $0) }
+        if let value { return DataplaneBlock(target, value) }
+        return try dataplaneThrottle(for: target)
     }
 
     /// An LPM lookup answers with the longest prefix holding the key, which may be a shorter
     /// block around it; each value records its own prefix length.
-    private func exactPrefix(_ length: UInt32, _ value: portcullis_prefix_block?) throws(DatapathError) -> portcullis_prefix_block? {
+    func exactPrefix(_ length: UInt32, _ value: portcullis_prefix_block?) throws(DatapathError) -> portcullis_prefix_block? {
         guard let value, value.prefixlen == length else { return nil }
         return value
     }
@@ -184,7 +217,7 @@ extension Datapath {
                 blocks.append(DataplaneBlock(target, value.block))
             }
         }
-        return blocks
+        return blocks + (try dataplaneThrottles())
     }
 
     // MARK: - Trie sizes
@@ -199,8 +232,48 @@ extension Datapath {
         case .allowV6: sizes.allow_v6 = adjusted(sizes.allow_v6)
         case .prefixesV4: sizes.prefixes_v4 = adjusted(sizes.prefixes_v4)
         case .prefixesV6: sizes.prefixes_v6 = adjusted(sizes.prefixes_v6)
+        case .throttlesV4: sizes.throttles_v4 = adjusted(sizes.throttles_v4)
+        case .throttlesV6: sizes.throttles_v6 = adjusted(sizes.throttles_v6)
+        case .throttlePrefixesV4: sizes.throttle_prefixes_v4 = adjusted(sizes.throttle_prefixes_v4)
+        case .throttlePrefixesV6: sizes.throttle_prefixes_v6 = adjusted(sizes.throttle_prefixes_v6)
         }
         try trieSizes.update(UInt32(0), sizes)
+    }
+
+    /// Counts the prefix blocks of one length, and keeps the data plane's bit for that length set
+    /// while there is any (raised before an insert, lowered after a delete, under the writer lock).
+    func adjustPrefixLength(_ trie: Trie, _ length: UInt32, by delta: Int) throws(DatapathError) {
+        let ipv4 = trie == .prefixesV4
+        guard length <= (ipv4 ? 32 : 128) else { return }
+        let slot = ipv4 ? length : 33 + length
+        let count = try prefixLengths.lookup(slot, as: UInt32.self) ?? 0
+        let adjusted = UInt32(max(0, Int(count) + delta))
+        try prefixLengths.update(slot, adjusted)
+        guard (count == 0) != (adjusted == 0) else { return }
+        var sizes = try trieSizes.lookup(UInt32(0), as: portcullis_trie_sizes.self) ?? portcullis_trie_sizes()
+        Self.setLength(length, ipv4: ipv4, inUse: adjusted > 0, in: &sizes)
+        try trieSizes.update(UInt32(0), sizes)
+    }
+
+    private static func setLength(_ length: UInt32, ipv4: Bool, inUse: Bool, in sizes: inout portcullis_trie_sizes) {
+        func set(_ word: inout UInt64, _ bit: UInt32) {
+            if inUse { word |= 1 << UInt64(bit) } else { word &= ~(1 << UInt64(bit)) }
+        }
+        if ipv4 { return set(&sizes.prefix_lengths_v4, length) }
+        switch length / 64 {
+        case 0: set(&sizes.prefix_lengths_v6.0, length % 64)
+        case 1: set(&sizes.prefix_lengths_v6.1, length % 64)
+        default: set(&sizes.prefix_lengths_v6.2, length % 64)
+        }
+    }
+
+    /// The prefix lengths the data plane looks up, IPv4 then IPv6, for tests.
+    package func prefixLengthsInUse() throws(DatapathError) -> (ipv4: [UInt32], ipv6: [UInt32]) {
+        let sizes = try trieSizes.lookup(UInt32(0), as: portcullis_trie_sizes.self) ?? portcullis_trie_sizes()
+        let v4 = (0...32).filter { sizes.prefix_lengths_v4 & (1 << UInt64($0)) != 0 }.map(UInt32.init)
+        let words = [sizes.prefix_lengths_v6.0, sizes.prefix_lengths_v6.1, sizes.prefix_lengths_v6.2]
+        let v6 = (0...128).filter { words[$0 / 64] & (1 << UInt64($0 % 64)) != 0 }.map(UInt32.init)
+        return (v4, v6)
     }
 
     /// Sets the counts to what the tries hold, mending any count a crash left too high.
@@ -210,12 +283,30 @@ extension Datapath {
         sizes.allow_v6 = UInt32(try allowV6.keys(as: portcullis_lpm_v6.self).count)
         sizes.prefixes_v4 = UInt32(try prefixesV4.keys(as: portcullis_lpm_v4.self).count)
         sizes.prefixes_v6 = UInt32(try prefixesV6.keys(as: portcullis_lpm_v6.self).count)
+        sizes.throttles_v4 = UInt32(try throttlesV4.keys(as: UInt32.self).count)
+        sizes.throttles_v6 = UInt32(try throttlesV6.keys(as: portcullis_addr_v6.self).count)
+        sizes.throttle_prefixes_v4 = UInt32(try throttlePrefixesV4.keys(as: portcullis_lpm_v4.self).count)
+        sizes.throttle_prefixes_v6 = UInt32(try throttlePrefixesV6.keys(as: portcullis_lpm_v6.self).count)
+        var counts = [UInt32](repeating: 0, count: Int(PORTCULLIS_PREFIX_LENGTH_SLOTS))
+        for key in try prefixesV4.keys(as: portcullis_lpm_v4.self) where key.prefixlen <= 32 { counts[Int(key.prefixlen)] += 1 }
+        for key in try prefixesV6.keys(as: portcullis_lpm_v6.self) where key.prefixlen <= 128 { counts[33 + Int(key.prefixlen)] += 1 }
+        for (slot, count) in counts.enumerated() {
+            try prefixLengths.update(UInt32(slot), count)
+            let ipv4 = slot < 33
+            Self.setLength(UInt32(ipv4 ? slot : slot - 33), ipv4: ipv4, inUse: count > 0, in: &sizes)
+        }
         try trieSizes.update(UInt32(0), sizes)
     }
 
     package func trieSizeCounts() throws(DatapathError) -> [UInt32] {
         let sizes = try trieSizes.lookup(UInt32(0), as: portcullis_trie_sizes.self) ?? portcullis_trie_sizes()
         return [sizes.allow_v4, sizes.allow_v6, sizes.prefixes_v4, sizes.prefixes_v6]
+    }
+
+    /// The throttle maps' counts: exact IPv4, exact IPv6, IPv4 prefixes, IPv6 prefixes.
+    package func throttleSizeCounts() throws(DatapathError) -> [UInt32] {
+        let sizes = try trieSizes.lookup(UInt32(0), as: portcullis_trie_sizes.self) ?? portcullis_trie_sizes()
+        return [sizes.throttles_v4, sizes.throttles_v6, sizes.throttle_prefixes_v4, sizes.throttle_prefixes_v6]
     }
 
     // MARK: - Allowlist

@@ -36,6 +36,17 @@ extension Datapath {
         return value.layout_version
     }
 
+    /// The capacity the state in `pins` was created with, read from its meta map whatever
+    /// its layout (every layout keeps it at the same place).
+    public static func storedCapacity(in pins: PinDirectory) throws(DatapathError) -> Capacity {
+        let meta = try BPFMap.openPinned(at: pins.path(of: MapName.meta.rawValue), name: MapName.meta.rawValue)
+        defer { meta.close() }
+        guard let value = try meta.lookup(UInt32(0), as: portcullis_meta.self), value.magic == PORTCULLIS_MAGIC else {
+            throw DatapathError(.refused, "\(pins.path) holds pins that are not Portcullis state; choose another --pin-dir or remove them")
+        }
+        return Capacity(exact: UInt32(value.capacity_exact), prefixes: UInt32(value.capacity_prefix))
+    }
+
     /// Reads every block and allowlist entry of layout 3 pins, with expiries turned into wall
     /// time by the old state's own clock probe. Changes nothing.
     public static func readLegacyState(in pins: PinDirectory) throws(DatapathError) -> LegacyState {

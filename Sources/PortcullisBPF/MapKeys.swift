@@ -1,8 +1,8 @@
 import CLibbpf
 import PortcullisCore
 
-/// The LPM tries, whose sizes the data plane checks before looking in them.
-enum Trie { case allowV4, allowV6, prefixesV4, prefixesV6 }
+/// The LPM tries and throttle maps, whose sizes the data plane checks before looking in them.
+enum Trie { case allowV4, allowV6, prefixesV4, prefixesV6, throttlesV4, throttlesV6, throttlePrefixesV4, throttlePrefixesV6 }
 
 /// Where a target lives in the data plane and the key it has there.
 enum BlockSlot {

@@ -9,6 +9,10 @@ public struct PacketStatistics: Sendable, Codable, Equatable {
     public var passed: UInt64 = 0
     public var passedAllowed: UInt64 = 0
     public var passedExpired: UInt64 = 0
+    /// A throttle matched and let it through.
+    public var passedThrottled: UInt64 = 0
+    /// The part of `dropped` that throttles dropped.
+    public var droppedThrottled: UInt64 = 0
     public var notIP: UInt64 = 0
     public var parseFailed: UInt64 = 0
 
@@ -24,6 +28,8 @@ public struct PacketStatistics: Sendable, Codable, Equatable {
         passed = cpu.passed
         passedAllowed = cpu.passed_allowed
         passedExpired = cpu.passed_expired
+        passedThrottled = cpu.passed_throttled
+        droppedThrottled = cpu.dropped_throttled
         notIP = cpu.not_ip
         parseFailed = cpu.parse_failed
     }
@@ -35,6 +41,8 @@ public struct PacketStatistics: Sendable, Codable, Equatable {
         passed += other.passed
         passedAllowed += other.passedAllowed
         passedExpired += other.passedExpired
+        passedThrottled += other.passedThrottled
+        droppedThrottled += other.droppedThrottled
         notIP += other.notIP
         parseFailed += other.parseFailed
     }

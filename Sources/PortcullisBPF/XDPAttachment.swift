@@ -141,9 +141,11 @@ extension Datapath {
         case EBUSY, EEXIST:
             var programID: UInt32 = 0
             _ = bpf_xdp_query_id(Int32(index), 0, &programID)
+            let name = Self.programName(id: programID).map { "\($0), id \(programID)" } ?? "id \(programID)"
+            let device = interface.split(separator: " ").first ?? ""
             return DatapathError(
                 .refused,
-                "\(interface) already has an XDP program (id \(programID)) that Portcullis does not manage; remove it first (e.g. `ip link set dev \(interface.split(separator: " ").first ?? "") xdp off`)",
+                "\(interface) already has an XDP program (\(name)) that Portcullis does not manage, and Portcullis never replaces one; remove it first (`ip link set dev \(device) xdp off`, or the tool that loaded it), then attach again",
                 errno: .init(rawValue: code))
         case EOPNOTSUPP where mode == .native, EINVAL where mode == .native:
             return DatapathError(
@@ -153,6 +155,19 @@ extension Datapath {
         default:
             return .syscall("cannot attach the XDP program to \(interface) in \(mode.rawValue) mode", errno: code)
         }
+    }
+
+    /// The name the kernel knows a program by, for naming another tool's program in an error.
+    static func programName(id: UInt32) -> String? {
+        guard id != 0 else { return nil }
+        let fd = bpf_prog_get_fd_by_id(id)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var info = bpf_prog_info()
+        var length = UInt32(MemoryLayout<bpf_prog_info>.size)
+        guard bpf_obj_get_info_by_fd(fd, &info, &length) == 0 else { return nil }
+        let name = string(fromCString: info.name)
+        return name.isEmpty ? nil : name
     }
 
     /// Detaches the program from an interface and removes the link's pin.

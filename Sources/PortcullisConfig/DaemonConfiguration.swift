@@ -93,6 +93,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var metricsAddress: Address? = Address(host: "127.0.0.1", port: 9469)
     public var incidentLog = "/var/log/portcullis/incidents.jsonl"
     public var detachOnExit = false
+    /// Whether a configured interface the program was taken off (by someone else) is attached
+    /// again; off, the daemon only reports it in its log, health and metrics.
+    public var reattach = true
     /// nil: no log watching.
     public var detector: Detector?
     /// nil: no CrowdSec bouncer.
@@ -170,12 +173,13 @@ public struct DaemonConfiguration: Sendable, Equatable {
             case "metrics_address": configuration.metricsAddress = try reader.address(value, key)
             case "incident_log": configuration.incidentLog = try reader.absolutePath(value, key)
             case "detach_on_exit": configuration.detachOnExit = try reader.bool(value, key)
+            case "reattach": configuration.reattach = try reader.bool(value, key)
             case "detector": configuration.detector = try reader.detector(value, key)
             case "crowdsec": configuration.crowdsec = try reader.crowdsec(value, key)
             default:
                 throw ConfigurationError(
                     file: file, line: keyNode.mark?.line, key: key,
-                    message: "unknown key (known: pin_dir, state_dir, interfaces, capacity, sweep_interval, allowlist, control_socket, control_group, metrics_address, incident_log, detach_on_exit, detector, crowdsec)")
+                    message: "unknown key (known: pin_dir, state_dir, interfaces, capacity, sweep_interval, allowlist, control_socket, control_group, metrics_address, incident_log, detach_on_exit, reattach, detector, crowdsec)")
             }
         }
         return configuration

@@ -94,10 +94,11 @@ public protocol BlocklistService {
     func block(_ request: BlockRequest, context: IncidentContext) throws(ServiceError) -> BlockOutcome
     /// Blocks every item or, when any is refused, none.
     func block(batch: BlockBatch) throws(ServiceError) -> BatchResult
-    /// Lifts the block on `target`; with `onlyOwn`, only a block `source` set (and, when
-    /// `origin` is given, set from that origin), by ``BlockPolicy/mayLift(ownedBy:origin:isExpired:requestedBy:)``.
+    /// Lifts the block on `target` (with `throttle`, the throttle: each lifts only its own
+    /// kind); with `onlyOwn`, only one `source` set (and, when `origin` is given, set from that
+    /// origin), by ``BlockPolicy/mayLift(ownedBy:origin:isExpired:requestedBy:)``.
     func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, origin: String?,
-                 context: IncidentContext) throws(ServiceError) -> UnblockResult
+                 context: IncidentContext, throttle: Bool) throws(ServiceError) -> UnblockResult
     /// Lifts every block `owner` holds, and no other.
     func flush(_ owner: BlockOwner) throws(ServiceError) -> FlushResult
     /// The blocks `query` selects, a page of them, and how many it selects in all.
@@ -112,11 +113,25 @@ public protocol BlocklistService {
 }
 
 extension BlocklistService {
-    /// Lifts the block on `target`, whatever its origin.
+    /// Lifts the block on `target`, whatever its origin, leaving any throttle.
     public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext) throws(ServiceError) -> UnblockResult {
-        try unblock(target, requestedBy: source, onlyOwn: onlyOwn, origin: nil, context: context)
+        try unblock(target, requestedBy: source, onlyOwn: onlyOwn, origin: nil, context: context, throttle: false)
     }
 
+    /// Lifts the block on `target` from `origin`, leaving any throttle.
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, origin: String?,
+                        context: IncidentContext) throws(ServiceError) -> UnblockResult {
+        try unblock(target, requestedBy: source, onlyOwn: onlyOwn, origin: origin, context: context, throttle: false)
+    }
+
+    /// Lifts the block or (with `throttle`) the throttle on `target`, whatever its origin.
+    public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, context: IncidentContext,
+                        throttle: Bool) throws(ServiceError) -> UnblockResult {
+        try unblock(target, requestedBy: source, onlyOwn: onlyOwn, origin: nil, context: context, throttle: throttle)
+    }
+}
+
+extension BlocklistService {
     /// Why `target` may not be blocked now, by ``Admission/check(_:allowlist:)`` against
     /// this blocklist's allowlist, or nil: for callers that must refuse before committing
     /// to anything (the Wazuh response before check_keys, a load sent in chunks).
@@ -244,9 +259,10 @@ public struct RemoteBlocklist: BlocklistService {
     }
 
     public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, origin: String?,
-                        context: IncidentContext) throws(ServiceError) -> UnblockResult {
+                        context: IncidentContext, throttle: Bool) throws(ServiceError) -> UnblockResult {
         let response: UnblockResponse = try call(
-            "POST", "/v1/unblock", UnblockBody(target: target, source: source, onlyOwn: onlyOwn, origin: origin, wazuh: context.wazuh))
+            "POST", "/v1/unblock",
+            UnblockBody(target: target, source: source, onlyOwn: onlyOwn, origin: origin, wazuh: context.wazuh, throttle: throttle))
         return try response.result()
     }
 
@@ -383,8 +399,10 @@ public final class PreferredBlocklist: BlocklistService {
     }
     public func block(batch: BlockBatch) throws(ServiceError) -> BatchResult { try perform { s throws(ServiceError) in try s.block(batch: batch) } }
     public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, origin: String?,
-                        context: IncidentContext) throws(ServiceError) -> UnblockResult {
-        try perform { s throws(ServiceError) in try s.unblock(target, requestedBy: source, onlyOwn: onlyOwn, origin: origin, context: context) }
+                        context: IncidentContext, throttle: Bool) throws(ServiceError) -> UnblockResult {
+        try perform { s throws(ServiceError) in
+            try s.unblock(target, requestedBy: source, onlyOwn: onlyOwn, origin: origin, context: context, throttle: throttle)
+        }
     }
     public func flush(_ owner: BlockOwner) throws(ServiceError) -> FlushResult { try perform { s throws(ServiceError) in try s.flush(owner) } }
     public func list(_ query: BlockQuery) throws(ServiceError) -> BlockListing { try perform { s throws(ServiceError) in try s.list(query) } }

@@ -24,7 +24,7 @@ public struct IncidentRecorder: Sendable {
             action: outcome.change == .added ? .block : .refresh,
             target: entry.target.description, source: entry.source?.rawValue ?? "cli", reason: entry.reason,
             requestedSeconds: requested?.components.seconds, expiresAtUnixMs: entry.expiresUnixMilliseconds,
-            wazuh: context.wazuh, detection: context.detection, origin: entry.origin)])
+            wazuh: context.wazuh, detection: context.detection, origin: entry.origin, throttle: entry.throttle)])
     }
 
     public func recordUnblock(_ entry: BlockEntry, source: String, context: IncidentContext = .none) -> IncidentRecording {
@@ -81,8 +81,9 @@ public struct IncidentRecorder: Sendable {
         return Incident(
             timeUnixMs: time, action: action, target: entry.target.description, source: source, reason: entry.reason,
             requestedSeconds: entry.requestedDuration?.components.seconds, wazuh: context.wazuh, detection: context.detection,
-            outcome: .init(lastedSeconds: lasted, droppedPackets: entry.droppedPackets, droppedBytes: entry.droppedBytes),
-            origin: entry.origin)
+            outcome: .init(lastedSeconds: lasted, droppedPackets: entry.droppedPackets, droppedBytes: entry.droppedBytes,
+                           passedPackets: entry.throttle == nil ? nil : entry.passedPackets),
+            origin: entry.origin, throttle: entry.throttle)
     }
 
     /// A detection rule fired; `target` is the address it named, or the text it could not parse.

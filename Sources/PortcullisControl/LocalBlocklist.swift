@@ -122,6 +122,13 @@ public final class LocalBlocklist: BlocklistService {
             datapath = upgrade.datapath
             report.upgradedBlocks = upgrade.legacy?.blocks.count ?? 0
             fresh = upgrade.legacy != nil
+        case 4:
+            // Layout 4 had no throttle maps. Its blocks are all in the ledger, so new maps of
+            // its size are filled from there (its drop counters start again at zero).
+            datapath = try ServiceError.mapping { () throws(DatapathError) in
+                try Datapath.recreate(pins, capacity: try Datapath.storedCapacity(in: pins))
+            }
+            fresh = true
         default:
             datapath = try ServiceError.mapping { () throws(DatapathError) in
                 try Datapath.open(pins, creatingWith: capacity, capacityWasExplicit: capacityWasExplicit)
@@ -131,7 +138,7 @@ public final class LocalBlocklist: BlocklistService {
         try blocklist.start(restoring: fresh, reconcile: reconcile, report: &report)
         // After an upgrade, and at every start: an upgrade cut short after it replaced the maps
         // (layout 4 from then on) left its links on the old program, which only this moves.
-        if version == 3 || reconcile {
+        if version == 3 || version == 4 || reconcile {
             report.movedAttachments = try ServiceError.mapping { () throws(DatapathError) in try datapath.moveAttachments() }
         }
         return (blocklist, report)
@@ -165,6 +172,13 @@ public final class LocalBlocklist: BlocklistService {
         guard request.origin.utf8.count <= BlockRequest.maximumOriginBytes else {
             throw ServiceError(.badRequest, "the origin is \(request.origin.utf8.count) bytes long; at most \(BlockRequest.maximumOriginBytes) are kept")
         }
+        if let rate = request.throttle {
+            do throws(ThrottleRateError) {
+                try rate.check(ticksPerSecond: datapath.jiffiesPerSecond)
+            } catch {
+                throw ServiceError(.badRequest, error.description)
+            }
+        }
         do throws(Refusal) {
             try Admission.checkBlockable(request.target)
         } catch {
@@ -191,6 +205,9 @@ public final class LocalBlocklist: BlocklistService {
         do {
             (merged, change, previous) = try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
                 let current = try ServiceError.mapping { () throws(LedgerError) in try writer.block(for: request.target) }
+                if request.throttle != nil, let current, current.throttle == nil, !current.isExpired(atUnixMilliseconds: now) {
+                    throw ServiceError(.refused, "\(request.target) is blocked, and a block wins over a throttle; unblock it first to throttle it instead")
+                }
                 let (merged, change) = Self.merge(requested, into: current, at: now)
                 if current == nil {
                     var new = NewTargets()
@@ -215,7 +232,7 @@ public final class LocalBlocklist: BlocklistService {
         CrashPoint.reached(.ledgerCommitted)
         if change != .keptLonger {
             let write = ExpiryWrite(target: request.target, expiry: Self.jiffies(merged.expiry, reading),
-                                    keepsCounters: change == .refreshed)
+                                    keepsCounters: change == .refreshed, throttle: merged.throttle)
             do {
                 try datapath.setExpiries([write])
             } catch {
@@ -381,7 +398,8 @@ public final class LocalBlocklist: BlocklistService {
             try ServiceError.mapping { () throws(LedgerError) in
                 for write in written {
                     if let block = try ledger.block(for: write.target), !block.isExpired(atUnixMilliseconds: reading.unixMilliseconds) {
-                        restored.append(ExpiryWrite(target: block.target, expiry: Self.jiffies(block.expiry, reading), keepsCounters: true))
+                        restored.append(ExpiryWrite(target: block.target, expiry: Self.jiffies(block.expiry, reading), keepsCounters: true,
+                                                    throttle: block.throttle))
                     } else {
                         removed.append(write.target)
                     }
@@ -402,9 +420,19 @@ public final class LocalBlocklist: BlocklistService {
 
     /// The refresh rule over ledger records: an expired block counts as absent (a new incident);
     /// a live one keeps its start and, when it lasts longer, everything.
+    /// A block on a throttled target replaces the throttle (a new incident: it drops what the
+    /// throttle let through); a throttle with another rate takes the new rate, whichever
+    /// expiry the rule keeps.
     static func merge(_ requested: LedgerBlock, into current: LedgerBlock?, at now: Int64) -> (LedgerBlock, BlockChange) {
         guard let current, !current.isExpired(atUnixMilliseconds: now) else { return (requested, .added) }
+        if current.throttle != nil && requested.throttle == nil { return (requested, .added) }
         let (terms, change) = BlockPolicy.refresh(current.terms, with: requested.terms)
+        if change == .keptLonger, current.throttle != requested.throttle {
+            var rerated = current
+            rerated.throttle = requested.throttle
+            rerated.refreshedUnixMilliseconds = requested.refreshedUnixMilliseconds
+            return (rerated, .refreshed)
+        }
         guard change == .refreshed else { return (current, change) }
         var merged = requested
         merged.createdUnixMilliseconds = current.createdUnixMilliseconds
@@ -418,7 +446,7 @@ public final class LocalBlocklist: BlocklistService {
     private func ledgerBlock(for request: BlockRequest, origin: String, context: String?, at now: Int64) -> LedgerBlock {
         LedgerBlock(target: request.target, expiry: request.expiry(at: now), source: request.source, origin: origin, reason: request.reason,
                            createdUnixMilliseconds: now, refreshedUnixMilliseconds: now, requestedDuration: request.duration,
-                           context: context)
+                           context: context, throttle: request.throttle)
     }
 
     private func origin(of source: BlockSource, context: IncidentContext) -> String {
@@ -478,14 +506,17 @@ public final class LocalBlocklist: BlocklistService {
 
     // MARK: - Unblocking
 
+    /// Lifts the block on `target` (or, with `throttle`, the throttle: each lifts only its
+    /// own kind, and the other is `absent`).
     public func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, origin: String?,
-                        context: IncidentContext) throws(ServiceError) -> UnblockResult {
+                        context: IncidentContext, throttle: Bool) throws(ServiceError) -> UnblockResult {
         let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
         defer { withExtendedLifetime(lock) {} }
         let now = WallClock.nowUnixMilliseconds()
         enum Decision { case absent, kept(LedgerBlock), removed(LedgerBlock) }
         let decision = try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) -> Decision in
-            guard let current = try ServiceError.mapping({ () throws(LedgerError) in try writer.block(for: target) }) else { return .absent }
+            guard let current = try ServiceError.mapping({ () throws(LedgerError) in try writer.block(for: target) }),
+                  (current.throttle != nil) == throttle else { return .absent }
             guard BlockPolicy.mayLift(ownedBy: current.source, origin: current.origin, isExpired: current.isExpired(atUnixMilliseconds: now),
                                       requestedBy: onlyOwn ? BlockOwner(source: source, origin: origin) : nil) else { return .kept(current) }
             try ServiceError.mapping { () throws(LedgerError) in
@@ -515,7 +546,10 @@ public final class LocalBlocklist: BlocklistService {
         let now = WallClock.nowUnixMilliseconds()
         // Read under the writer lock, so nothing changes between this and the write.
         let held = try ServiceError.mapping { () throws(LedgerError) in try ledger.blocks(BlockQuery(source: owner.source), at: now) }
-        let lifted = held.filter { BlockPolicy.mayLift(ownedBy: $0.source, origin: $0.origin, isExpired: false, requestedBy: owner) }
+        // Blocks only: a throttle is lifted by name (unthrottle), and lives in maps of its own.
+        let lifted = held.filter {
+            $0.throttle == nil && BlockPolicy.mayLift(ownedBy: $0.source, origin: $0.origin, isExpired: false, requestedBy: owner)
+        }
         guard !lifted.isEmpty else { return FlushResult(removed: []) }
         try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
             try ServiceError.mapping { () throws(LedgerError) in
@@ -648,7 +682,8 @@ public final class LocalBlocklist: BlocklistService {
             droppedPackets: counters?.droppedPackets ?? 0, droppedBytes: counters?.droppedBytes ?? 0,
             reason: block.reason, source: block.source,
             createdUnixMilliseconds: block.createdUnixMilliseconds, refreshedUnixMilliseconds: block.refreshedUnixMilliseconds,
-            requestedDuration: block.requestedDuration, origin: block.origin)
+            requestedDuration: block.requestedDuration, origin: block.origin, throttle: block.throttle,
+            passedPackets: counters?.passedPackets ?? 0)
     }
 
     // MARK: - Allowlist
@@ -765,7 +800,8 @@ public final class LocalBlocklist: BlocklistService {
                 if block.isExpired(atUnixMilliseconds: from) {
                     expired.append(block)
                 } else {
-                    writes.append(ExpiryWrite(target: block.target, expiry: Self.jiffies(block.expiry, reading, now: from), keepsCounters: false))
+                    writes.append(ExpiryWrite(target: block.target, expiry: Self.jiffies(block.expiry, reading, now: from), keepsCounters: false,
+                                              throttle: block.throttle))
                 }
             }
         }
@@ -822,7 +858,7 @@ public final class LocalBlocklist: BlocklistService {
                 }
                 let expiry = Self.jiffies(block.expiry, reading, now: from)
                 guard let mapped else {
-                    writes.append(ExpiryWrite(target: block.target, expiry: expiry, keepsCounters: false))
+                    writes.append(ExpiryWrite(target: block.target, expiry: expiry, keepsCounters: false, throttle: block.throttle))
                     report.addedToMaps += 1
                     return
                 }
@@ -831,8 +867,9 @@ public final class LocalBlocklist: BlocklistService {
                 case (.at(let a), .at(let b)): (a > b ? a - b : b - a) <= tolerance
                 default: false
                 }
-                if !agrees {
-                    writes.append(ExpiryWrite(target: block.target, expiry: expiry, keepsCounters: true))
+                if !agrees || mapped.throttle != block.throttle {
+                    writes.append(ExpiryWrite(target: block.target, expiry: expiry, keepsCounters: mapped.throttle == block.throttle,
+                                              throttle: block.throttle))
                     report.expiriesRederived += 1
                 }
             }
@@ -861,7 +898,7 @@ public final class LocalBlocklist: BlocklistService {
             adopted.append(LedgerBlock(
                 target: target, expiry: expiry, source: .cli, origin: "found in the maps at start",
                 reason: "recorded by reconciliation", createdUnixMilliseconds: now, refreshedUnixMilliseconds: now,
-                requestedDuration: nil))
+                requestedDuration: nil, throttle: block.throttle))
         }
         let allowlist = try allowlistEntries()
         let allowedInMaps = try ServiceError.mapping { () throws(DatapathError) in try datapath.allowlistEntries() }

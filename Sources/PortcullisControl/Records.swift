@@ -24,6 +24,10 @@ public struct BlockRecord: Codable, Sendable, Equatable {
     public var refreshedAt: String?
     public var refreshedAtUnixMs: Int64?
     public var requestedSeconds: Int64?
+    /// A throttle's terms; absent for a block.
+    public var throttle: Incident.Throttle?
+    /// What a throttle let through; absent for a block.
+    public var passedPackets: UInt64?
 
     public init(_ entry: BlockEntry) {
         target = entry.target.description
@@ -44,6 +48,8 @@ public struct BlockRecord: Codable, Sendable, Equatable {
         refreshedAt = entry.refreshedUnixMilliseconds.map(Incident.rfc3339(unixMilliseconds:))
         refreshedAtUnixMs = entry.refreshedUnixMilliseconds
         requestedSeconds = entry.requestedDuration?.components.seconds
+        throttle = entry.throttle.map(Incident.Throttle.init)
+        passedPackets = entry.throttle == nil ? nil : entry.passedPackets
     }
 }
 
@@ -62,7 +68,7 @@ extension BlockEntry {
             droppedPackets: record.droppedPackets, droppedBytes: record.droppedBytes, reason: record.reason,
             source: record.source, createdUnixMilliseconds: record.createdAtUnixMs,
             refreshedUnixMilliseconds: record.refreshedAtUnixMs, requestedDuration: record.requestedSeconds.map { .seconds($0) },
-            origin: record.origin ?? "")
+            origin: record.origin ?? "", throttle: record.throttle?.terms, passedPackets: record.passedPackets ?? 0)
     }
 }
 
@@ -82,6 +88,11 @@ public struct BlockBody: Codable, Sendable {
     public var wazuh: Incident.Wazuh?
     /// The detection rule and log line, when the standalone detector asks.
     public var detection: Incident.Detection?
+    /// Throttles the target instead of blocking it: packets per second, then the burst
+    /// (default a tenth of the rate) and whether only new connections are policed.
+    public var rate: UInt32?
+    public var burst: UInt32?
+    public var newConnections: Bool?
 
     public init(_ request: BlockRequest, context: IncidentContext) {
         target = request.target.description
@@ -91,6 +102,8 @@ public struct BlockBody: Codable, Sendable {
         origin = request.origin.isEmpty ? nil : request.origin
         expiresAtUnixMs = request.expiresUnixMilliseconds
         (wazuh, detection) = (context.wazuh, context.detection)
+        (rate, burst) = (request.throttle?.packetsPerSecond, request.throttle?.burst)
+        newConnections = request.throttle?.newConnectionsOnly == true ? true : nil
     }
 
     public var context: IncidentContext { IncidentContext(wazuh: wazuh, detection: detection) }
@@ -103,7 +116,19 @@ public struct BlockBody: Codable, Sendable {
         return BlockRequest(
             target: try RequestParsing.target(target).target, duration: try RequestParsing.duration(duration),
             reason: reason ?? "", source: try RequestParsing.source(source, default: defaultSource),
-            origin: origin ?? "", expiresUnixMilliseconds: expiresAtUnixMs)
+            origin: origin ?? "", expiresUnixMilliseconds: expiresAtUnixMs, throttle: try throttle())
+    }
+
+    private func throttle() throws(ServiceError) -> ThrottleRate? {
+        guard let rate else {
+            if burst != nil || newConnections != nil { throw ServiceError(.badRequest, "burst and newConnections throttle: give the rate too") }
+            return nil
+        }
+        do throws(ThrottleRateError) {
+            return try ThrottleRate.parse(rate: String(rate), burst: burst, newConnectionsOnly: newConnections == true)
+        } catch {
+            throw ServiceError(.badRequest, error.description)
+        }
     }
 }
 
@@ -272,10 +297,14 @@ public struct UnblockBody: Codable, Sendable {
     /// With `onlyOwn`: lift it only when it also came from this origin (one fail2ban jail).
     public var origin: String?
     public var wazuh: Incident.Wazuh?
+    /// true: lift a throttle, not a block.
+    public var throttle: Bool?
 
-    public init(target: BlockTarget, source: BlockSource, onlyOwn: Bool, origin: String? = nil, wazuh: Incident.Wazuh?) {
+    public init(target: BlockTarget, source: BlockSource, onlyOwn: Bool, origin: String? = nil, wazuh: Incident.Wazuh?,
+                throttle: Bool = false) {
         (self.target, self.source, self.onlyOwn, self.wazuh) = (target.description, source.rawValue, onlyOwn ? true : nil, wazuh)
         self.origin = origin
+        self.throttle = throttle ? true : nil
     }
 }
 

@@ -37,6 +37,8 @@ public struct BlockRequest: Sendable, Equatable {
     /// its `<bantime>`, so a restart never lengthens it. With it, `duration` is only what was
     /// asked, for the record; nil counts `duration` from now.
     public var expiresUnixMilliseconds: Int64?
+    /// Polices the target at this rate instead of dropping all it sends; nil blocks it.
+    public var throttle: ThrottleRate?
 
     /// Longer reasons are refused at the edges, or cut at a character boundary where the
     /// text comes from elsewhere (a Wazuh rule's description).
@@ -45,13 +47,14 @@ public struct BlockRequest: Sendable, Equatable {
     public static let maximumOriginBytes = 256
 
     public init(target: BlockTarget, duration: Duration?, reason: String = "", source: BlockSource = .cli,
-                origin: String = "", expiresUnixMilliseconds: Int64? = nil) {
+                origin: String = "", expiresUnixMilliseconds: Int64? = nil, throttle: ThrottleRate? = nil) {
         self.target = target
         self.duration = duration
         self.reason = reason
         self.source = source
         self.origin = origin
         self.expiresUnixMilliseconds = expiresUnixMilliseconds
+        self.throttle = throttle
     }
 
     /// When the block requested at `now` (Unix milliseconds) ends: the absolute expiry when
@@ -77,7 +80,7 @@ public struct BlockOwner: Sendable, Equatable {
     }
 }
 
-/// A block as the control plane reports it.
+/// A block (or a throttle) as the control plane reports it.
 public struct BlockEntry: Sendable, Equatable {
     public let target: BlockTarget
     /// nil for a permanent block.
@@ -94,16 +97,21 @@ public struct BlockEntry: Sendable, Equatable {
     public let refreshedUnixMilliseconds: Int64?
     /// What was asked for the last time it was set; nil when permanent or unknown.
     public let requestedDuration: Duration?
+    /// A throttle's rate; nil for a block, which drops everything.
+    public let throttle: ThrottleRate?
+    /// What a throttle let through (a block passes nothing).
+    public let passedPackets: UInt64
 
     public init(target: BlockTarget, remaining: Duration?, expiresUnixMilliseconds: Int64?, isExpired: Bool,
                 droppedPackets: UInt64, droppedBytes: UInt64, reason: String, source: BlockSource?,
                 createdUnixMilliseconds: Int64?, refreshedUnixMilliseconds: Int64?, requestedDuration: Duration?,
-                origin: String = "") {
+                origin: String = "", throttle: ThrottleRate? = nil, passedPackets: UInt64 = 0) {
         (self.target, self.remaining, self.expiresUnixMilliseconds, self.isExpired) = (target, remaining, expiresUnixMilliseconds, isExpired)
         (self.droppedPackets, self.droppedBytes, self.reason, self.source) = (droppedPackets, droppedBytes, reason, source)
         (self.createdUnixMilliseconds, self.refreshedUnixMilliseconds) = (createdUnixMilliseconds, refreshedUnixMilliseconds)
         self.requestedDuration = requestedDuration
         self.origin = origin
+        (self.throttle, self.passedPackets) = (throttle, passedPackets)
     }
 
     public var isPermanent: Bool { remaining == nil }

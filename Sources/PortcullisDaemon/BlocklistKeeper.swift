@@ -100,6 +100,12 @@ actor BlocklistKeeper {
             return problems
         }
         lastRecovery = ContinuousClock.now
+        if !pinsLost && !configuration.reattach {
+            for problem in found where !problems.contains(problem) { logger.error("\(problem); not attaching again (reattach: false)") }
+            problems = found
+            metrics.recordDataplane(healthy: false)
+            return problems
+        }
         for problem in found where !problems.contains(problem) { logger.error("\(problem); recovering") }
         if found.contains(where: { $0.hasPrefix("the pins in") }) {
             do {
@@ -135,8 +141,8 @@ actor BlocklistKeeper {
     }
 
     func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, origin: String? = nil,
-                 context: IncidentContext) throws(ServiceError) -> UnblockResult {
-        let result = try blocklist.unblock(target, requestedBy: source, onlyOwn: onlyOwn, origin: origin, context: context)
+                 context: IncidentContext, throttle: Bool = false) throws(ServiceError) -> UnblockResult {
+        let result = try blocklist.unblock(target, requestedBy: source, onlyOwn: onlyOwn, origin: origin, context: context, throttle: throttle)
         if case .removed(let entry) = result.outcome { metrics.recordUnblock(source: entry.source) }
         noteMissingRecord(result.recordWarning)
         return result

@@ -12,13 +12,15 @@ import Logging
 /// The control API: HTTP with JSON over the Unix control socket.
 ///
 ///     POST   /v1/blocks            {"target", "duration"?, "reason"?, "source"?, "origin"?, "expiresAtUnixMs"?}
-///                                  block or refresh
+///                                  block or refresh; with "rate" (packets per second), "burst"?,
+///                                  "newConnections"?: a throttle
 ///     POST   /v1/blocks/batch      {"items": [{"target", "durationSeconds"?}], ...}
 ///     GET    /v1/blocks            ?family=ipv4|ipv6 &kind=address|prefix &source= &expired=true|false
 ///                                  &contains=ADDRESS &limit=N (0: all; default 100) &offset=N
 ///                                  &after=TARGET (the blocks after it: a cursor for paging everything)
 ///     GET    /v1/block?target=T    one block
-///     DELETE /v1/blocks?target=T   unblock (also POST /v1/unblock {"target", "source"?, "onlyOwn"?, "origin"?})
+///     DELETE /v1/blocks?target=T   unblock (also POST /v1/unblock {"target", "source"?, "onlyOwn"?, "origin"?};
+///                                  {"throttle": true} unthrottles)
 ///     POST   /v1/flush             {"source", "origin"?}: lift every block that owner holds, no other
 ///     POST   /v1/sweep             remove expired blocks now
 ///     GET    /v1/stats             packet counters
@@ -210,7 +212,8 @@ struct BlockRoutes: Sendable {
         let target = try RequestParsing.target(body.target).target
         let source = try RequestParsing.source(body.source, default: .api)
         let result = try await keeper.unblock(
-            target, requestedBy: source, onlyOwn: body.onlyOwn == true, origin: body.origin, context: IncidentContext(wazuh: body.wazuh))
+            target, requestedBy: source, onlyOwn: body.onlyOwn == true, origin: body.origin, context: IncidentContext(wazuh: body.wazuh),
+            throttle: body.throttle == true)
         return try ControlAPI.json(UnblockResponse(target: target, result))
     }
 

@@ -75,9 +75,29 @@ public struct Incident: Codable, Sendable, Equatable {
         public var lastedSeconds: Double?
         public var droppedPackets: UInt64
         public var droppedBytes: UInt64
+        /// What a throttle let through; absent for a block.
+        public var passedPackets: UInt64?
 
-        public init(lastedSeconds: Double?, droppedPackets: UInt64, droppedBytes: UInt64) {
+        public init(lastedSeconds: Double?, droppedPackets: UInt64, droppedBytes: UInt64, passedPackets: UInt64? = nil) {
             (self.lastedSeconds, self.droppedPackets, self.droppedBytes) = (lastedSeconds, droppedPackets, droppedBytes)
+            self.passedPackets = passedPackets
+        }
+    }
+
+    /// A throttle's terms; a record with them is about a throttle, not a block.
+    public struct Throttle: Codable, Sendable, Equatable {
+        public var rate: UInt32
+        public var burst: UInt32
+        /// Only packets that may open a connection are policed; absent when all are.
+        public var newConnections: Bool?
+
+        public init(_ rate: ThrottleRate) {
+            (self.rate, self.burst) = (rate.packetsPerSecond, rate.burst)
+            newConnections = rate.newConnectionsOnly ? true : nil
+        }
+
+        public var terms: ThrottleRate {
+            ThrottleRate(packetsPerSecond: rate, burst: burst, newConnectionsOnly: newConnections == true)
         }
     }
 
@@ -96,6 +116,8 @@ public struct Incident: Codable, Sendable, Equatable {
     public var expiresAt: String?
     public var wazuh: Wazuh?
     public var detection: Detection?
+    /// Present when the record is about a throttle.
+    public var throttle: Throttle?
     public var outcome: Outcome?
     /// Why a request was refused.
     public var error: String?
@@ -111,7 +133,7 @@ public struct Incident: Codable, Sendable, Equatable {
     public init(timeUnixMs: Int64, action: Action, target: String, source: String, reason: String? = nil,
                 requestedSeconds: Int64? = nil, expiresAtUnixMs: Int64? = nil, wazuh: Wazuh? = nil,
                 detection: Detection? = nil, outcome: Outcome? = nil, error: String? = nil, refusal: RefusalKind? = nil,
-                origin: String? = nil) {
+                origin: String? = nil, throttle: ThrottleRate? = nil) {
         self.origin = origin.flatMap { $0.isEmpty ? nil : $0 }
         self.time = Incident.rfc3339(unixMilliseconds: timeUnixMs)
         self.timeUnixMs = timeUnixMs
@@ -126,6 +148,7 @@ public struct Incident: Codable, Sendable, Equatable {
         self.outcome = outcome
         self.error = error
         self.refusal = refusal
+        self.throttle = throttle.map(Throttle.init)
     }
 
     /// RFC 3339 in UTC with milliseconds.

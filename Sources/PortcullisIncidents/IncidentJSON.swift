@@ -30,6 +30,7 @@ extension Incident {
             nested.add("droppedBytes", raw: String(outcome.droppedBytes))
             nested.add("droppedPackets", raw: String(outcome.droppedPackets))
             nested.add("lastedSeconds", raw: outcome.lastedSeconds.map(Self.jsonNumber))
+            nested.add("passedPackets", raw: outcome.passedPackets.map { String($0) })
             members.add("outcome", raw: nested.object)
         }
         members.add("previous", quoted: previous)
@@ -39,6 +40,13 @@ extension Incident {
         members.add("sequence", raw: sequence.map { String($0) })
         members.add("source", quoted: source)
         members.add("target", quoted: target)
+        if let throttle {
+            var nested = JSONMembers()
+            nested.add("burst", raw: String(throttle.burst))
+            nested.add("newConnections", raw: throttle.newConnections.map { $0 ? "true" : "false" })
+            nested.add("rate", raw: String(throttle.rate))
+            members.add("throttle", raw: nested.object)
+        }
         members.add("time", quoted: time)
         members.add("timeUnixMs", raw: String(timeUnixMs))
         if let wazuh {

@@ -18,13 +18,15 @@ public struct LedgerBlock: Sendable, Equatable {
     public var requestedDuration: Duration?
     /// The Wazuh alert or detector match behind it, as JSON.
     public var context: String?
+    /// A throttle's rate; nil for a block.
+    public var throttle: ThrottleRate?
 
     public init(target: BlockTarget, expiry: Expiry<Int64>, source: BlockSource, origin: String = "", reason: String,
                 createdUnixMilliseconds: Int64, refreshedUnixMilliseconds: Int64, requestedDuration: Duration?,
-                context: String? = nil) {
+                context: String? = nil, throttle: ThrottleRate? = nil) {
         (self.target, self.expiry, self.source, self.origin, self.reason) = (target, expiry, source, origin, reason)
         (self.createdUnixMilliseconds, self.refreshedUnixMilliseconds) = (createdUnixMilliseconds, refreshedUnixMilliseconds)
-        (self.requestedDuration, self.context) = (requestedDuration, context)
+        (self.requestedDuration, self.context, self.throttle) = (requestedDuration, context, throttle)
     }
 
     public func isExpired(atUnixMilliseconds now: Int64) -> Bool {
@@ -97,7 +99,7 @@ public struct BlockQuery: Sendable, Equatable {
 public final class Ledger {
     public static let fileName = "ledger.sqlite"
     /// Schema version, kept in `PRAGMA user_version`.
-    static let schemaVersion: Int64 = 2
+    static let schemaVersion: Int64 = 3
 
     public let path: String
     let connection: SQLiteConnection
@@ -189,6 +191,18 @@ public final class Ledger {
         // 16 MiB of pages: a load of a million touches the same few index pages over and over.
         try connection.execute("PRAGMA cache_size = -16384")
         guard found < Self.schemaVersion else { return }
+        if found == 2 {
+            // Throttles are blocks with a rate: three columns, NULL in every block of before.
+            try connection.execute("""
+                BEGIN IMMEDIATE;
+                ALTER TABLE blocks ADD COLUMN rate INTEGER;
+                ALTER TABLE blocks ADD COLUMN burst INTEGER;
+                ALTER TABLE blocks ADD COLUMN throttle_flags INTEGER;
+                PRAGMA user_version = \(Self.schemaVersion);
+                COMMIT;
+                """)
+            return
+        }
         try connection.execute("""
             BEGIN IMMEDIATE;
             CREATE TABLE IF NOT EXISTS blocks (
@@ -202,7 +216,10 @@ public final class Ledger {
                 created_ms INTEGER NOT NULL,
                 refreshed_ms INTEGER NOT NULL,
                 requested_seconds INTEGER,     -- NULL: permanent
-                context TEXT                   -- the Wazuh alert or detector match, JSON
+                context TEXT,                  -- the Wazuh alert or detector match, JSON
+                rate INTEGER,                  -- a throttle's packets per second; NULL: a block
+                burst INTEGER,                 -- a throttle's burst, packets
+                throttle_flags INTEGER         -- 1: new connections only
             ) WITHOUT ROWID;
             CREATE INDEX IF NOT EXISTS blocks_by_expiry ON blocks (expires_ms) WHERE expires_ms IS NOT NULL;
             -- Blocks loaded from files are the bulk (a feed of a million) and skip this index: a
@@ -274,7 +291,7 @@ public final class Ledger {
 
     // MARK: - Reading
 
-    static let columns = "key, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context"
+    static let columns = "key, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context, rate, burst, throttle_flags"
 
     public func block(for target: BlockTarget) throws(LedgerError) -> LedgerBlock? {
         try LedgerWriter.block(for: target, in: connection)
@@ -592,10 +609,12 @@ public struct LedgerWriter {
     /// Writes `block`, replacing `previous` (what ``block(for:)`` returned for its target).
     public mutating func put(_ block: LedgerBlock, replacing previous: LedgerBlock?) throws(LedgerError) {
         guard let previous else {
-            try write(block, sql: """
-                INSERT OR REPLACE INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            let insert = try connection.statement("""
+                INSERT OR REPLACE INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context, rate, burst, throttle_flags)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
+            Self.bindThrottle(block.throttle, to: insert, from: 12)
+            try write(block, with: insert)
             countDeltas[Self.countKey(block), default: 0] += 1
             try clearPendingRemoval(block.target)
             return
@@ -604,17 +623,25 @@ public struct LedgerWriter {
         // source index when the owner changes) is touched.
         let statement = try connection.statement("""
             UPDATE blocks SET expires_ms = ?, source = ?, origin = ?, reason = ?, created_ms = ?, refreshed_ms = ?,
-                requested_seconds = ?, context = ? WHERE key = ?
+                requested_seconds = ?, context = ?, rate = ?, burst = ?, throttle_flags = ? WHERE key = ?
             """)
         statement.bind(1, Self.expires(block)).bind(2, block.source.rawValue).bind(3, block.origin).bind(4, block.reason)
             .bind(5, block.createdUnixMilliseconds).bind(6, block.refreshedUnixMilliseconds)
             .bind(7, block.requestedDuration.map { $0.components.seconds }).bind(8, block.context)
-            .bind(9, LedgerKey.encode(block.target))
+            .bind(12, LedgerKey.encode(block.target))
+        Self.bindThrottle(block.throttle, to: statement, from: 9)
         try statement.run()
         if previous.source != block.source {
             countDeltas[Self.countKey(previous), default: 0] -= 1
             countDeltas[Self.countKey(block), default: 0] += 1
         }
+    }
+
+    /// A throttle's rate, burst and flags, or NULLs for a block, to three parameters from `index`.
+    private static func bindThrottle(_ throttle: ThrottleRate?, to statement: SQLiteStatement, from index: Int32) {
+        statement.bind(index, throttle.map { Int64($0.packetsPerSecond) })
+            .bind(index + 1, throttle.map { Int64($0.burst) })
+            .bind(index + 2, throttle.map { $0.newConnectionsOnly ? Int64(1) : 0 })
     }
 
     static func expires(_ block: LedgerBlock) -> Int64? {
@@ -867,7 +894,11 @@ public struct LedgerWriter {
             source: source, origin: statement.string(3), reason: statement.string(4),
             createdUnixMilliseconds: statement.int64(5), refreshedUnixMilliseconds: statement.int64(6),
             requestedDuration: statement.optionalInt64(7).map { .seconds($0) },
-            context: statement.optionalString(8))
+            context: statement.optionalString(8),
+            throttle: statement.optionalInt64(9).map { rate in
+                ThrottleRate(packetsPerSecond: UInt32(clamping: rate), burst: UInt32(clamping: statement.optionalInt64(10) ?? 1),
+                             newConnectionsOnly: (statement.optionalInt64(11) ?? 0) & 1 != 0)
+            })
     }
 }
 

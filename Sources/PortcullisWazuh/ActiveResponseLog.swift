@@ -59,11 +59,15 @@ public struct ExtraArguments: Sendable, Equatable {
     public var duration: Duration?
     /// `--pin-dir PATH`
     public var pinDirectory: String?
+    /// `--rate N/s`, with `--burst M` and `--new-connections`: throttle the address instead of
+    /// blocking it (the executable installed as firewall-throttle), and unthrottle on delete.
+    public var throttle: ThrottleRate?
     /// Arguments not understood, to be logged and otherwise ignored.
     public var ignored: [String] = []
 
     public init(_ arguments: [String]) throws(ExtraArgumentsError) {
         var index = 0
+        var (rate, burst, newConnections): (String?, UInt32?, Bool) = (nil, nil, false)
         func value(for option: String) throws(ExtraArgumentsError) -> String {
             index += 1
             guard index < arguments.count else { throw ExtraArgumentsError("\(option) needs a value") }
@@ -80,10 +84,25 @@ public struct ExtraArguments: Sendable, Equatable {
                 do { duration = try DurationText.parse(text) } catch { throw ExtraArgumentsError(error.description) }
             case "--pin-dir":
                 pinDirectory = if let inline { inline } else { try value(for: name) }
+            case "--rate":
+                rate = if let inline { inline } else { try value(for: name) }
+            case "--burst":
+                let text = if let inline { inline } else { try value(for: name) }
+                guard let parsed = UInt32(text) else { throw ExtraArgumentsError("--burst needs a number of packets, not '\(TerminalText.excerpt(text))'") }
+                burst = parsed
+            case "--new-connections":
+                newConnections = true
             default:
                 ignored.append(argument)
             }
             index += 1
+        }
+        guard let rate else {
+            if burst != nil || newConnections { throw ExtraArgumentsError("--burst and --new-connections throttle: give --rate N/s too") }
+            return
+        }
+        do { throttle = try ThrottleRate.parse(rate: rate, burst: burst, newConnectionsOnly: newConnections) } catch {
+            throw ExtraArgumentsError(error.description)
         }
     }
 }

@@ -206,20 +206,28 @@ struct Unblock: ParsableCommand {
     var json = false
 
     func run() throws {
-        target.printNotes()
-        // No state at all means nothing was ever blocked here.
-        let result = try whenStateExists(or: UnblockResult(outcome: .absent)) { () throws(ServiceError) in
-            try state.blocklist().unblock(target.target, requestedBy: .cli, onlyOwn: false, context: .none)
-        }
-        warnOfMissingRecord(result.recordWarning)
-        if json {
-            print(Output.json(UnblockResponse(target: target.target, result)))
-            return
-        }
-        guard case .removed(let block) = result.outcome else {
-            print("\(target.target) was not blocked")
-            return
-        }
+        guard let block = try lift(target, in: state, throttle: false, json: json) else { return }
         print("unblocked \(block.target) (it dropped \(block.droppedPackets) packets, \(Output.bytes(block.droppedBytes)))")
     }
+}
+
+/// Lifts the block (or with `throttle`, the throttle) on `target` for `unblock` and
+/// `unthrottle`: the notes, the record's warning, and with `json` the answer are printed here;
+/// returns what was lifted for the caller to describe, nil when it printed all there was to say.
+func lift(_ target: TargetArgument, in state: StateOptions, throttle: Bool, json: Bool) throws -> BlockEntry? {
+    target.printNotes()
+    // No state at all means nothing was ever blocked here.
+    let result = try whenStateExists(or: UnblockResult(outcome: .absent)) { () throws(ServiceError) in
+        try state.blocklist().unblock(target.target, requestedBy: .cli, onlyOwn: false, context: .none, throttle: throttle)
+    }
+    warnOfMissingRecord(result.recordWarning)
+    if json {
+        print(Output.json(UnblockResponse(target: target.target, result)))
+        return nil
+    }
+    guard case .removed(let entry) = result.outcome else {
+        print("\(target.target) was not \(throttle ? "throttled" : "blocked")")
+        return nil
+    }
+    return entry
 }

@@ -11,11 +11,12 @@ extension BlockSource: ExpressibleByArgument {}
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list",
-        abstract: "Show blocks with their time left and what they dropped.",
+        abstract: "Show blocks and throttles with their time left and what they dropped.",
         discussion: """
-            Columns: the blocked address or prefix, the time left, the wall-clock expiry in local \
-            time, packets and bytes dropped, who blocked it and why. Blocks that expired but were \
-            not swept yet are shown as expired; they no longer drop anything.
+            Columns: the blocked or throttled address or prefix, the action (block, or a \
+            throttle's rate and burst), the time left, the wall-clock expiry in local time, \
+            packets and bytes dropped, packets a throttle passed, who set it and why. Blocks that \
+            expired but were not swept yet are shown as expired; they no longer drop anything.
 
             Blocks come from the ledger in target order, filtered and paged there: a page costs \
             the same with ten blocks held as with a million. --json streams every selected block \
@@ -108,12 +109,12 @@ struct List: ParsableCommand {
         }
         let rows = blocks.map { block in
             [
-                block.target, Output.remaining(block), Output.expiry(block),
-                String(block.droppedPackets), Output.bytes(block.droppedBytes),
+                block.target, block.throttle.map { Output.throttle($0.terms) } ?? "block", Output.remaining(block), Output.expiry(block),
+                String(block.droppedPackets), Output.bytes(block.droppedBytes), block.passedPackets.map(String.init) ?? "-",
                 Self.sourceColumn(block), TerminalText.escaped(block.reason),
             ]
         }
-        print(Output.table(["TARGET", "REMAINING", "EXPIRES", "PACKETS", "BYTES", "SOURCE", "REASON"], rows))
+        print(Output.table(["TARGET", "ACTION", "REMAINING", "EXPIRES", "DROPPED", "BYTES", "PASSED", "SOURCE", "REASON"], rows))
     }
 
     /// The source, or where an integration names one within it (`fail2ban/sshd`,
@@ -157,7 +158,8 @@ struct Stats: ParsableCommand {
         discussion: """
             Counters are summed over all CPUs and all attached interfaces since the state was \
             created. Every packet the program saw is counted once as dropped, passed, passed \
-            because allowlisted, passed because its block had expired, not IP, or unparseable.
+            because allowlisted, passed because its block had expired, passed under a throttle's \
+            rate, not IP, or unparseable; the drops of throttles are also shown apart.
 
             Examples:
               portcullis stats
@@ -181,6 +183,8 @@ struct Stats: ParsableCommand {
             ["passed", String(stats.passed)],
             ["passed, allowlisted", String(stats.passedAllowed)],
             ["passed, block expired", String(stats.passedExpired)],
+            ["passed, under a throttle's rate", String(stats.passedThrottled)],
+            ["dropped by throttles (of dropped)", String(stats.droppedThrottled)],
             ["not IP", String(stats.notIP)],
             ["unparseable", String(stats.parseFailed)],
         ]

@@ -45,6 +45,11 @@ enum Output {
         return unit == 0 ? "\(count) B" : "\(fixed(value, digits: 1)) \(units[unit])"
     }
 
+    /// A throttle's terms as `list` and `throttle` show them: "100/s burst 10", "... new connections".
+    static func throttle(_ rate: ThrottleRate) -> String {
+        "\(rate.packetsPerSecond)/s burst \(rate.burst)" + (rate.newConnectionsOnly ? ", new connections" : "")
+    }
+
     static func duration(seconds: Double) -> String {
         DurationText.format(.milliseconds(Int64((seconds * 1000).rounded(.down))))
     }
@@ -166,6 +171,7 @@ extension BlockRecord {
         text("family", family.rawValue)
         text("kind", kind.rawValue)
         text("origin", origin)
+        if let passedPackets { number("passedPackets", passedPackets) }
         flag("permanent", permanent)
         text("reason", reason)
         time("refreshedAt", refreshedAtUnixMs)
@@ -177,6 +183,18 @@ extension BlockRecord {
         number("requestedSeconds", requestedSeconds)
         text("source", source?.rawValue)
         text("target", target)
+        if let throttle {
+            key("throttle")
+            json.appendRaw("{\n      \"burst\" : ")
+            json.appendInteger(UInt64(throttle.burst))
+            if let newConnections = throttle.newConnections {
+                json.appendRaw(",\n      \"newConnections\" : ")
+                json.appendRaw(newConnections ? "true" : "false")
+            }
+            json.appendRaw(",\n      \"rate\" : ")
+            json.appendInteger(UInt64(throttle.rate))
+            json.appendRaw("\n    }")
+        }
         json.appendRaw("\n  }")
     }
 

@@ -41,8 +41,9 @@ struct Portcullis: ParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [
-            Attach.self, Detach.self, Block.self, Unblock.self, Allow.self, Disallow.self,
-            List.self, Top.self, Stats.self, Sweep.self, Status.self, Incidents.self, Report.self, Run.self, Purge.self, Wazuh.self, Fail2banCommand.self, Sshguard.self, Logtest.self,
+            Attach.self, Detach.self, Block.self, Unblock.self, Throttle.self, Unthrottle.self, Allow.self, Disallow.self,
+            List.self, Top.self, Stats.self, Sweep.self, Status.self, Incidents.self, Report.self, Run.self, Purge.self, Wazuh.self,
+            Fail2banCommand.self, Sshguard.self, Logtest.self,
         ]
     )
 }

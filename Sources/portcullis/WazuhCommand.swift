@@ -34,16 +34,48 @@ struct WazuhInstall: ParsableCommand {
             The printed <command> passes `--for` the same timeout in <extra_args>, so each block \
             carries its own expiry and lifts even if execd dies and never sends delete.
 
+            With --rate the response throttles instead of blocking: it is installed as \
+            firewall-throttle (unless --name says otherwise), and <extra_args> carries \
+            `--rate N/s` (and --burst, --new-connections), which is what makes the same \
+            executable throttle on add and unthrottle on delete.
+
             Examples:
               portcullis wazuh install
               portcullis wazuh install --home /var/ossec --name firewall-drop-xdp --timeout 600 --rules 5710,5712,5720
+              portcullis wazuh install --rate 20/s --new-connections --timeout 600 --rules 5712
             """)
 
     @Option(help: ArgumentHelp("The Wazuh installation directory.", valueName: "path"))
     var home = "/var/ossec"
 
-    @Option(help: ArgumentHelp("The executable's name under active-response/bin.", valueName: "name"))
-    var name = "firewall-drop-xdp"
+    @Option(help: ArgumentHelp("The executable's name under active-response/bin (default firewall-drop-xdp, or firewall-throttle with --rate).", valueName: "name"))
+    var name: String?
+
+    @Option(help: ArgumentHelp("Throttle to this many packets a second instead of blocking, like 20/s.", valueName: "N/s"))
+    var rate: String?
+
+    @Option(help: ArgumentHelp("With --rate: packets that may pass at once.", valueName: "packets"))
+    var burst: UInt32?
+
+    @Flag(help: "With --rate: police only packets that may open a connection.")
+    var newConnections = false
+
+    static let blockName = "firewall-drop-xdp"
+    static let throttleName = "firewall-throttle"
+    var executableName: String { name ?? (rate == nil ? Self.blockName : Self.throttleName) }
+
+    /// The throttle's words in <extra_args>, checked as the response will check them.
+    func throttleArguments() throws -> String? {
+        guard let rate else {
+            if burst != nil || newConnections { throw ValidationError("--burst and --new-connections throttle: give --rate N/s too") }
+            return nil
+        }
+        let terms: ThrottleRate
+        do { terms = try ThrottleRate.parse(rate: rate, burst: burst, newConnectionsOnly: newConnections) } catch {
+            throw ValidationError(error.description)
+        }
+        return "--rate \(terms.packetsPerSecond)/s" + (burst.map { " --burst \($0)" } ?? "") + (newConnections ? " --new-connections" : "")
+    }
 
     @Option(help: ArgumentHelp("Seconds until execd lifts a block (the <timeout> printed).", valueName: "seconds"))
     var timeout = 100
@@ -52,6 +84,8 @@ struct WazuhInstall: ParsableCommand {
     var rules = "5710"
 
     func validate() throws {
+        let name = executableName
+        _ = try throttleArguments()
         guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
             throw ValidationError("--name must be a plain file name, not '\(TerminalText.excerpt(name))'")
         }
@@ -68,22 +102,22 @@ struct WazuhInstall: ParsableCommand {
         guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
             throw RuntimeFailure("no Wazuh installation at \(home) (\(directory) is missing); give the right one with --home")
         }
-        let destination = "\(directory)/\(name)"
+        let destination = "\(directory)/\(executableName)"
         try copyActiveResponse(to: destination)
         print("installed \(destination)")
         print("")
         print("Add to \(home)/etc/ossec.conf (on the agent for location local, or on the manager):")
         print("")
-        print(Self.configuration(name: name, timeout: timeout, rules: rules))
+        print(Self.configuration(name: executableName, timeout: timeout, rules: rules, throttle: try throttleArguments()))
     }
 
-    static func configuration(name: String, timeout: Int, rules: String) -> String {
+    static func configuration(name: String, timeout: Int, rules: String, throttle: String? = nil) -> String {
         """
         <command>
           <name>\(name)</name>
           <executable>\(name)</executable>
           <timeout_allowed>yes</timeout_allowed>
-          <extra_args>--for \(timeout)s</extra_args>
+          <extra_args>--for \(timeout)s\(throttle.map { " " + $0 } ?? "")</extra_args>
         </command>
 
         <active-response>

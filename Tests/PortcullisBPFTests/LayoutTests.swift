@@ -80,8 +80,36 @@ struct LayoutTests {
             #expect(size == swiftSize, "\(name): BPF \(size) bytes, Swift \(swiftSize)")
         }
         let (_, stats) = try Self.btfLayout(of: "portcullis_stats")
-        #expect(stats.map(\.name) == ["seen", "dropped", "dropped_bytes", "passed", "passed_allowed", "passed_expired", "not_ip", "parse_failed"])
-        #expect(stats.map(\.byteOffset) == Array(stride(from: 0, to: 64, by: 8)))
+        #expect(stats.map(\.name) == ["seen", "dropped", "dropped_bytes", "passed", "passed_allowed", "passed_expired",
+                                        "passed_throttled", "dropped_throttled", "not_ip", "parse_failed"])
+        #expect(stats.map(\.byteOffset) == Array(stride(from: 0, to: 80, by: 8)))
+    }
+
+    @Test func throttleValuesMatchTheKernelProgram() throws {
+        let (size, members) = try Self.btfLayout(of: "portcullis_throttle")
+        #expect(size == MemoryLayout<portcullis_throttle>.size)
+        typealias T = portcullis_throttle
+        let swift: [Member] = [
+            Member(name: "expires_jiffies", byteOffset: MemoryLayout<T>.offset(of: \.expires_jiffies)!),
+            Member(name: "tat", byteOffset: MemoryLayout<T>.offset(of: \.tat)!),
+            Member(name: "epoch_jiffies", byteOffset: MemoryLayout<T>.offset(of: \.epoch_jiffies)!),
+            Member(name: "rate", byteOffset: MemoryLayout<T>.offset(of: \.rate)!),
+            Member(name: "packet_ticks", byteOffset: MemoryLayout<T>.offset(of: \.packet_ticks)!),
+            Member(name: "burst_ticks", byteOffset: MemoryLayout<T>.offset(of: \.burst_ticks)!),
+            Member(name: "passed_packets", byteOffset: MemoryLayout<T>.offset(of: \.passed_packets)!),
+            Member(name: "dropped_packets", byteOffset: MemoryLayout<T>.offset(of: \.dropped_packets)!),
+            Member(name: "dropped_bytes", byteOffset: MemoryLayout<T>.offset(of: \.dropped_bytes)!),
+            Member(name: "flags", byteOffset: MemoryLayout<T>.offset(of: \.flags)!),
+            Member(name: "pad", byteOffset: MemoryLayout<T>.offset(of: \.pad)!),
+        ]
+        #expect(members == swift)
+        let (prefixSize, prefixMembers) = try Self.btfLayout(of: "portcullis_prefix_throttle")
+        #expect(prefixSize == MemoryLayout<portcullis_prefix_throttle>.size)
+        #expect(prefixMembers == [
+            Member(name: "throttle", byteOffset: 0),
+            Member(name: "prefixlen", byteOffset: MemoryLayout<portcullis_prefix_throttle>.offset(of: \.prefixlen)!),
+            Member(name: "pad", byteOffset: MemoryLayout<portcullis_prefix_throttle>.offset(of: \.pad)!),
+        ])
     }
 
     /// The upgrade reads layout 3's records with `portcullis_v3_block`; the layout 3 program

@@ -37,6 +37,21 @@ enum Frame {
         return ethernet(type: etherIPv6, vlans: vlans) + header + [UInt8](repeating: 0xAB, count: payload)
     }
 
+    /// A TCP segment with `flags` (SYN 0x02, ACK 0x10), over IPv4 or IPv6 as `source` is.
+    static func tcp(source: String, flags: UInt8) -> [UInt8] {
+        let segment: [UInt8] = [0xC3, 0x50, 0x00, 0x16, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xFF, 0xFF, 0, 0, 0, 0]
+        if source.contains(":") {
+            var frame = ipv6(source: source, payload: 0)
+            frame[14 + 4...14 + 5] = [0, UInt8(segment.count)]
+            frame[14 + 6] = 6
+            return frame + segment
+        }
+        var frame = ipv4(source: source, payload: 0)
+        frame[14 + 2...14 + 3] = [0, UInt8(20 + segment.count)]
+        frame[14 + 9] = 6
+        return frame + segment
+    }
+
     static func arp() -> [UInt8] {
         ethernet(type: etherARP) + [UInt8](repeating: 0, count: 28)
     }

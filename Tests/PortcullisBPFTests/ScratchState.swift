@@ -49,6 +49,25 @@ final class ScratchState {
         try blocks.block(BlockRequest(target: try BlockTarget.parse(text).target, duration: duration, reason: reason))
     }
 
+    func throttle(_ text: String, rate: UInt32, burst: UInt32, newConnections: Bool = false,
+                  for duration: Duration? = nil) throws -> BlockOutcome {
+        try blocks.block(BlockRequest(target: try BlockTarget.parse(text).target, duration: duration,
+                                      throttle: ThrottleRate(packetsPerSecond: rate, burst: burst, newConnectionsOnly: newConnections)))
+    }
+
+    /// The verdicts on `count` copies of `frame`, counted.
+    func verdicts(_ frame: [UInt8], count: Int) throws -> (passed: Int, dropped: Int) {
+        var (passed, dropped) = (0, 0)
+        for _ in 0..<count {
+            switch try verdict(frame) {
+            case .pass: passed += 1
+            case .drop: dropped += 1
+            default: break
+            }
+        }
+        return (passed, dropped)
+    }
+
     func entry(_ text: String) throws -> BlockEntry? {
         try blocks.entry(for: try BlockTarget.parse(text).target)
     }
@@ -71,6 +90,13 @@ struct ScratchBlocklist {
 
     func unblock(_ target: BlockTarget) throws(ServiceError) -> BlockEntry? {
         switch try blocklist.unblock(target, requestedBy: .cli, onlyOwn: false, context: .none).outcome {
+        case .removed(let entry): entry
+        case .absent, .keptForOwner: nil
+        }
+    }
+
+    func unthrottle(_ target: BlockTarget) throws(ServiceError) -> BlockEntry? {
+        switch try blocklist.unblock(target, requestedBy: .cli, onlyOwn: false, context: .none, throttle: true).outcome {
         case .removed(let entry): entry
         case .absent, .keptForOwner: nil
         }

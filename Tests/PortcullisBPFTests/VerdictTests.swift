@@ -206,6 +206,45 @@ struct ExpiredShadowTests {
         #expect(try state.entry("203.0.113.0/24")?.droppedPackets == 1)
     }
 
+    @Test func anyNumberOfExpiredPrefixesDoesNotHideALiveOneAroundThem() throws {
+        let state = try ScratchState()
+        // Ten lengths, more than the old trie walk's bound of eight, all expired but the widest.
+        for length in stride(from: 30, through: 21, by: -1) { _ = try state.block("203.0.113.0/\(length)", for: .seconds(1)) }
+        _ = try state.block("203.0.0.0/16")
+        for length in stride(from: 120, through: 111, by: -1) { _ = try state.block("2001:db8:1::/\(length)", for: .seconds(1)) }
+        _ = try state.block("2001:db8::/32")
+        Thread.sleep(forTimeInterval: 1.2)
+        #expect(try state.verdict(Frame.ipv4(source: "203.0.113.1")) == .drop)
+        #expect(try state.verdict(Frame.ipv6(source: "2001:db8:1::1")) == .drop)
+        #expect(try state.entry("203.0.0.0/16")?.droppedPackets == 1)
+        #expect(try state.entry("2001:db8::/32")?.droppedPackets == 1)
+    }
+
+    @Test func theLengthsLookedUpFollowInsertsAndDeletes() throws {
+        let state = try ScratchState()
+        _ = try state.block("198.51.100.0/24")
+        _ = try state.block("198.51.0.0/16")
+        _ = try state.block("192.0.2.0/24")
+        _ = try state.block("2001:db8::/32")
+        _ = try state.block("2001:db8:ffff:ffff:ffff:ffff:ffff:fffe/127")
+        _ = try state.block("8000::/1")
+        #expect(try state.datapath.prefixLengthsInUse().ipv4 == [16, 24])
+        #expect(try state.datapath.prefixLengthsInUse().ipv6 == [1, 32, 127])
+        #expect(try state.verdict(Frame.ipv6(source: "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff")) == .drop)
+        #expect(try state.verdict(Frame.ipv6(source: "8000::1")) == .drop)
+        #expect(try state.verdict(Frame.ipv6(source: "7fff::1")) == .pass)
+        _ = try state.blocks.unblock(try BlockTarget.parse("198.51.100.0/24").target)
+        #expect(try state.datapath.prefixLengthsInUse().ipv4 == [16, 24])
+        _ = try state.blocks.unblock(try BlockTarget.parse("192.0.2.0/24").target)
+        _ = try state.blocks.unblock(try BlockTarget.parse("8000::/1").target)
+        #expect(try state.datapath.prefixLengthsInUse().ipv4 == [16])
+        #expect(try state.datapath.prefixLengthsInUse().ipv6 == [32, 127])
+        #expect(try state.verdict(Frame.ipv4(source: "198.51.100.7")) == .drop)
+        #expect(try state.verdict(Frame.ipv4(source: "192.0.2.7")) == .pass)
+        try state.datapath.recountTries()
+        #expect(try state.datapath.prefixLengthsInUse().ipv6 == [32, 127])
+    }
+
     @Test func anExpiredNarrowPrefixDoesNotHideALiveWideOne() throws {
         let state = try ScratchState()
         _ = try state.block("2001:db8:1::/64", for: .seconds(1))

@@ -383,6 +383,40 @@ struct DaemonLabTests {
         #expect(output.contains("restored 1 blocks from the ledger"), "\(output)")
     }
 
+    /// Someone else takes the program off an interface (here `bpftool link detach`): the daemon
+    /// notices within seconds and attaches again, or with `reattach: false` only says so.
+    @Test(arguments: [true, false])
+    func aProgramTakenOffIsNoticedAndAttachedAgain(reattach: Bool) throws {
+        let lab = try Lab()
+        let daemon = DaemonFixture(pins: lab.pins)
+        try daemon.write("interfaces:\n  - name: \(lab.bastionInterface)\n    netns: \(lab.bastionNamespace)\nreattach: \(reattach)")
+        try daemon.start()
+        #expect(try daemon.portcullis(["block", Lab.attackerV4]).status == 0)
+        #expect(try lab.pingsAnswered() == 0)
+        let status = try #require(try decodeJSON(try daemon.portcullis(["status", "--json"]).stdout) as? [String: Any])
+        let linkID = try #require((status["attachments"] as? [[String: Any]])?.first?["linkId"] as? Int, "\(status)")
+        try #require(try Command.run("/usr/sbin/bpftool", ["link", "detach", "id", String(linkID)]).status == 0)
+        var health = try daemon.api("GET", "/v1/health")
+        var attached = false
+        for _ in 0..<20 {
+            usleep(250_000)
+            health = try daemon.api("GET", "/v1/health")
+            attached = try lab.xdpOnBastion() != nil
+            if reattach ? attached && health.status == 200 : health.status == 503 { break }
+        }
+        if reattach {
+            #expect(attached, "attached again")
+            #expect(try lab.pingsAnswered() == 0, "the block drops again")
+        } else {
+            #expect(health.status == 503 && health.body.contains("not attached to \(lab.bastionInterface)"), "\(health)")
+            #expect(try lab.xdpOnBastion() == nil, "left detached")
+            let metrics = try Command.run("/usr/bin/curl", ["-s", "--max-time", "10", "http://127.0.0.1:\(daemon.metricsPort)/metrics"])
+            #expect(metrics.stdout.contains("portcullis_dataplane_healthy 0"))
+        }
+        let (_, output) = try daemon.stop()
+        #expect(output.contains("not attached to \(lab.bastionInterface)"), "\(output)")
+    }
+
     /// An interface that cannot be attached: health and metrics say so until it can.
     @Test func anInterfaceThatCannotBeAttachedMakesTheDaemonUnhealthy() throws {
         let lab = try Lab()

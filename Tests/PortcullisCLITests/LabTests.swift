@@ -108,4 +108,24 @@ struct LabTests {
         #expect((after["attachments"] as? [[String: Any]])?.first?["active"] as? Bool == false)
         #expect(try lab.portcullis(["detach", lab.bastionInterface, "--netns", lab.bastionNamespace]).status == 0)
     }
+
+    /// Exclusive mode never replaces another XDP program: a second Portcullis state (to it,
+    /// a program it does not manage) is refused with the program's name and id, and nothing changes.
+    @Test func anotherXDPProgramIsNamedAndNeverReplaced() throws {
+        let lab = try Lab()
+        let first = try lab.portcullis(["attach", lab.bastionInterface, "--netns", lab.bastionNamespace, "--json"])
+        try #require(first.status == 0, "\(first)")
+        let programID = try #require((try decodeJSON(first.stdout) as? [String: Any])?["programId"] as? Int)
+        let otherPins = lab.pins + "-other"
+        defer { _ = try? Command.portcullis(["purge", "--yes"], pins: otherPins) }
+        for mode in ["native", "generic", "auto"] {
+            let refused = try Command.portcullis(["attach", lab.bastionInterface, "--netns", lab.bastionNamespace, "--mode", mode], pins: otherPins)
+            #expect(refused.status == 1, "\(mode): \(refused)")
+            #expect(refused.stderr.contains("portcullis_xdp, id \(programID)"), "\(mode): \(refused)")
+            #expect(refused.stderr.contains("never replaces"), "\(mode): \(refused)")
+            #expect(refused.stderrLines.count == 1, "\(mode): \(refused)")
+        }
+        #expect(try lab.xdpOnBastion()?.contains("id \(programID)") == true)
+        #expect(try lab.pingsAnswered() == 3)
+    }
 }

@@ -18,7 +18,9 @@ struct ListJSONTests {
                 expiresUnixMilliseconds: permanent ? nil : 1_796_185_746_649, isExpired: index == 5,
                 droppedPackets: UInt64(index) * 1_000_003, droppedBytes: UInt64(index) << 40, reason: reason,
                 source: index == 1 ? nil : .wazuh, createdUnixMilliseconds: index == 2 ? nil : 1_796_182_146_649,
-                refreshedUnixMilliseconds: 1_796_182_146_700, requestedDuration: permanent ? nil : .seconds(3600))
+                refreshedUnixMilliseconds: 1_796_182_146_700, requestedDuration: permanent ? nil : .seconds(3600),
+                throttle: index % 2 == 1 ? ThrottleRate(packetsPerSecond: 100 * UInt32(index), burst: 10, newConnectionsOnly: index == 3) : nil,
+                passedPackets: UInt64(index) * 7)
             records.append(BlockRecord(entry))
         }
         let streamed = "[\n" + records.map(\.jsonArrayElement).joined(separator: ",\n") + "\n]"

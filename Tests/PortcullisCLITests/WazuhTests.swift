@@ -130,6 +130,25 @@ struct WazuhActiveResponseTests {
         #expect(try emulator.run(Messages.delete("203.0.113.12"), withStdout: false).status == 0, "deleting again succeeds")
     }
 
+    @Test func aRateInExtraArgsThrottlesOnAddAndUnthrottlesOnDelete() throws {
+        let home = try WazuhHome()
+        let emulator = ExecdEmulator(home: home)
+        let extra = ["--for", "100s", "--rate", "20/s", "--new-connections"]
+        #expect(try emulator.run(Messages.add("203.0.113.13", extra: extra)).status == 0)
+        let throttle = try #require(try list(home).first?["throttle"] as? [String: Any])
+        #expect(throttle["rate"] as? Int == 20)
+        #expect(throttle["newConnections"] as? Bool == true)
+        #expect((try incidents(home).last?["throttle"] as? [String: Any])?["rate"] as? Int == 20)
+        // A delete from the block response (no rate) leaves the throttle; the throttle's own lifts it.
+        #expect(try emulator.run(Messages.delete("203.0.113.13"), withStdout: false).status == 0)
+        #expect(try list(home).count == 1)
+        #expect(try emulator.run(Messages.delete("203.0.113.13", extra: extra), withStdout: false).status == 0)
+        #expect(try list(home).isEmpty)
+        let record = try #require(try incidents(home).last)
+        #expect(record["action"] as? String == "unblock")
+        #expect(record["throttle"] != nil)
+    }
+
     @Test func aDeleteNeverLiftsABlockAnotherSourceOwns() throws {
         let home = try WazuhHome()
         #expect(try Command.portcullis(["block", "203.0.113.40", "--reason", "operator"], pins: home.pins).status == 0)

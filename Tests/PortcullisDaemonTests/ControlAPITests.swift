@@ -71,6 +71,31 @@ struct ControlAPITests {
         }
     }
 
+    @Test func aBodyWithARateThrottlesAndUnthrottleLiftsOnlyTheThrottle() async throws {
+        try await Self.withRouter { client in
+            var response = try await Self.post(client, "/v1/blocks", #"{"target":"203.0.113.0/24","rate":500,"burst":100,"newConnections":true}"#)
+            #expect(response.status == .ok)
+            let throttle = try #require((try Self.json(response)["block"] as? [String: Any])?["throttle"] as? [String: Any])
+            #expect(throttle["rate"] as? Int == 500)
+            #expect(throttle["burst"] as? Int == 100)
+            #expect(throttle["newConnections"] as? Bool == true)
+            // Bad terms are refused and change nothing.
+            for body in [#"{"target":"203.0.113.9","rate":0}"#, #"{"target":"203.0.113.9","burst":5}"#,
+                         #"{"target":"203.0.113.9","rate":100000,"burst":1}"#] {
+                response = try await Self.post(client, "/v1/blocks", body)
+                #expect(response.status == .badRequest, "\(body)")
+            }
+            response = try await Self.post(client, "/v1/unblock", #"{"target":"203.0.113.0/24"}"#)
+            #expect(try Self.json(response)["wasBlocked"] as? Bool == false)
+            response = try await client.execute(uri: "/v1/block?target=203.0.113.0/24", method: .get)
+            #expect(response.status == .ok)
+            response = try await Self.post(client, "/v1/unblock", #"{"target":"203.0.113.0/24","throttle":true}"#)
+            #expect(try Self.json(response)["wasBlocked"] as? Bool == true)
+            response = try await client.execute(uri: "/v1/block?target=203.0.113.0/24", method: .get)
+            #expect(response.status == .notFound)
+        }
+    }
+
     @Test func oneBlockIsLookedUpByKey() async throws {
         try await Self.withRouter { client in
             var response = try await client.execute(uri: "/v1/block?target=198.51.100.7", method: .get)

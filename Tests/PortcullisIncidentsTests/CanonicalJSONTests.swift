@@ -1,5 +1,6 @@
 import FoundationEssentials
 @testable import PortcullisIncidents
+import PortcullisCore
 import Testing
 
 /// The hand-written record is byte for byte what JSONEncoder writes, so old and new records
@@ -37,6 +38,11 @@ struct CanonicalJSONTests {
                      outcome: Incident.Outcome(lastedSeconds: 12_345.678, droppedPackets: 1, droppedBytes: 60)),
             Incident(timeUnixMs: 8, action: .expire, target: "192.0.2.3", source: "api",
                      outcome: Incident.Outcome(lastedSeconds: nil, droppedPackets: 0, droppedBytes: 0)),
+            Incident(timeUnixMs: 8, action: .unblock, target: "192.0.2.0/24", source: "wazuh",
+                     outcome: Incident.Outcome(lastedSeconds: 2, droppedPackets: 10, droppedBytes: 600, passedPackets: 20),
+                     throttle: ThrottleRate(packetsPerSecond: 20, burst: 2, newConnectionsOnly: true)),
+            Incident(timeUnixMs: 8, action: .block, target: "192.0.2.5", source: "cli",
+                     throttle: ThrottleRate(packetsPerSecond: 1000, burst: 100)),
             Incident(timeUnixMs: 9, action: .refresh, target: "192.0.2.4", source: "detector",
                      wazuh: Incident.Wazuh(), detection: Incident.Detection(ruleId: "1", ruleLevel: -1, ruleDescription: "",
                                                                             user: nil, log: "", logSource: nil)),

@@ -135,4 +135,15 @@ struct MessageTests {
         #expect(throws: ExtraArgumentsError.self) { try ExtraArguments(["--for"]) }
         #expect(throws: ExtraArgumentsError.self) { try ExtraArguments(["--for", "soon"]) }
     }
+
+    @Test func aRateInTheExtraArgumentsMakesAThrottle() throws {
+        #expect(try ExtraArguments(["--for", "100s"]).throttle == nil)
+        #expect(try ExtraArguments(["--for", "100s", "--rate", "20/s"]).throttle == ThrottleRate(packetsPerSecond: 20, burst: 2))
+        #expect(try ExtraArguments(["--rate=500", "--burst", "50", "--new-connections"]).throttle
+                == ThrottleRate(packetsPerSecond: 500, burst: 50, newConnectionsOnly: true))
+        for bad in [["--rate"], ["--rate", "fast"], ["--rate", "0/s"], ["--rate", "20/s", "--burst", "0"], ["--burst", "5"],
+                    ["--new-connections"], ["--rate", "20/s", "--burst", "many"]] {
+            #expect(throws: ExtraArgumentsError.self, "\(bad)") { try ExtraArguments(bad) }
+        }
+    }
 }
