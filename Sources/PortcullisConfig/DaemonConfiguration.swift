@@ -79,6 +79,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var detachOnExit = false
     /// nil: no log watching.
     public var detector: Detector?
+    /// nil: this host's blocklist is its own.
+    public var fleet: FleetConfiguration?
 
     public init() {}
 
@@ -113,7 +115,16 @@ public struct DaemonConfiguration: Sendable, Equatable {
             let line = 1 + (utf8ErrorOffset(bytes).map { offset in bytes[..<offset].count { $0 == UInt8(ascii: "\n") } } ?? 0)
             throw ConfigurationError(file: path, line: line, key: nil, message: "the file is not valid UTF-8")
         }
-        return try parse(text, file: path)
+        let configuration = try parse(text, file: path)
+        // The password file is read at start; a wrong mode or a missing file is this file's error now.
+        if let fleet = configuration.fleet {
+            do {
+                _ = try fleet.readPassword()
+            } catch {
+                throw ConfigurationError(file: path, line: nil, key: "fleet.password_file", message: error.message)
+            }
+        }
+        return configuration
     }
 
     /// Parses the YAML text. Every error names the file, the line and the key;
@@ -153,10 +164,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
             case "incident_log": configuration.incidentLog = try reader.absolutePath(value, key)
             case "detach_on_exit": configuration.detachOnExit = try reader.bool(value, key)
             case "detector": configuration.detector = try reader.detector(value, key)
+            case "fleet": configuration.fleet = try reader.fleet(value, key)
             default:
                 throw ConfigurationError(
                     file: file, line: keyNode.mark?.line, key: key,
-                    message: "unknown key (known: pin_dir, state_dir, interfaces, capacity, sweep_interval, allowlist, control_socket, control_group, metrics_address, incident_log, detach_on_exit, detector)")
+                    message: "unknown key (known: pin_dir, state_dir, interfaces, capacity, sweep_interval, allowlist, control_socket, control_group, metrics_address, incident_log, detach_on_exit, detector, fleet)")
             }
         }
         return configuration
@@ -201,7 +213,7 @@ public struct ConfigurationError: Error, Equatable, CustomStringConvertible {
 }
 
 /// Typed reading of YAML nodes, with the position of the node in every error.
-private struct Reader {
+struct Reader {
     let file: String
 
     func fail(_ node: Node, _ key: String, _ message: String) -> ConfigurationError {
