@@ -17,8 +17,10 @@ fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # The standalone detector's end-to-end test and the demo: a real OpenSSH server and client.
 # The live view's test: tmux, a real terminal to drive `portcullis top` in (send-keys, capture-pane).
 # The period report's test: headless Chromium, which renders its HTML page to a PNG.
+# The fleet's tests and benchmark: Debian's PostgreSQL 15 (server and psql); each test starts a
+# private cluster of its own (initdb in a temporary directory), never the packaged one.
 packages=(libbpf-dev libelf-dev zlib1g-dev libsqlite3-dev sqlite3 pkg-config iproute2 iputils-ping util-linux bpftool curl
-          python3-prometheus-client openssh-server openssh-client ca-certificates tmux chromium)
+          python3-prometheus-client openssh-server openssh-client ca-certificates tmux chromium postgresql)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -27,7 +29,8 @@ if ((${#missing[@]})); then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # Installing openssh-server must not start an sshd on the host: the lab runs its own, in a namespace.
+    # Installing openssh-server or postgresql must not start an sshd or a PostgreSQL cluster on the
+    # host: the lab runs its own sshd in a namespace, and the fleet's tests their own clusters.
     policy=/usr/sbin/policy-rc.d
     own_policy=0
     if [[ ! -e $policy ]]; then

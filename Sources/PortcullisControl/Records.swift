@@ -22,6 +22,8 @@ public struct BlockRecord: Codable, Sendable, Equatable {
     public var refreshedAt: String?
     public var refreshedAtUnixMs: Int64?
     public var requestedSeconds: Int64?
+    /// The fleet node the block came from; absent when this host made it.
+    public var node: String?
 
     public init(_ entry: BlockEntry) {
         target = entry.target.description
@@ -41,6 +43,7 @@ public struct BlockRecord: Codable, Sendable, Equatable {
         refreshedAt = entry.refreshedUnixMilliseconds.map(Incident.rfc3339(unixMilliseconds:))
         refreshedAtUnixMs = entry.refreshedUnixMilliseconds
         requestedSeconds = entry.requestedDuration?.components.seconds
+        node = entry.node
     }
 }
 
@@ -58,7 +61,8 @@ extension BlockEntry {
             expiresUnixMilliseconds: record.expiresAtUnixMs, isExpired: record.expired,
             droppedPackets: record.droppedPackets, droppedBytes: record.droppedBytes, reason: record.reason,
             source: record.source, createdUnixMilliseconds: record.createdAtUnixMs,
-            refreshedUnixMilliseconds: record.refreshedAtUnixMs, requestedDuration: record.requestedSeconds.map { .seconds($0) })
+            refreshedUnixMilliseconds: record.refreshedAtUnixMs, requestedDuration: record.requestedSeconds.map { .seconds($0) },
+            node: record.node)
     }
 }
 

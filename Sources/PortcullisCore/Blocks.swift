@@ -52,14 +52,18 @@ public struct BlockEntry: Sendable, Equatable {
     public let refreshedUnixMilliseconds: Int64?
     /// What was asked for the last time it was set; nil when permanent or unknown.
     public let requestedDuration: Duration?
+    /// The fleet node it came from; nil when this host made it.
+    public var node: String?
 
     public init(target: BlockTarget, remaining: Duration?, expiresUnixMilliseconds: Int64?, isExpired: Bool,
                 droppedPackets: UInt64, droppedBytes: UInt64, reason: String, source: BlockSource?,
-                createdUnixMilliseconds: Int64?, refreshedUnixMilliseconds: Int64?, requestedDuration: Duration?) {
+                createdUnixMilliseconds: Int64?, refreshedUnixMilliseconds: Int64?, requestedDuration: Duration?,
+                node: String? = nil) {
         (self.target, self.remaining, self.expiresUnixMilliseconds, self.isExpired) = (target, remaining, expiresUnixMilliseconds, isExpired)
         (self.droppedPackets, self.droppedBytes, self.reason, self.source) = (droppedPackets, droppedBytes, reason, source)
         (self.createdUnixMilliseconds, self.refreshedUnixMilliseconds) = (createdUnixMilliseconds, refreshedUnixMilliseconds)
         self.requestedDuration = requestedDuration
+        self.node = node
     }
 
     public var isPermanent: Bool { remaining == nil }

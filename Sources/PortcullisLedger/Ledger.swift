@@ -18,13 +18,15 @@ public struct LedgerBlock: Sendable, Equatable {
     public var requestedDuration: Duration?
     /// The Wazuh alert or detector match behind it, as JSON.
     public var context: String?
+    /// The fleet node it came from; nil when this host made it.
+    public var node: String?
 
     public init(target: BlockTarget, expiry: Expiry<Int64>, source: BlockSource, origin: String = "", reason: String,
                 createdUnixMilliseconds: Int64, refreshedUnixMilliseconds: Int64, requestedDuration: Duration?,
-                context: String? = nil) {
+                context: String? = nil, node: String? = nil) {
         (self.target, self.expiry, self.source, self.origin, self.reason) = (target, expiry, source, origin, reason)
         (self.createdUnixMilliseconds, self.refreshedUnixMilliseconds) = (createdUnixMilliseconds, refreshedUnixMilliseconds)
-        (self.requestedDuration, self.context) = (requestedDuration, context)
+        (self.requestedDuration, self.context, self.node) = (requestedDuration, context, node)
     }
 
     public func isExpired(atUnixMilliseconds now: Int64) -> Bool {
@@ -97,7 +99,7 @@ public struct BlockQuery: Sendable, Equatable {
 public final class Ledger {
     public static let fileName = "ledger.sqlite"
     /// Schema version, kept in `PRAGMA user_version`.
-    static let schemaVersion: Int64 = 2
+    static let schemaVersion: Int64 = 3
 
     public let path: String
     let connection: SQLiteConnection
@@ -189,8 +191,21 @@ public final class Ledger {
         // 16 MiB of pages: a load of a million touches the same few index pages over and over.
         try connection.execute("PRAGMA cache_size = -16384")
         guard found < Self.schemaVersion else { return }
-        try connection.execute("""
-            BEGIN IMMEDIATE;
+        try connection.execute("BEGIN IMMEDIATE")
+        do {
+            try createSchema(from: found)
+            try connection.execute("PRAGMA user_version = \(Self.schemaVersion)")
+            try connection.execute("COMMIT")
+        } catch {
+            try? connection.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Creates the tables of version `found` and up, in one transaction the caller holds.
+    private func createSchema(from found: Int64) throws(LedgerError) {
+        if found < 2 {
+            try connection.execute("""
             CREATE TABLE IF NOT EXISTS blocks (
                 key BLOB PRIMARY KEY,          -- family, address, length, kind: sorts as targets do
                 family INTEGER NOT NULL,       -- 4 or 6
@@ -227,9 +242,25 @@ public final class Ledger {
             );
             CREATE INDEX IF NOT EXISTS incidents_by_time ON incidents (time_ms);
             CREATE INDEX IF NOT EXISTS incidents_by_target ON incidents (target_key) WHERE target_key IS NOT NULL;
-            PRAGMA user_version = \(Self.schemaVersion);
-            COMMIT;
             """)
+        }
+        if found < 3 {
+            // The fleet: which node a block came from (NULL: this host), and this host's own
+            // changes waiting to be published, in the order they were made. A change and its
+            // outbox row commit together, so an outage of the database loses none.
+            try connection.execute("""
+            ALTER TABLE blocks ADD COLUMN node TEXT;
+            CREATE TABLE IF NOT EXISTS fleet_outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                kind TEXT NOT NULL,            -- block, refresh, unblock, allow, disallow
+                key BLOB NOT NULL,
+                expires_ms INTEGER,            -- this host's clock; NULL: permanent
+                source TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                time_ms INTEGER NOT NULL       -- this host's clock
+            );
+            """)
+        }
     }
 
     // MARK: - Writing
@@ -274,7 +305,7 @@ public final class Ledger {
 
     // MARK: - Reading
 
-    static let columns = "key, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context"
+    static let columns = "key, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context, node"
 
     public func block(for target: BlockTarget) throws(LedgerError) -> LedgerBlock? {
         try LedgerWriter.block(for: target, in: connection)
@@ -595,8 +626,8 @@ public struct LedgerWriter {
     public mutating func put(_ block: LedgerBlock, replacing previous: LedgerBlock?) throws(LedgerError) {
         guard let previous else {
             try write(block, sql: """
-                INSERT OR REPLACE INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT OR REPLACE INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context, node)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
             countDeltas[Self.countKey(block), default: 0] += 1
             try clearPendingRemoval(block.target)
@@ -606,12 +637,12 @@ public struct LedgerWriter {
         // source index when the owner changes) is touched.
         let statement = try connection.statement("""
             UPDATE blocks SET expires_ms = ?, source = ?, origin = ?, reason = ?, created_ms = ?, refreshed_ms = ?,
-                requested_seconds = ?, context = ? WHERE key = ?
+                requested_seconds = ?, context = ?, node = ? WHERE key = ?
             """)
         statement.bind(1, Self.expires(block)).bind(2, block.source.rawValue).bind(3, block.origin).bind(4, block.reason)
             .bind(5, block.createdUnixMilliseconds).bind(6, block.refreshedUnixMilliseconds)
             .bind(7, block.requestedDuration.map { $0.components.seconds }).bind(8, block.context)
-            .bind(9, LedgerKey.encode(block.target))
+            .bind(9, block.node).bind(10, LedgerKey.encode(block.target))
         try statement.run()
         if previous.source != block.source {
             countDeltas[Self.countKey(previous), default: 0] -= 1
@@ -633,8 +664,8 @@ public struct LedgerWriter {
         // connection's cache would hash its text every time.
         if insertIfAbsentStatement == nil {
             insertIfAbsentStatement = try connection.statement("""
-                INSERT INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING
+                INSERT INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context, node)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING
                 """)
         }
         guard let statement = insertIfAbsentStatement else { return false }
@@ -649,7 +680,7 @@ public struct LedgerWriter {
     /// Rows per statement of ``insertIfAbsent(many:)``: starting and ending a statement (its
     /// cursors, its halt) costs about what a row does, so a load pays for it once per 64 rows.
     public static let rowsPerInsert = 64
-    private static let columnsPerRow = 11
+    private static let columnsPerRow = 12
 
     /// ``insertIfAbsent(_:)`` for blocks of distinct targets, in order: whether each was written.
     /// Runs of 64 go in one statement under a savepoint; a run in which any target was already
@@ -677,7 +708,7 @@ public struct LedgerWriter {
         if insertManyIfAbsentStatement == nil {
             let row = "(" + Array(repeating: "?", count: Self.columnsPerRow).joined(separator: ", ") + ")"
             insertManyIfAbsentStatement = try connection.statement("""
-                INSERT INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context)
+                INSERT INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context, node)
                 VALUES \(Array(repeating: row, count: Self.rowsPerInsert).joined(separator: ", ")) ON CONFLICT (key) DO NOTHING
                 """)
         }
@@ -714,7 +745,7 @@ public struct LedgerWriter {
         return true
     }
 
-    /// Binds the columns of `block` to parameters `base + 1` to `base + 11`, skipping those that
+    /// Binds the columns of `block` to parameters `base + 1` to `base + 12`, skipping those that
     /// hold the same value as `previous` (what that row was bound to last).
     private static func bind(_ block: LedgerBlock, to statement: SQLiteStatement, from base: Int32, unless previous: LedgerBlock?) {
         func changed<Value: Equatable>(_ field: (LedgerBlock) -> Value) -> Bool {
@@ -731,6 +762,7 @@ public struct LedgerWriter {
         if changed(\.refreshedUnixMilliseconds) { statement.bind(base + 9, block.refreshedUnixMilliseconds) }
         if changed(\.requestedDuration) { statement.bind(base + 10, block.requestedDuration.map { $0.components.seconds }) }
         if changed(\.context) { statement.bind(base + 11, block.context) }
+        if changed(\.node) { statement.bind(base + 12, block.node) }
     }
 
     private func write(_ block: LedgerBlock, sql: String) throws(LedgerError) {
@@ -753,6 +785,7 @@ public struct LedgerWriter {
             .bind(9, block.refreshedUnixMilliseconds)
             .bind(10, block.requestedDuration.map { $0.components.seconds })
             .bind(11, block.context)
+            .bind(12, block.node)
         try statement.run()
     }
 
@@ -863,7 +896,7 @@ public struct LedgerWriter {
             source: source, origin: statement.string(3), reason: statement.string(4),
             createdUnixMilliseconds: statement.int64(5), refreshedUnixMilliseconds: statement.int64(6),
             requestedDuration: statement.optionalInt64(7).map { .seconds($0) },
-            context: statement.optionalString(8))
+            context: statement.optionalString(8), node: statement.optionalString(9))
     }
 }
 

@@ -106,14 +106,16 @@ struct List: ParsableCommand {
             print("nothing is blocked")
             return
         }
+        // In a fleet, where each block came from: another node's name, or this host's own.
+        let inFleet = blocks.contains { $0.node != nil }
         let rows = blocks.map { block in
             [
                 block.target, Output.remaining(block), Output.expiry(block),
                 String(block.droppedPackets), Output.bytes(block.droppedBytes),
-                block.source?.rawValue ?? "-", TerminalText.escaped(block.reason),
-            ]
+                block.source?.rawValue ?? "-",
+            ] + (inFleet ? [block.node.map { TerminalText.escaped($0) } ?? "local"] : []) + [TerminalText.escaped(block.reason)]
         }
-        print(Output.table(["TARGET", "REMAINING", "EXPIRES", "PACKETS", "BYTES", "SOURCE", "REASON"], rows))
+        print(Output.table(["TARGET", "REMAINING", "EXPIRES", "PACKETS", "BYTES", "SOURCE"] + (inFleet ? ["NODE"] : []) + ["REASON"], rows))
     }
 
     /// A JSON array written a page at a time: memory stays bounded by the page, not the blocklist.
