@@ -172,8 +172,16 @@ try:
     shutil.rmtree(state, ignore_errors=True)
 
     # --- Loading directly, memory, listing.
-    load = timed(portcullis, "block", "--file", blocks_file, "--for", "1h")
-    rows.append((f"block --file of {count:,} addresses, directly (the whole command)", f"{load:.2f} s", "≤ 2 s", load <= 2))
+    # Three fresh loads, the median counted: one load is one sample of a noisy machine.
+    loads = []
+    for attempt in range(3):
+        if attempt:
+            purge()
+            shutil.rmtree(state, ignore_errors=True)
+        loads.append(timed(portcullis, "block", "--file", blocks_file, "--for", "1h"))
+    load = statistics.median(loads)
+    rows.append((f"block --file of {count:,} addresses, directly (the whole command; median of 3: {', '.join(f'{x:.2f}' for x in loads)} s)",
+                 f"{load:.2f} s", "≤ 2 s", load <= 2))
     status = json.loads(run(portcullis, "status", "--json").stdout)
     memory = {m["name"]: (m.get("memoryBytes") or 0) for m in status["maps"]}
     rows.append((f"kernel memory of blocks_v4 holding {count:,} blocks", f"{memory['blocks_v4'] / 2**20:.1f} MiB", "≤ 100 MiB",
@@ -181,9 +189,12 @@ try:
     rows.append(("kernel memory of every map (blocks_v6's empty bucket array included)", f"{sum(memory.values()) / 2**20:.1f} MiB", "", None))
     limit100 = statistics.median(timed(portcullis, "list", "--limit", "100") for _ in range(7))
     rows.append(("list --limit 100 (median of 7, the whole command)", f"{limit100 * 1000:.0f} ms", "≤ 50 ms", limit100 <= 0.05))
-    listing, listing_kib = peak_memory(portcullis, "list", "--json")
-    rows.append((f"list --json of all {count:,}", f"{listing:.2f} s", "≤ 10 s", listing <= 10))
-    rows.append(("peak resident memory of that list --json", f"{listing_kib / 1024:.0f} MB", "≤ 200 MB", listing_kib / 1024 <= 200))
+    listings = [peak_memory(portcullis, "list", "--json") for _ in range(3)]
+    listing = statistics.median(seconds for seconds, _ in listings)
+    listing_kib = max(kib for _, kib in listings)
+    rows.append((f"list --json of all {count:,} (median of 3: {', '.join(f'{x:.2f}' for x, _ in listings)} s)",
+                 f"{listing:.2f} s", "≤ 10 s", listing <= 10))
+    rows.append(("peak resident memory of those list --json (the largest)", f"{listing_kib / 1024:.0f} MB", "≤ 200 MB", listing_kib / 1024 <= 200))
     ledger_bytes = sum(os.path.getsize(f"{state}/ledger.sqlite{s}") for s in ("", "-wal") if os.path.exists(f"{state}/ledger.sqlite{s}"))
     rows.append((f"ledger on disk with {count:,} blocks", f"{ledger_bytes / 2**20:.0f} MiB", "", None))
 

@@ -130,15 +130,7 @@ public struct Incident: Codable, Sendable, Equatable {
 
     /// RFC 3339 in UTC with milliseconds.
     public static func rfc3339(unixMilliseconds: Int64) -> String {
-        var seconds = time_t(unixMilliseconds >= 0 ? unixMilliseconds / 1000 : (unixMilliseconds - 999) / 1000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        var buffer = [CChar](repeating: 0, count: 32)
-        let length = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &parts)
-        let milliseconds = Int(unixMilliseconds - Int64(seconds) * 1000)
-        let fraction = String(milliseconds)
-        return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            + "." + String(repeating: "0", count: 3 - fraction.count) + fraction + "Z"
+        UTCTime(unixMilliseconds: unixMilliseconds).rfc3339
     }
 
     public static func nowUnixMilliseconds() -> Int64 { WallClock.nowUnixMilliseconds() }

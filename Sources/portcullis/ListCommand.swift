@@ -132,7 +132,7 @@ struct List: ParsableCommand {
             for entry in listing.entries {
                 output.write(first ? "\n" : ",\n")
                 first = false
-                output.write(BlockRecord(entry).jsonArrayElement)
+                output.writeJSON(BlockRecord(entry).appendJSONArrayElement)
             }
             remaining = remaining.map { $0 - listing.entries.count }
             guard listing.entries.count == page.limit, let last = listing.entries.last else { break }
