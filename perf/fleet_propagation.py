@@ -54,10 +54,10 @@ def start_database():
     with open(f"{pg_dir}/data/postgresql.conf", "a") as f:
         f.write(f"listen_addresses = '127.0.0.1'\nport = {pg_port}\nunix_socket_directories = '{pg_dir}'\n")
     as_postgres(f"{pg_bin}/pg_ctl", "-D", f"{pg_dir}/data", "-l", f"{pg_dir}/server.log", "-w", "start")
-    psql("CREATE ROLE portcullis_owner LOGIN PASSWORD 'owner-secret'; CREATE DATABASE fleet OWNER portcullis_owner;"
-         " CREATE ROLE portcullis_node NOLOGIN;"
-         " CREATE ROLE node_b LOGIN PASSWORD 'b-secret' IN ROLE portcullis_node;"
-         " CREATE ROLE node_c LOGIN PASSWORD 'c-secret' IN ROLE portcullis_node;")
+    for statement in ("CREATE ROLE portcullis_owner LOGIN PASSWORD 'owner-secret'", "CREATE DATABASE fleet OWNER portcullis_owner",
+                      "CREATE ROLE portcullis_node NOLOGIN", "CREATE ROLE node_b LOGIN PASSWORD 'b-secret' IN ROLE portcullis_node",
+                      "CREATE ROLE node_c LOGIN PASSWORD 'c-secret' IN ROLE portcullis_node"):
+        psql(statement)
 
 
 def start_daemon(node, index):

@@ -14,15 +14,15 @@ final class FleetLab {
     /// On node b only: a change of another node that this covers is refused there.
     static let allowlistedOnB = "198.51.100.77"
 
-    init() throws {
+    /// With `detectorOnA`, node a's detector follows `authLog(a)` and blocks with firewall-drop on rule 5710.
+    init(detectorOnA: Bool = false) throws {
         database = try PostgresServer()
-        try database.sql("""
-            CREATE ROLE portcullis_owner LOGIN PASSWORD 'owner-secret';
-            CREATE DATABASE fleet OWNER portcullis_owner;
-            CREATE ROLE portcullis_node NOLOGIN;
-            CREATE ROLE node_b LOGIN PASSWORD 'b-secret' IN ROLE portcullis_node;
-            CREATE ROLE node_c LOGIN PASSWORD 'c-secret' IN ROLE portcullis_node;
-            """)
+        // One statement each: psql -c runs several in one transaction, which CREATE DATABASE refuses.
+        for statement in [
+            "CREATE ROLE portcullis_owner LOGIN PASSWORD 'owner-secret'", "CREATE DATABASE fleet OWNER portcullis_owner",
+            "CREATE ROLE portcullis_node NOLOGIN", "CREATE ROLE node_b LOGIN PASSWORD 'b-secret' IN ROLE portcullis_node",
+            "CREATE ROLE node_c LOGIN PASSWORD 'c-secret' IN ROLE portcullis_node",
+        ] { try database.sql(statement) }
         var labs: [Lab] = []
         var daemons: [DaemonFixture] = []
         for (index, node) in Self.nodes.enumerated() {
@@ -32,7 +32,20 @@ final class FleetLab {
             let secret = ["owner-secret", "b-secret", "c-secret"][index]
             try secret.write(toFile: passwordFile, atomically: true, encoding: .utf8)
             chmod(passwordFile, 0o600)
-            try daemon.write("""
+            var detector = ""
+            if detectorOnA && node == "a" {
+                try "".write(toFile: Self.authLog(daemon), atomically: true, encoding: .utf8)
+                try ("<ossec_config>\n" + DetectorDaemonTests.activeResponse("firewall-drop", rules: "5710", timeout: 600) + "</ossec_config>\n")
+                    .write(toFile: "\(daemon.directory)/ossec.conf", atomically: true, encoding: .utf8)
+                detector = """
+                    detector:
+                      active_response: \(daemon.directory)/ossec.conf
+                      sources:
+                        - file: \(Self.authLog(daemon))
+
+                    """
+            }
+            try daemon.write(detector + """
                 interfaces:
                   - name: \(lab.bastionInterface)
                     netns: \(lab.bastionNamespace)
@@ -58,6 +71,16 @@ final class FleetLab {
             try #require(joined, "node \(Self.nodes[index]) did not join the fleet: \(health)")
         }
     }
+
+    /// The end of each daemon's log, for a failure's diagnosis.
+    deinit {
+        for (index, daemon) in daemons.enumerated() {
+            let output = (try? daemon.stop())?.output ?? ""
+            print("--- node \(Self.nodes[index]):\n\(output.suffix(2000))")
+        }
+    }
+
+    static func authLog(_ daemon: DaemonFixture) -> String { "\(daemon.directory)/auth.log" }
 
     func health(_ daemon: DaemonFixture) throws -> [String: Any]? {
         let response = try daemon.api("GET", "/v1/fleet")
@@ -147,12 +170,14 @@ final class FleetLab {
     /// stops nobody enforcing, and what was blocked meanwhile reaches the others once it is back.
     @Test(.enabled(if: canRun, PostgresServer.reason), .timeLimit(.minutes(3)))
     func aStoppedNodeCatchesUpAndADatabaseOutageLosesNothing() throws {
-        let fleet = try FleetLab()
+        let fleet = try FleetLab(detectorOnA: true)
         let (a, b, c) = (fleet.daemons[0], fleet.daemons[1], fleet.daemons[2])
 
+        // The first block comes from a's detector, on an sshd line: the detector's blocks are shared.
         try c.stop()
-        try fleet.block(Lab.attackerV4, on: a)
+        try DetectorDaemonTests.sshd("Invalid user admin from \(Lab.attackerV4) port 4242", to: FleetLab.authLog(a))
         #expect(try FleetLab.eventually(10) { try fleet.holds(Lab.attackerV4, b) })
+        #expect(b.incidents.contains { $0["target"] as? String == Lab.attackerV4 && $0["source"] as? String == "detector" && $0["node"] as? String == "a" })
         try c.start()
         #expect(try FleetLab.eventually(15) { try fleet.holds(Lab.attackerV4, c) }, "c caught up")
         #expect(try fleet.labs[2].pingsAnswered(count: 1) == 0)

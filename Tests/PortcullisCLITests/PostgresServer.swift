@@ -47,7 +47,13 @@ final class PostgresServer {
     }
 
     func start() throws {
-        let started = try asPostgres("\(Self.binaries)/pg_ctl", ["-D", data, "-l", "\(directory)/server.log", "-w", "-t", "20", "start"])
+        // The server outlives pg_ctl and keeps every descriptor it inherits, Foundation's child
+        // watch among them, which would make this wait until the server stops: bash closes all
+        // but the standard three before pg_ctl starts.
+        let closingOthers = "for f in /proc/$$/fd/*; do f=${f##*/}; ((f > 2)) && eval \"exec $f>&-\" 2>/dev/null; done; exec \"$@\""
+        let started = try Command.run("/bin/bash", ["-c", closingOthers, "bash", "/usr/sbin/runuser", "-u", "postgres", "--",
+                                                    "\(Self.binaries)/pg_ctl", "-D", data, "-l", "\(directory)/server.log", "-w", "-t", "20", "start"],
+                                      timeout: 60)
         try #require(started.status == 0, "pg_ctl start failed: \(started)\n\((try? String(contentsOfFile: "\(directory)/server.log", encoding: .utf8)) ?? "")")
     }
 
