@@ -50,6 +50,7 @@ struct FleetConfigurationTests {
         #expect(fleet.tls.mode == .disable)
     }
 
+    /// Checked with the other sections' errors, in ``ConfigurationTests``.
     static let errors: [(String, Int?, String?, String)] = [
         ("fleet:\n  node: a", 2, "fleet", "give `postgres:`"),
         ("fleet:\n  postgres: mysql://a@b/c", 2, "fleet.postgres", "postgres://"),
@@ -69,19 +70,6 @@ struct FleetConfigurationTests {
         ("fleet:\n  postgres: postgres://a@b/c\n  resync_interval: 2h", 3, "fleet.resync_interval", "from 1s to 1h"),
         ("fleet:\n  postgres: postgres://a@b/c\n  peers: 3", 3, "fleet.peers", "unknown key"),
     ]
-
-    @Test(arguments: errors)
-    func errorsNameFileLineAndKey(text: String, line: Int?, key: String?, fragment: String) {
-        do {
-            _ = try parse(text)
-            Issue.record("accepted: \(text)")
-        } catch {
-            #expect(error.line == line, "\(error)")
-            #expect(error.key == key, "\(error)")
-            #expect(error.description.contains(fragment), "\(error)")
-            #expect(!error.description.contains("\n"))
-        }
-    }
 
     /// The password file is checked when the configuration is loaded (`run --check` and start).
     @Test func thePasswordFileMustBeOnlyItsOwners() throws {
