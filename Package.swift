@@ -46,6 +46,11 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
         // HMAC-SHA256 for the incident record's hash chain.
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        // The fleet: one blocklist shared through PostgreSQL (LISTEN/NOTIFY, inet types, TLS).
+        // Only the daemon links it, through PortcullisFleet.
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        // TLS to the fleet's database (already under postgres-nio), named for its configuration.
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // Pure logic: addresses, prefixes, durations, block files, and the domain: block
@@ -118,12 +123,26 @@ let package = Package(
             name: "PortcullisControl",
             dependencies: ["PortcullisBPF", "PortcullisCore", "PortcullisIncidents", "PortcullisLedger", "PortcullisSystem"]),
 
+        // The fleet: the shared change log in PostgreSQL, its schema, and a node's sync (snapshot,
+        // catch-up, LISTEN, outbox). Only the daemon links it, so the CLI and the active response
+        // stay static and small.
+        .target(
+            name: "PortcullisFleet",
+            dependencies: [
+                "PortcullisCore", "PortcullisConfig", "PortcullisControl", "PortcullisLedger", "PortcullisSystem",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+
         // `portcullis run`: the single writer, sweeper, control API and metrics.
         .target(
             name: "PortcullisDaemon",
             dependencies: [
                 "PortcullisBPF", "PortcullisCore", "PortcullisIncidents", "PortcullisControl", "PortcullisConfig",
-                "PortcullisDetector", "PortcullisLedger", "PortcullisSystem", "PortcullisWazuh",
+                "PortcullisDetector", "PortcullisFleet", "PortcullisLedger", "PortcullisSystem", "PortcullisWazuh",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -179,6 +198,8 @@ let package = Package(
         .testTarget(name: "PortcullisWazuhTests", dependencies: ["PortcullisWazuh", "PortcullisCore"]),
         .testTarget(name: "PortcullisLedgerTests", dependencies: ["PortcullisLedger", "PortcullisCore"]),
         .testTarget(name: "PortcullisIncidentsTests", dependencies: ["PortcullisIncidents", "PortcullisCore"]),
+        // The strict reading of the fleet's change log rows. No database, no root.
+        .testTarget(name: "PortcullisFleetTests", dependencies: ["PortcullisFleet", "PortcullisControl", "PortcullisCore", "PortcullisLedger"]),
         // Needs root and bpffs (skips with a message otherwise): verdicts through BPF_PROG_TEST_RUN.
         // Fixtures/ holds the frozen layout-3 XDP object the upgrade test pins (tools/build-layout3-fixture.sh).
         .testTarget(

@@ -18,8 +18,10 @@ fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # The live view's test: tmux, a real terminal to drive `portcullis top` in (send-keys, capture-pane).
 # The period report's test: headless Chromium, which renders its HTML page to a PNG.
 # The integrations' tests: the real fail2ban and sshguard, which the tests run with files of their own.
+# The fleet's tests and benchmark: Debian's PostgreSQL 15 (server and psql); each test starts a
+# private cluster of its own (initdb in a temporary directory), never the packaged one.
 packages=(libbpf-dev libelf-dev zlib1g-dev libsqlite3-dev sqlite3 pkg-config iproute2 iputils-ping util-linux bpftool curl
-          python3-prometheus-client openssh-server openssh-client ca-certificates tmux chromium fail2ban sshguard)
+          python3-prometheus-client openssh-server openssh-client ca-certificates tmux chromium fail2ban sshguard postgresql)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -28,8 +30,8 @@ if ((${#missing[@]})); then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # Installing openssh-server, fail2ban or sshguard must not start anything on the host: the tests
-    # run their own, with private files and in namespaces.
+    # Installing openssh-server, fail2ban, sshguard or postgresql must not start anything on the
+    # host: the tests run their own (sshd in a namespace, private PostgreSQL clusters), with private files.
     policy=/usr/sbin/policy-rc.d
     own_policy=0
     if [[ ! -e $policy ]]; then

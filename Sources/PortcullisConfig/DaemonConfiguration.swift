@@ -100,6 +100,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var detector: Detector?
     /// nil: no CrowdSec bouncer.
     public var crowdsec: CrowdSec?
+    /// nil: this host's blocklist is its own.
+    public var fleet: FleetConfiguration?
 
     public init() {}
 
@@ -134,7 +136,16 @@ public struct DaemonConfiguration: Sendable, Equatable {
             let line = 1 + (utf8ErrorOffset(bytes).map { offset in bytes[..<offset].count { $0 == UInt8(ascii: "\n") } } ?? 0)
             throw ConfigurationError(file: path, line: line, key: nil, message: "the file is not valid UTF-8")
         }
-        return try parse(text, file: path)
+        let configuration = try parse(text, file: path)
+        // The password file is read at start; a wrong mode or a missing file is this file's error now.
+        if let fleet = configuration.fleet {
+            do {
+                _ = try fleet.readPassword()
+            } catch {
+                throw ConfigurationError(file: path, line: nil, key: "fleet.password_file", message: error.message)
+            }
+        }
+        return configuration
     }
 
     /// Parses the YAML text. Every error names the file, the line and the key;
@@ -176,10 +187,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
             case "reattach": configuration.reattach = try reader.bool(value, key)
             case "detector": configuration.detector = try reader.detector(value, key)
             case "crowdsec": configuration.crowdsec = try reader.crowdsec(value, key)
+            case "fleet": configuration.fleet = try reader.fleet(value, key)
             default:
                 throw ConfigurationError(
                     file: file, line: keyNode.mark?.line, key: key,
-                    message: "unknown key (known: pin_dir, state_dir, interfaces, capacity, sweep_interval, allowlist, control_socket, control_group, metrics_address, incident_log, detach_on_exit, reattach, detector, crowdsec)")
+                    message: "unknown key (known: pin_dir, state_dir, interfaces, capacity, sweep_interval, allowlist, control_socket, control_group, metrics_address, incident_log, detach_on_exit, reattach, detector, crowdsec, fleet)")
             }
         }
         return configuration
@@ -224,7 +236,7 @@ public struct ConfigurationError: Error, Equatable, CustomStringConvertible {
 }
 
 /// Typed reading of YAML nodes, with the position of the node in every error.
-private struct Reader {
+struct Reader {
     let file: String
 
     func fail(_ node: Node, _ key: String, _ message: String) -> ConfigurationError {

@@ -11,9 +11,12 @@ public struct IncidentRecorder: Sendable {
     public let log: IncidentLog
     /// Where warnings go: stderr for the CLI, the active-response log for Wazuh, the daemon's log.
     public let warn: @Sendable (String) -> Void
+    /// This host's fleet node name: its own records carry it; nil outside a fleet.
+    public var node: String?
 
-    public init(log: IncidentLog, warn: @escaping @Sendable (String) -> Void) {
+    public init(log: IncidentLog, node: String? = nil, warn: @escaping @Sendable (String) -> Void) {
         self.log = log
+        self.node = node
         self.warn = warn
     }
 
@@ -24,7 +27,8 @@ public struct IncidentRecorder: Sendable {
             action: outcome.change == .added ? .block : .refresh,
             target: entry.target.description, source: entry.source?.rawValue ?? "cli", reason: entry.reason,
             requestedSeconds: requested?.components.seconds, expiresAtUnixMs: entry.expiresUnixMilliseconds,
-            wazuh: context.wazuh, detection: context.detection, origin: entry.origin, throttle: entry.throttle)])
+            wazuh: context.wazuh, detection: context.detection, origin: entry.origin, throttle: entry.throttle,
+            node: context.node ?? entry.node)])
     }
 
     public func recordUnblock(_ entry: BlockEntry, source: String, context: IncidentContext = .none) -> IncidentRecording {
@@ -72,7 +76,8 @@ public struct IncidentRecorder: Sendable {
     public func recordRefusal(_ target: String, source: String, error: String, kind: Incident.RefusalKind,
                               context: IncidentContext = .none) -> [Incident] {
         warned(write([Incident(timeUnixMs: Incident.nowUnixMilliseconds(), action: .refuse, target: target, source: source,
-                               wazuh: context.wazuh, detection: context.detection, error: error, refusal: kind)]),
+                               wazuh: context.wazuh, detection: context.detection, error: error, refusal: kind,
+                               node: context.node)]),
                after: "the request to block \(target) was refused")
     }
 
@@ -83,7 +88,7 @@ public struct IncidentRecorder: Sendable {
             requestedSeconds: entry.requestedDuration?.components.seconds, wazuh: context.wazuh, detection: context.detection,
             outcome: .init(lastedSeconds: lasted, droppedPackets: entry.droppedPackets, droppedBytes: entry.droppedBytes,
                            passedPackets: entry.throttle == nil ? nil : entry.passedPackets),
-            origin: entry.origin, throttle: entry.throttle)
+            origin: entry.origin, throttle: entry.throttle, node: context.node ?? entry.node)
     }
 
     /// A detection rule fired; `target` is the address it named, or the text it could not parse.
@@ -103,7 +108,11 @@ public struct IncidentRecorder: Sendable {
     }
 
     /// The records as written, or none and why.
-    private func write(_ incidents: [Incident]) -> IncidentRecording {
+    func write(_ incidents: [Incident]) -> IncidentRecording {
+        var incidents = incidents
+        if let node {
+            for index in incidents.indices where incidents[index].node == nil { incidents[index].node = node }
+        }
         do {
             return IncidentRecording(incidents: try log.append(incidents), status: .written)
         } catch {
@@ -123,11 +132,13 @@ public struct IncidentRecording: Sendable {
 public struct IncidentContext: Sendable {
     public var wazuh: Incident.Wazuh?
     public var detection: Incident.Detection?
+    /// The fleet node a change came from, when another node made it (not stored with the block's context).
+    public var node: String?
 
     public static let none = IncidentContext()
 
-    public init(wazuh: Incident.Wazuh? = nil, detection: Incident.Detection? = nil) {
-        (self.wazuh, self.detection) = (wazuh, detection)
+    public init(wazuh: Incident.Wazuh? = nil, detection: Incident.Detection? = nil, node: String? = nil) {
+        (self.wazuh, self.detection, self.node) = (wazuh, detection, node)
     }
 
     /// The context as the ledger stores it with a block: `{"wazuh":{…},"detection":{…}}`,

@@ -77,6 +77,9 @@ public final class LocalBlocklist: BlocklistService {
     public let ledger: Ledger
     public let recorder: IncidentRecorder
     public let location: BlocklistLocation
+    /// The sources whose changes this host publishes to its fleet: each such change is queued
+    /// in the ledger's outbox in the transaction that makes it. Empty outside a fleet.
+    public var fleetShare: Set<BlockSource> = []
 
     init(datapath: Datapath, ledger: Ledger, recorder: IncidentRecorder, location: BlocklistLocation) {
         (self.datapath, self.ledger, self.recorder, self.location) = (datapath, ledger, recorder, location)
@@ -218,6 +221,9 @@ public final class LocalBlocklist: BlocklistService {
                     try ServiceError.mapping { () throws(LedgerError) in
                         try writer.put(merged, replacing: current)
                         try writer.recordWrite(atUnixMilliseconds: now)
+                        if fleetShare.contains(request.source) {
+                            try writer.enqueue(Self.fleetChange(merged, kind: change == .added ? .block : .refresh, at: now))
+                        }
                     }
                 }
                 return (merged, change, current)
@@ -294,9 +300,13 @@ public final class LocalBlocklist: BlocklistService {
                     writes.append(write)
                     try mapWriter?.offer(writes)
                 }
+                let publishing = fleetShare.contains(batch.source)
                 func flush(_ item: (block: LedgerBlock, previous: LedgerBlock?, inMaps: Bool)?, writer: inout LedgerWriter) throws(ServiceError) {
                     guard let item else { return }
-                    try ServiceError.mapping { () throws(LedgerError) in try writer.put(item.block, replacing: item.previous) }
+                    try ServiceError.mapping { () throws(LedgerError) in
+                        try writer.put(item.block, replacing: item.previous)
+                        if publishing { try writer.enqueue(Self.fleetChange(item.block, kind: item.inMaps ? .refresh : .block, at: now)) }
+                    }
                     try emit(ExpiryWrite(target: item.block.target, expiry: Self.jiffies(item.block.expiry, reading), keepsCounters: item.inMaps))
                 }
                 /// A target the ledger may hold: looked up, merged with what it holds, written.
@@ -313,6 +323,9 @@ public final class LocalBlocklist: BlocklistService {
                     let written = try ServiceError.mapping { () throws(LedgerError) in try writer.insertIfAbsent(many: candidates[...]) }
                     for (block, new) in zip(candidates, written) {
                         if new {
+                            if publishing {
+                                try ServiceError.mapping { () throws(LedgerError) in try writer.enqueue(Self.fleetChange(block, kind: .block, at: now)) }
+                            }
                             outcome.count(.added)
                             newTargets.count(block.target)
                             try emit(ExpiryWrite(target: block.target, expiry: Self.jiffies(block.expiry, reading), keepsCounters: false))
@@ -500,7 +513,7 @@ public final class LocalBlocklist: BlocklistService {
         }
     }
 
-    private func ledgerWrite<T>(_ body: (inout LedgerWriter) throws(ServiceError) -> T) throws(ServiceError) -> T {
+    func ledgerWrite<T>(_ body: (inout LedgerWriter) throws(ServiceError) -> T) throws(ServiceError) -> T {
         try ledger.write(body, mapping: ServiceError.init)
     }
 
@@ -522,6 +535,9 @@ public final class LocalBlocklist: BlocklistService {
             try ServiceError.mapping { () throws(LedgerError) in
                 try writer.remove(current)
                 try writer.recordWrite(atUnixMilliseconds: now)
+                if fleetShare.contains(source) {
+                    try writer.enqueue(FleetChange(kind: .unblock, target: target, source: source, reason: "", timeUnixMilliseconds: now))
+                }
             }
             return .removed(current)
         }
@@ -666,7 +682,7 @@ public final class LocalBlocklist: BlocklistService {
         try ServiceError.mapping { () throws(LedgerError) in try ledger.counts() }
     }
 
-    private func entry(_ block: LedgerBlock, at now: Int64) throws(ServiceError) -> BlockEntry {
+    func entry(_ block: LedgerBlock, at now: Int64) throws(ServiceError) -> BlockEntry {
         let counters = try ServiceError.mapping { () throws(DatapathError) in try datapath.dataplaneBlock(for: block.target) }
         return Self.entry(block, counters: counters, at: now)
     }
@@ -683,7 +699,7 @@ public final class LocalBlocklist: BlocklistService {
             reason: block.reason, source: block.source,
             createdUnixMilliseconds: block.createdUnixMilliseconds, refreshedUnixMilliseconds: block.refreshedUnixMilliseconds,
             requestedDuration: block.requestedDuration, origin: block.origin, throttle: block.throttle,
-            passedPackets: counters?.passedPackets ?? 0)
+            passedPackets: counters?.passedPackets ?? 0, node: block.node)
     }
 
     // MARK: - Allowlist
@@ -699,7 +715,11 @@ public final class LocalBlocklist: BlocklistService {
         let added = try ServiceError.mapping { () throws(LedgerError) in
             try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) -> Bool in
                 try writer.recordWrite(atUnixMilliseconds: now)
-                return try writer.allow(AllowlistEntry(target: target, origin: origin), atUnixMilliseconds: now)
+                let added = try writer.allow(AllowlistEntry(target: target, origin: origin), atUnixMilliseconds: now)
+                if added, origin == .command, fleetShare.contains(.api) {
+                    try writer.enqueue(FleetChange(kind: .allow, target: target, source: .api, reason: "", timeUnixMilliseconds: now))
+                }
+                return added
             }
         }
         let inMaps = try ServiceError.mapping { () throws(DatapathError) in try datapath.insertAllowed(target, origin: origin) }
@@ -707,13 +727,22 @@ public final class LocalBlocklist: BlocklistService {
     }
 
     public func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange {
+        try disallow(target, publishing: fleetShare.contains(.api))
+    }
+
+    /// `publishing`: the removal goes to the fleet (an operator's, not the configuration's).
+    func disallow(_ target: BlockTarget, publishing: Bool) throws(ServiceError) -> AllowlistChange {
         let lock = try ServiceError.mapping { () throws(DatapathError) in try datapath.lockForWriting() }
         defer { withExtendedLifetime(lock) {} }
         let now = WallClock.nowUnixMilliseconds()
         let removed = try ServiceError.mapping { () throws(LedgerError) in
             try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) -> Bool in
                 try writer.recordWrite(atUnixMilliseconds: now)
-                return try writer.disallow(target)
+                let removed = try writer.disallow(target)
+                if removed, publishing {
+                    try writer.enqueue(FleetChange(kind: .disallow, target: target, source: .api, reason: "", timeUnixMilliseconds: now))
+                }
+                return removed
             }
         }
         let inMaps = try ServiceError.mapping { () throws(DatapathError) in try datapath.removeAllowed(target) }
@@ -736,7 +765,7 @@ public final class LocalBlocklist: BlocklistService {
         var added: [BlockTarget] = []
         var removed: [BlockTarget] = []
         for entry in existing where entry.origin == .configuration && !wanted.contains(entry.target) {
-            if try disallow(entry.target) == .removed { removed.append(entry.target) }
+            if try disallow(entry.target, publishing: false) == .removed { removed.append(entry.target) }
         }
         let present = Set(existing.map(\.target))
         for target in targets where !present.contains(target) {

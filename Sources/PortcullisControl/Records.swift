@@ -28,6 +28,8 @@ public struct BlockRecord: Codable, Sendable, Equatable {
     public var throttle: Incident.Throttle?
     /// What a throttle let through; absent for a block.
     public var passedPackets: UInt64?
+    /// The fleet node the block came from; absent when this host made it.
+    public var node: String?
 
     public init(_ entry: BlockEntry) {
         target = entry.target.description
@@ -50,6 +52,7 @@ public struct BlockRecord: Codable, Sendable, Equatable {
         requestedSeconds = entry.requestedDuration?.components.seconds
         throttle = entry.throttle.map(Incident.Throttle.init)
         passedPackets = entry.throttle == nil ? nil : entry.passedPackets
+        node = entry.node
     }
 }
 
@@ -68,7 +71,8 @@ extension BlockEntry {
             droppedPackets: record.droppedPackets, droppedBytes: record.droppedBytes, reason: record.reason,
             source: record.source, createdUnixMilliseconds: record.createdAtUnixMs,
             refreshedUnixMilliseconds: record.refreshedAtUnixMs, requestedDuration: record.requestedSeconds.map { .seconds($0) },
-            origin: record.origin ?? "", throttle: record.throttle?.terms, passedPackets: record.passedPackets ?? 0)
+            origin: record.origin ?? "", throttle: record.throttle?.terms, passedPackets: record.passedPackets ?? 0,
+            node: record.node)
     }
 }
 

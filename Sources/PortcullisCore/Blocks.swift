@@ -101,17 +101,20 @@ public struct BlockEntry: Sendable, Equatable {
     public let throttle: ThrottleRate?
     /// What a throttle let through (a block passes nothing).
     public let passedPackets: UInt64
+    /// The fleet node it came from; nil when this host made it.
+    public var node: String?
 
     public init(target: BlockTarget, remaining: Duration?, expiresUnixMilliseconds: Int64?, isExpired: Bool,
                 droppedPackets: UInt64, droppedBytes: UInt64, reason: String, source: BlockSource?,
                 createdUnixMilliseconds: Int64?, refreshedUnixMilliseconds: Int64?, requestedDuration: Duration?,
-                origin: String = "", throttle: ThrottleRate? = nil, passedPackets: UInt64 = 0) {
+                origin: String = "", throttle: ThrottleRate? = nil, passedPackets: UInt64 = 0, node: String? = nil) {
         (self.target, self.remaining, self.expiresUnixMilliseconds, self.isExpired) = (target, remaining, expiresUnixMilliseconds, isExpired)
         (self.droppedPackets, self.droppedBytes, self.reason, self.source) = (droppedPackets, droppedBytes, reason, source)
         (self.createdUnixMilliseconds, self.refreshedUnixMilliseconds) = (createdUnixMilliseconds, refreshedUnixMilliseconds)
         self.requestedDuration = requestedDuration
         self.origin = origin
         (self.throttle, self.passedPackets) = (throttle, passedPackets)
+        self.node = node
     }
 
     public var isPermanent: Bool { remaining == nil }

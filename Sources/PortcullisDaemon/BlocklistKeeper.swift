@@ -7,6 +7,7 @@ import PortcullisIncidents
 import PortcullisLedger
 import NIOCore
 import NIOPosix
+import PortcullisFleet
 import Synchronization
 
 /// The daemon's single writer: every change to the blocklist, from the control
@@ -35,9 +36,13 @@ actor BlocklistKeeper {
     let metrics: DaemonMetrics
     let logger: Logger
     private(set) var configuration: DaemonConfiguration
+    /// The fleet's node, told of every change this host makes so its outbox is published at once.
+    private(set) var fleet: FleetSync?
 
     init(configuration: DaemonConfiguration, metrics: DaemonMetrics, logger: Logger) throws(ServiceError) {
-        let recorder = IncidentRecorder(log: IncidentLog(path: configuration.incidentLog, stateDirectory: configuration.stateDirectory)) { [logger, metrics] message in
+        let recorder = IncidentRecorder(
+            log: IncidentLog(path: configuration.incidentLog, stateDirectory: configuration.stateDirectory), node: configuration.fleet?.node
+        ) { [logger, metrics] message in
             Self.missingRecord(message, logger: logger, metrics: metrics)
         }
         let location = BlocklistLocation(
@@ -50,6 +55,7 @@ actor BlocklistKeeper {
         }
         for line in report.lines { logger.notice("\(line)") }
         self.blocklist = blocklist
+        self.blocklist.fleetShare = configuration.fleet?.share ?? []
         self.location = location
         self.recorder = recorder
         self.reader = BlocklistReader(try LocalBlocklist.open(location, creatingWith: nil, recorder: recorder).0)
@@ -113,6 +119,7 @@ actor BlocklistKeeper {
                 let (restored, report) = try LocalBlocklist.open(location, creatingWith: capacity, reconcile: true, recorder: recorder)
                 for line in report.lines { logger.notice("\(line)") }
                 blocklist = restored
+                blocklist.fleetShare = configuration.fleet?.share ?? []
                 reader.replace(try LocalBlocklist.open(location, creatingWith: nil, recorder: recorder).0)
             } catch {
                 logger.error("cannot make the maps again: \(error.description)")
@@ -126,7 +133,10 @@ actor BlocklistKeeper {
 
     // MARK: - Changes
 
+    func attach(_ fleet: FleetSync) { self.fleet = fleet }
+
     func block(_ request: BlockRequest, context: IncidentContext) throws(ServiceError) -> BlockOutcome {
+        defer { fleet?.changed() }
         let outcome = try blocklist.block(request, context: context)
         metrics.recordBlock(outcome.change, source: outcome.entry.source ?? request.source)
         noteMissingRecord(outcome.recordWarning)
@@ -134,6 +144,7 @@ actor BlocklistKeeper {
     }
 
     func block(batch: BlockBatch) throws(ServiceError) -> BatchResult {
+        defer { fleet?.changed() }
         let result = try blocklist.block(batch: batch)
         metrics.recordBatch(result.outcome, source: batch.source)
         noteMissingRecord(result.recordWarning(from: batch.origin))
@@ -142,6 +153,7 @@ actor BlocklistKeeper {
 
     func unblock(_ target: BlockTarget, requestedBy source: BlockSource, onlyOwn: Bool, origin: String? = nil,
                  context: IncidentContext, throttle: Bool = false) throws(ServiceError) -> UnblockResult {
+        defer { fleet?.changed() }
         let result = try blocklist.unblock(target, requestedBy: source, onlyOwn: onlyOwn, origin: origin, context: context, throttle: throttle)
         if case .removed(let entry) = result.outcome { metrics.recordUnblock(source: entry.source) }
         noteMissingRecord(result.recordWarning)
@@ -215,8 +227,15 @@ actor BlocklistKeeper {
         try blocklist.refusal(for: target)
     }
 
-    func allow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange { try blocklist.allow(target) }
-    func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange { try blocklist.disallow(target) }
+    func allow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange {
+        defer { fleet?.changed() }
+        return try blocklist.allow(target)
+    }
+
+    func disallow(_ target: BlockTarget) throws(ServiceError) -> AllowlistChange {
+        defer { fleet?.changed() }
+        return try blocklist.disallow(target)
+    }
 
     func status() throws(ServiceError) -> DaemonStatus {
         let attachments = try ServiceError.mapping { () throws(DatapathError) in try datapath.attachments() }
@@ -226,7 +245,7 @@ actor BlocklistKeeper {
             attachments: attachments.map { AttachmentRecord($0) },
             maps: try reader.mapUsageNow(),
             sweepIntervalSeconds: configuration.sweepInterval.fractionalSeconds,
-            incidentLog: configuration.incidentLog)
+            incidentLog: configuration.incidentLog, fleet: fleet?.health())
     }
 
     // MARK: - Configuration
@@ -376,4 +395,31 @@ public struct DaemonStatus: Codable, Sendable {
     public let maps: [MapUsage]
     public let sweepIntervalSeconds: Double
     public let incidentLog: String
+    /// Absent outside a fleet.
+    public var fleet: FleetHealth?
+}
+
+/// The fleet's way in: other nodes' changes are applied here, one writer as for every change.
+extension BlocklistKeeper: FleetWriter {
+    func fleetCursor() throws(ServiceError) -> Int64? {
+        try ServiceError.mapping { () throws(LedgerError) in try blocklist.ledger.fleetCursor() }
+    }
+
+    func applyFleet(_ changes: [RemoteChange], cursor: Int64?) throws(ServiceError) -> FleetApplyReport {
+        let report = try blocklist.applyFleet(changes, cursor: cursor)
+        metrics.recordFleetApply(report)
+        return report
+    }
+
+    func dropFleetBlocks(notIn inForce: Set<BlockTarget>) throws(ServiceError) -> Int {
+        try blocklist.dropFleetBlocks(notIn: inForce)
+    }
+
+    func recordMalformedFleetChange(_ target: String, node: String, error: String) {
+        blocklist.recordMalformedFleetChange(target, node: node, error: error)
+        metrics.recordFleetApply({ var report = FleetApplyReport(); report.refused = 1; return report }())
+    }
+
+    func fleetOutbox(limit: Int) throws(ServiceError) -> [OutboxEntry] { try blocklist.fleetOutbox(limit: limit) }
+    func removeFleetOutbox(through id: Int64) throws(ServiceError) { try blocklist.removeFleetOutbox(through: id) }
 }

@@ -29,6 +29,7 @@ import Logging
 ///     GET    /v1/top               ?blocks=N (256) &expiring=N (10) &incidents=N (10)
 ///                                  the live view: rates now, sampled at a bounded cost
 ///     GET    /v1/status            attachments and maps
+///     GET    /v1/fleet             the fleet's health (404 outside a fleet)
 ///     GET    /v1/health
 ///
 /// A bad request gets a 4xx status and `{"error": "..."}`, and changes nothing. A change whose
@@ -88,6 +89,10 @@ enum ControlAPI {
         router.get("v1/incidents", use: state.incidents)
         router.get("v1/status", use: state.status)
         router.get("v1/top", use: state.top)
+        router.get("v1/fleet") { _, _ in
+            guard let fleet = await keeper.fleet else { throw ServiceError(.notFound, "this daemon is not in a fleet (no fleet: in its configuration)") }
+            return try json(fleet.health())
+        }
         return router
     }
 

@@ -5,6 +5,7 @@ import PortcullisBPF
 import PortcullisConfig
 import PortcullisControl
 import PortcullisDetector
+import PortcullisFleet
 import ServiceLifecycle
 import UnixSignals
 import PortcullisSystem
@@ -66,6 +67,11 @@ public enum Daemon {
             throw StartupError(description: error.description)
         }
         await keeper.apply(configuration, previous: nil)
+        let fleet = configuration.fleet.map { FleetSync(configuration: $0, writer: keeper, logger: logger) }
+        if let fleet, let fleetConfiguration = configuration.fleet {
+            await keeper.attach(fleet)
+            logger.info("fleet: node \(fleetConfiguration.node), sharing \(fleetConfiguration.share.map(\.rawValue).sorted().joined(separator: ", ")) through \(fleetConfiguration.user)@\(fleetConfiguration.endpoint)/\(fleetConfiguration.database)")
+        }
 
         let socketPath = configuration.controlSocket
         try prepareSocket(at: socketPath)
@@ -97,6 +103,7 @@ public enum Daemon {
         }
 
         var services: [any Service] = [control, rootControl, Sweeper(keeper: keeper), Watchdog(keeper: keeper), Reloader(keeper: keeper, path: configurationPath)]
+        if let fleet { services.append(FleetService(fleet: fleet)) }
         if let detector = configuration.detector, let (rules, responses) = detectorSetup {
             services.append(DetectorService(keeper: keeper, configuration: detector, rules: rules, responses: responses, logger: logger))
         }
@@ -107,6 +114,7 @@ public enum Daemon {
             let router = Router()
             router.get("metrics") { _, _ in
                 let snapshot = try await keeper.reader.metricsSnapshot()
+                if let fleet { metrics.recordFleet(fleet.health()) }
                 return Response(
                     status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.render(snapshot))))
@@ -229,6 +237,9 @@ struct Reloader: Service {
                     await keeper.apply(configuration, previous: previous)
                     await keeper.mend()
                     keeper.logger.info("reloaded \(path)")
+                    if configuration.fleet != previous.fleet {
+                        keeper.logger.warning("fleet changed: it takes effect at the next start")
+                    }
                     if configuration.detector != nil || previous.detector != nil {
                         keeper.logger.warning("the detector (its sources, rules, active responses and white list) is not reloaded: restart the daemon to apply changes to it")
                     }
@@ -236,6 +247,18 @@ struct Reloader: Service {
                     keeper.logger.error("not reloaded, the running configuration stays: \(String(describing: error))")
                 }
             }
+        }
+    }
+}
+
+/// The fleet's node: publishes this host's changes and applies the others', until shutdown.
+/// A database that is down is its own trouble: the daemon goes on enforcing.
+struct FleetService: Service {
+    let fleet: FleetSync
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await fleet.run()
         }
     }
 }

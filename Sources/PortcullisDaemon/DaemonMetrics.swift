@@ -78,6 +78,27 @@ final class DaemonMetrics: Sendable {
         guard count > 0 else { return }
         counter("crowdsec_decisions_total", labels: [("outcome", outcome)],
                 help: "CrowdSec decisions by what the bouncer did with them.").increment(by: Int64(count))
+    func recordFleetApply(_ report: FleetApplyReport) {
+        counter("fleet_changes_applied_total", labels: [], help: "Other nodes' changes applied here (blocks, tombstones, allowlist entries).")
+            .increment(by: Int64(report.applied))
+        counter("fleet_changes_refused_total", labels: [],
+                help: "Other nodes' changes refused here (malformed, loopback, this host's allowlist); each is in the incident record.")
+            .increment(by: Int64(report.refused))
+    }
+
+    /// The fleet's health as the node last saw it, set at each scrape.
+    func recordFleet(_ health: FleetHealth) {
+        gauge("fleet_connected", labels: [], help: "1 while this node reads the fleet's change log.").set(to: health.connected ? 1 : 0)
+        gauge("fleet_publishing", labels: [], help: "1 while this node's own changes can be published.").set(to: health.publishing ? 1 : 0)
+        gauge("fleet_cursor", labels: [], help: "The last change log sequence applied here.").set(to: Double(health.cursor ?? 0))
+        gauge("fleet_lag_events", labels: [], help: "Changes in the log not applied here yet.").set(to: Double(health.lagEvents))
+        gauge("fleet_lag_seconds", labels: [], help: "From the commit of the newest change applied to its being in force here.")
+            .set(to: health.lagSeconds ?? 0)
+        gauge("fleet_last_apply_timestamp_seconds", labels: [], help: "When another node's change was last applied here (Unix time).")
+            .set(to: Double(health.lastApplyUnixMs ?? 0) / 1000)
+        gauge("fleet_outbox", labels: [], help: "This host's changes waiting to be published.").set(to: Double(health.outbox))
+        gauge("fleet_clock_skew_seconds", labels: [], help: "This host's clock less the database's.")
+            .set(to: Double(health.skewMilliseconds ?? 0) / 1000)
     }
 
     /// `portcullis_NAME`, with its help text.

@@ -123,6 +123,9 @@ public struct Incident: Codable, Sendable, Equatable {
     public var error: String?
     /// What kind of refusal `error` is; absent on records older than the field.
     public var refusal: RefusalKind?
+    /// The fleet node the change came from: this host's name for its own changes, another's for
+    /// one applied from the fleet; absent outside a fleet.
+    public var node: String?
     /// The record's place in the hash chain: 1 for the first record of a chain, one more for each after.
     public var sequence: Int64?
     /// The `hash` of the record before this one; absent on the first record of a chain.
@@ -133,7 +136,7 @@ public struct Incident: Codable, Sendable, Equatable {
     public init(timeUnixMs: Int64, action: Action, target: String, source: String, reason: String? = nil,
                 requestedSeconds: Int64? = nil, expiresAtUnixMs: Int64? = nil, wazuh: Wazuh? = nil,
                 detection: Detection? = nil, outcome: Outcome? = nil, error: String? = nil, refusal: RefusalKind? = nil,
-                origin: String? = nil, throttle: ThrottleRate? = nil) {
+                origin: String? = nil, throttle: ThrottleRate? = nil, node: String? = nil) {
         self.origin = origin.flatMap { $0.isEmpty ? nil : $0 }
         self.time = Incident.rfc3339(unixMilliseconds: timeUnixMs)
         self.timeUnixMs = timeUnixMs
@@ -149,6 +152,7 @@ public struct Incident: Codable, Sendable, Equatable {
         self.error = error
         self.refusal = refusal
         self.throttle = throttle.map(Throttle.init)
+        self.node = node
     }
 
     /// RFC 3339 in UTC with milliseconds.

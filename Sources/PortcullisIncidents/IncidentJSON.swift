@@ -24,6 +24,7 @@ extension Incident {
         members.add("error", quoted: error)
         members.add("expiresAt", quoted: expiresAt)
         members.add("hash", quoted: hash)
+        members.add("node", quoted: node)
         members.add("origin", quoted: origin)
         if let outcome {
             var nested = JSONMembers()

@@ -20,13 +20,15 @@ public struct LedgerBlock: Sendable, Equatable {
     public var context: String?
     /// A throttle's rate; nil for a block.
     public var throttle: ThrottleRate?
+    /// The fleet node it came from; nil when this host made it.
+    public var node: String?
 
     public init(target: BlockTarget, expiry: Expiry<Int64>, source: BlockSource, origin: String = "", reason: String,
                 createdUnixMilliseconds: Int64, refreshedUnixMilliseconds: Int64, requestedDuration: Duration?,
-                context: String? = nil, throttle: ThrottleRate? = nil) {
+                context: String? = nil, throttle: ThrottleRate? = nil, node: String? = nil) {
         (self.target, self.expiry, self.source, self.origin, self.reason) = (target, expiry, source, origin, reason)
         (self.createdUnixMilliseconds, self.refreshedUnixMilliseconds) = (createdUnixMilliseconds, refreshedUnixMilliseconds)
-        (self.requestedDuration, self.context, self.throttle) = (requestedDuration, context, throttle)
+        (self.requestedDuration, self.context, self.throttle, self.node) = (requestedDuration, context, throttle, node)
     }
 
     public func isExpired(atUnixMilliseconds now: Int64) -> Bool {
@@ -99,7 +101,7 @@ public struct BlockQuery: Sendable, Equatable {
 public final class Ledger {
     public static let fileName = "ledger.sqlite"
     /// Schema version, kept in `PRAGMA user_version`.
-    static let schemaVersion: Int64 = 3
+    static let schemaVersion: Int64 = 4
 
     public let path: String
     let connection: SQLiteConnection
@@ -191,20 +193,29 @@ public final class Ledger {
         // 16 MiB of pages: a load of a million touches the same few index pages over and over.
         try connection.execute("PRAGMA cache_size = -16384")
         guard found < Self.schemaVersion else { return }
+        try connection.execute("BEGIN IMMEDIATE")
+        do {
+            try createSchema(from: found)
+            try connection.execute("PRAGMA user_version = \(Self.schemaVersion)")
+            try connection.execute("COMMIT")
+        } catch {
+            try? connection.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Creates the tables of version `found` and up, in one transaction the caller holds.
+    private func createSchema(from found: Int64) throws(LedgerError) {
         if found == 2 {
             // Throttles are blocks with a rate: three columns, NULL in every block of before.
             try connection.execute("""
-                BEGIN IMMEDIATE;
                 ALTER TABLE blocks ADD COLUMN rate INTEGER;
                 ALTER TABLE blocks ADD COLUMN burst INTEGER;
                 ALTER TABLE blocks ADD COLUMN throttle_flags INTEGER;
-                PRAGMA user_version = \(Self.schemaVersion);
-                COMMIT;
                 """)
-            return
         }
-        try connection.execute("""
-            BEGIN IMMEDIATE;
+        if found < 2 {
+            try connection.execute("""
             CREATE TABLE IF NOT EXISTS blocks (
                 key BLOB PRIMARY KEY,          -- family, address, length, kind: sorts as targets do
                 family INTEGER NOT NULL,       -- 4 or 6
@@ -244,9 +255,25 @@ public final class Ledger {
             );
             CREATE INDEX IF NOT EXISTS incidents_by_time ON incidents (time_ms);
             CREATE INDEX IF NOT EXISTS incidents_by_target ON incidents (target_key) WHERE target_key IS NOT NULL;
-            PRAGMA user_version = \(Self.schemaVersion);
-            COMMIT;
             """)
+        }
+        if found < 4 {
+            // The fleet: which node a block came from (NULL: this host), and this host's own
+            // changes waiting to be published, in the order they were made. A change and its
+            // outbox row commit together, so an outage of the database loses none.
+            try connection.execute("""
+            ALTER TABLE blocks ADD COLUMN node TEXT;
+            CREATE TABLE IF NOT EXISTS fleet_outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                kind TEXT NOT NULL,            -- block, refresh, unblock, allow, disallow
+                key BLOB NOT NULL,
+                expires_ms INTEGER,            -- this host's clock; NULL: permanent
+                source TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                time_ms INTEGER NOT NULL       -- this host's clock
+            );
+            """)
+        }
     }
 
     // MARK: - Writing
@@ -291,7 +318,7 @@ public final class Ledger {
 
     // MARK: - Reading
 
-    static let columns = "key, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context, rate, burst, throttle_flags"
+    static let columns = "key, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context, rate, burst, throttle_flags, node"
 
     public func block(for target: BlockTarget) throws(LedgerError) -> LedgerBlock? {
         try LedgerWriter.block(for: target, in: connection)
@@ -610,10 +637,10 @@ public struct LedgerWriter {
     public mutating func put(_ block: LedgerBlock, replacing previous: LedgerBlock?) throws(LedgerError) {
         guard let previous else {
             let insert = try connection.statement("""
-                INSERT OR REPLACE INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context, rate, burst, throttle_flags)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT OR REPLACE INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context, node, rate, burst, throttle_flags)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
-            Self.bindThrottle(block.throttle, to: insert, from: 12)
+            Self.bindThrottle(block.throttle, to: insert, from: 13)
             try write(block, with: insert)
             countDeltas[Self.countKey(block), default: 0] += 1
             try clearPendingRemoval(block.target)
@@ -623,13 +650,13 @@ public struct LedgerWriter {
         // source index when the owner changes) is touched.
         let statement = try connection.statement("""
             UPDATE blocks SET expires_ms = ?, source = ?, origin = ?, reason = ?, created_ms = ?, refreshed_ms = ?,
-                requested_seconds = ?, context = ?, rate = ?, burst = ?, throttle_flags = ? WHERE key = ?
+                requested_seconds = ?, context = ?, node = ?, rate = ?, burst = ?, throttle_flags = ? WHERE key = ?
             """)
         statement.bind(1, Self.expires(block)).bind(2, block.source.rawValue).bind(3, block.origin).bind(4, block.reason)
             .bind(5, block.createdUnixMilliseconds).bind(6, block.refreshedUnixMilliseconds)
             .bind(7, block.requestedDuration.map { $0.components.seconds }).bind(8, block.context)
-            .bind(12, LedgerKey.encode(block.target))
-        Self.bindThrottle(block.throttle, to: statement, from: 9)
+            .bind(9, block.node).bind(13, LedgerKey.encode(block.target))
+        Self.bindThrottle(block.throttle, to: statement, from: 10)
         try statement.run()
         if previous.source != block.source {
             countDeltas[Self.countKey(previous), default: 0] -= 1
@@ -658,8 +685,8 @@ public struct LedgerWriter {
         // connection's cache would hash its text every time.
         if insertIfAbsentStatement == nil {
             insertIfAbsentStatement = try connection.statement("""
-                INSERT OR IGNORE INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT OR IGNORE INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context, node)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
         }
         guard let statement = insertIfAbsentStatement else { return false }
@@ -674,7 +701,7 @@ public struct LedgerWriter {
     /// Rows per statement of ``insertIfAbsent(many:)``: starting and ending a statement (its
     /// cursors, its halt) costs about what a row does, so a load pays for it once per 64 rows.
     public static let rowsPerInsert = 64
-    private static let columnsPerRow = 11
+    private static let columnsPerRow = 12
 
     /// ``insertIfAbsent(_:)`` for blocks of distinct targets: whether each was written. A run of
     /// 64 whose keys span a range the ledger holds nothing in goes in one statement; any other
@@ -713,7 +740,7 @@ public struct LedgerWriter {
         if insertManyIfAbsentStatement == nil {
             let row = "(" + Array(repeating: "?", count: Self.columnsPerRow).joined(separator: ", ") + ")"
             insertManyIfAbsentStatement = try connection.statement("""
-                INSERT OR IGNORE INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context)
+                INSERT OR IGNORE INTO blocks (key, family, kind, expires_ms, source, origin, reason, created_ms, refreshed_ms, requested_seconds, context, node)
                 VALUES \(Array(repeating: row, count: Self.rowsPerInsert).joined(separator: ", "))
                 """)
         }
@@ -744,7 +771,7 @@ public struct LedgerWriter {
         return true
     }
 
-    /// Binds the columns of `block` to parameters `base + 1` to `base + 11`, skipping those that
+    /// Binds the columns of `block` to parameters `base + 1` to `base + 12`, skipping those that
     /// hold the same value as `previous` (what that row was bound to last).
     private static func bind(_ block: LedgerBlock, key: [UInt8], to statement: SQLiteStatement, from base: Int32, unless previous: LedgerBlock?) {
         // Compared field by field, not through key paths: a key path is looked up in the runtime
@@ -762,6 +789,7 @@ public struct LedgerWriter {
             statement.bind(base + 10, block.requestedDuration.map { $0.components.seconds })
         }
         if previous.map({ $0.context != block.context }) ?? true { statement.bind(base + 11, block.context) }
+        if previous.map({ $0.node != block.node }) ?? true { statement.bind(base + 12, block.node) }
     }
 
     private func write(_ block: LedgerBlock, sql: String) throws(LedgerError) {
@@ -784,6 +812,7 @@ public struct LedgerWriter {
             .bind(9, block.refreshedUnixMilliseconds)
             .bind(10, block.requestedDuration.map { $0.components.seconds })
             .bind(11, block.context)
+            .bind(12, block.node)
         try statement.run()
     }
 
@@ -898,7 +927,8 @@ public struct LedgerWriter {
             throttle: statement.optionalInt64(9).map { rate in
                 ThrottleRate(packetsPerSecond: UInt32(clamping: rate), burst: UInt32(clamping: statement.optionalInt64(10) ?? 1),
                              newConnectionsOnly: (statement.optionalInt64(11) ?? 0) & 1 != 0)
-            })
+            },
+            node: statement.optionalString(12))
     }
 }
 

@@ -107,14 +107,16 @@ struct List: ParsableCommand {
             print("nothing is blocked")
             return
         }
+        // In a fleet, where each block came from: another node's name, or this host's own.
+        let inFleet = blocks.contains { $0.node != nil }
         let rows = blocks.map { block in
             [
                 block.target, block.throttle.map { Output.throttle($0.terms) } ?? "block", Output.remaining(block), Output.expiry(block),
                 String(block.droppedPackets), Output.bytes(block.droppedBytes), block.passedPackets.map(String.init) ?? "-",
-                Self.sourceColumn(block), TerminalText.escaped(block.reason),
-            ]
+                Self.sourceColumn(block),
+            ] + (inFleet ? [block.node.map { TerminalText.escaped($0) } ?? "local"] : []) + [TerminalText.escaped(block.reason)]
         }
-        print(Output.table(["TARGET", "ACTION", "REMAINING", "EXPIRES", "DROPPED", "BYTES", "PASSED", "SOURCE", "REASON"], rows))
+        print(Output.table(["TARGET", "ACTION", "REMAINING", "EXPIRES", "DROPPED", "BYTES", "PASSED", "SOURCE"] + (inFleet ? ["NODE"] : []) + ["REASON"], rows))
     }
 
     /// The source, or where an integration names one within it (`fail2ban/sshd`,

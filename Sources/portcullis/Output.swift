@@ -170,6 +170,7 @@ extension BlockRecord {
         number("expiresAtUnixMs", expiresAtUnixMs)
         text("family", family.rawValue)
         text("kind", kind.rawValue)
+        text("node", node)
         text("origin", origin)
         if let passedPackets { number("passedPackets", passedPackets) }
         flag("permanent", permanent)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FoundationEssentials
 import PortcullisBPF
 import PortcullisControl
 import PortcullisCore
@@ -12,7 +13,10 @@ struct Status: ParsableCommand {
         discussion: """
             Lists every pinned attachment with its interface, network namespace, XDP mode and \
             program id (an attachment whose interface disappeared shows as defunct), then each \
-            map's entries against its capacity and the kernel memory it holds.
+            map's entries against its capacity and the kernel memory it holds. When the daemon \
+            runs in a fleet, also the fleet's health: whether it follows the change log, its \
+            cursor, how far behind it is in changes and seconds, when it last applied another \
+            node's change, and how many of its own wait to be published.
 
             Examples:
               portcullis status
@@ -34,11 +38,13 @@ struct Status: ParsableCommand {
         var attachments = try datapath.attachments()
         if let netns { attachments = attachments.filter { $0.namespace == netns } }
         let maps = try blocklist.mapUsage()
+        let fleet = fleetHealth()
         if json {
             print(Output.json(StatusJSON(
                 pinDirectory: datapath.pins.path, createdAt: Incident.rfc3339(unixMilliseconds: datapath.createdUnixMilliseconds),
                 jiffiesPerSecond: datapath.jiffiesPerSecond, capacityExact: datapath.capacity.exact,
-                capacityPrefixes: datapath.capacity.prefixes, attachments: attachments.map { AttachmentRecord($0) }, maps: maps)))
+                capacityPrefixes: datapath.capacity.prefixes, attachments: attachments.map { AttachmentRecord($0) }, maps: maps,
+                fleet: fleet)))
             return
         }
         print("state:     \(datapath.pins.path) (created \(Output.localTime(unixMilliseconds: datapath.createdUnixMilliseconds)))")
@@ -64,6 +70,23 @@ struct Status: ParsableCommand {
                 return [$0.name, String($0.entries), String($0.capacity), Output.fixed(used, digits: 1) + "%",
                         $0.memoryBytes.map(Output.bytes) ?? "?"]
             }))
+        if let fleet {
+            print("")
+            print("fleet:     node \(TerminalText.escaped(fleet.node)) through \(TerminalText.escaped(fleet.database))")
+            let state = fleet.connected ? "connected" : "not connected (enforcing what this host holds)"
+            print("           \(state)\(fleet.lastError.map { "; last error: \(TerminalText.escaped($0))" } ?? "")")
+            print("           cursor \(fleet.cursor.map(String.init) ?? "none"), \(fleet.lagEvents) changes behind"
+                  + (fleet.lagSeconds.map { ", last change in force \(Output.fixed($0 * 1000, digits: 0)) ms after its commit" } ?? ""))
+            print("           last apply \(fleet.lastApplyUnixMs.map { Output.localTime(unixMilliseconds: $0) } ?? "never"), "
+                  + "\(fleet.outbox) of this host's changes waiting, clock skew \(fleet.skewMilliseconds.map { "\($0) ms" } ?? "unknown")")
+        }
+    }
+
+    /// The fleet's health from the daemon, when one runs in a fleet.
+    private func fleetHealth() -> FleetHealth? {
+        guard let response = try? ControlSocketClient.resolve(option: state.controlSocket).send("GET", "/v1/fleet"),
+              response.status == 200 else { return nil }
+        return try? JSONDecoder().decode(FleetHealth.self, from: Data(response.body))
     }
 }
 
@@ -75,6 +98,8 @@ struct StatusJSON: Encodable {
     let capacityPrefixes: UInt32
     let attachments: [AttachmentRecord]
     let maps: [MapUsage]
+    /// Absent unless the daemon runs in a fleet.
+    let fleet: FleetHealth?
 }
 
 struct Purge: ParsableCommand {

@@ -74,7 +74,7 @@ struct ConfigurationTests {
         ("a: 1\na: 2", 1, nil, "duplicated keys"),
     ]
 
-    @Test(arguments: errors)
+    @Test(arguments: errors + FleetConfigurationTests.errors)
     func errorsNameFileLineAndKey(text: String, line: Int?, key: String?, fragment: String) {
         do {
             _ = try parse(text)

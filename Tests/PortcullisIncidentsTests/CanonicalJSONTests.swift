@@ -46,6 +46,9 @@ struct CanonicalJSONTests {
             Incident(timeUnixMs: 9, action: .refresh, target: "192.0.2.4", source: "detector",
                      wazuh: Incident.Wazuh(), detection: Incident.Detection(ruleId: "1", ruleLevel: -1, ruleDescription: "",
                                                                             user: nil, log: "", logSource: nil)),
+            // Applied from another node of the fleet.
+            Incident(timeUnixMs: 10, action: .block, target: "192.0.2.5", source: "api", expiresAtUnixMs: 70_000,
+                     outcome: Incident.Outcome(lastedSeconds: 1, droppedPackets: 2, droppedBytes: 3), node: "bastion-2"),
         ]
     }
 

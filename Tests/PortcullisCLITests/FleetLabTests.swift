@@ -1,0 +1,245 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Three bastions in one fleet, each with its own lab (namespace pair), pins, ledger and daemon,
+/// sharing one private PostgreSQL 15. Node a connects as the schema's owner and creates it;
+/// b and c as least-privilege node roles. Everything is removed when the test ends.
+final class FleetLab {
+    let database: PostgresServer
+    let labs: [Lab]
+    let daemons: [DaemonFixture]
+    static let nodes = ["a", "b", "c"]
+    static let roles = ["portcullis_owner", "node_b", "node_c"]
+    /// On node b only: a change of another node that this covers is refused there.
+    static let allowlistedOnB = "198.51.100.77"
+
+    /// With `detectorOnA`, node a's detector follows `authLog(a)` and blocks with firewall-drop on rule 5710.
+    init(detectorOnA: Bool = false) throws {
+        database = try PostgresServer()
+        // One statement each: psql -c runs several in one transaction, which CREATE DATABASE refuses.
+        for statement in [
+            "CREATE ROLE portcullis_owner LOGIN PASSWORD 'owner-secret'", "CREATE DATABASE fleet OWNER portcullis_owner",
+            "CREATE ROLE portcullis_node NOLOGIN", "CREATE ROLE node_b LOGIN PASSWORD 'b-secret' IN ROLE portcullis_node",
+            "CREATE ROLE node_c LOGIN PASSWORD 'c-secret' IN ROLE portcullis_node",
+        ] { try database.sql(statement) }
+        var labs: [Lab] = []
+        var daemons: [DaemonFixture] = []
+        for (index, node) in Self.nodes.enumerated() {
+            let lab = try Lab()
+            let daemon = DaemonFixture(pins: lab.pins)
+            let passwordFile = "\(daemon.directory)/fleet.password"
+            let secret = ["owner-secret", "b-secret", "c-secret"][index]
+            try secret.write(toFile: passwordFile, atomically: true, encoding: .utf8)
+            chmod(passwordFile, 0o600)
+            var detector = ""
+            if detectorOnA && node == "a" {
+                try "".write(toFile: Self.authLog(daemon), atomically: true, encoding: .utf8)
+                try ("<ossec_config>\n" + DetectorDaemonTests.activeResponse("firewall-drop", rules: "5710", timeout: 600) + "</ossec_config>\n")
+                    .write(toFile: "\(daemon.directory)/ossec.conf", atomically: true, encoding: .utf8)
+                detector = """
+                    detector:
+                      active_response: \(daemon.directory)/ossec.conf
+                      sources:
+                        - file: \(Self.authLog(daemon))
+
+                    """
+            }
+            try daemon.write(detector + """
+                interfaces:
+                  - name: \(lab.bastionInterface)
+                    netns: \(lab.bastionNamespace)
+                    mode: native
+                allowlist: [\(node == "b" ? Self.allowlistedOnB : "192.0.2.250")]
+                fleet:
+                  postgres: postgres://\(Self.roles[index])@127.0.0.1:\(database.port)/fleet
+                  password_file: \(passwordFile)
+                  node: \(node)
+                  tls:
+                    mode: disable
+                  resync_interval: 1s
+                """)
+            labs.append(lab)
+            daemons.append(daemon)
+        }
+        self.labs = labs
+        self.daemons = daemons
+        for daemon in daemons { try daemon.start() }
+        for (index, daemon) in daemons.enumerated() {
+            let joined = try Self.eventually(30) { try self.health(daemon)?["connected"] as? Bool == true }
+            let health = try daemon.api("GET", "/v1/fleet")
+            try #require(joined, "node \(Self.nodes[index]) did not join the fleet: \(health)")
+        }
+    }
+
+    /// The end of each daemon's log, for a failure's diagnosis.
+    deinit {
+        for (index, daemon) in daemons.enumerated() {
+            let output = (try? daemon.stop())?.output ?? ""
+            print("--- node \(Self.nodes[index]):\n\(output.suffix(2000))")
+        }
+    }
+
+    static func authLog(_ daemon: DaemonFixture) -> String { "\(daemon.directory)/auth.log" }
+
+    func health(_ daemon: DaemonFixture) throws -> [String: Any]? {
+        let response = try daemon.api("GET", "/v1/fleet")
+        guard response.status == 200 else { return nil }
+        return try decodeJSON(response.body) as? [String: Any]
+    }
+
+    /// A block through the control API (source api, which the fleet shares by default).
+    func block(_ target: String, on daemon: DaemonFixture, duration: String? = nil) throws {
+        let body = "{\"target\":\"\(target)\",\"reason\":\"fleet test\"" + (duration.map { ",\"duration\":\"\($0)\"" } ?? "") + "}"
+        let response = try daemon.api("POST", "/v1/blocks", body: body)
+        try #require(response.status == 200, "block failed: \(response)")
+    }
+
+    /// Whether `daemon` holds `target` blocked and in force.
+    func holds(_ target: String, _ daemon: DaemonFixture) throws -> Bool {
+        let response = try daemon.api("GET", "/v1/block?target=\(target)")
+        guard response.status == 200, let record = try decodeJSON(response.body) as? [String: Any] else { return false }
+        return record["expired"] as? Bool == false
+    }
+
+    /// Polls `condition` every 50 ms for at most `seconds`.
+    static func eventually(_ seconds: TimeInterval, _ condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        repeat {
+            if try condition() { return true }
+            usleep(50_000)
+        } while Date() < deadline
+        return false
+    }
+}
+
+@Suite(.serialized) struct FleetLabTests {
+    static var canRun: Bool { Privileges.canRunLab && PostgresServer.isAvailable }
+
+    /// The issue's first promise: a block on one bastion drops the attacker on the others;
+    /// an unblock and an expiry follow it; the others record which node it came from.
+    @Test(.enabled(if: canRun, PostgresServer.reason), .timeLimit(.minutes(3)))
+    func aBlockOnOneNodeDropsOnTheOthersAndItsUnblockAndExpiryFollow() throws {
+        let fleet = try FleetLab()
+        let (a, b, c) = (fleet.daemons[0], fleet.daemons[1], fleet.daemons[2])
+        for lab in fleet.labs { #expect(try lab.pingsAnswered(count: 1) == 1) }
+
+        try fleet.block(Lab.attackerV4, on: a)
+        for daemon in [b, c] {
+            #expect(try FleetLab.eventually(10) { try fleet.holds(Lab.attackerV4, daemon) })
+        }
+        for lab in fleet.labs { #expect(try lab.pingsAnswered(count: 2) == 0, "dropped on \(lab.name)") }
+
+        // The other nodes' listing and record name the origin node; a's names itself.
+        let listed = try b.portcullis(["list"])
+        #expect(listed.stdout.contains("NODE"), "\(listed)")
+        let row = listed.stdout.split(separator: "\n").first { $0.contains(Lab.attackerV4) }
+        #expect(row?.contains(" a ") == true, "\(listed.stdout)")
+        #expect(b.incidents.contains { $0["action"] as? String == "block" && $0["target"] as? String == Lab.attackerV4 && $0["node"] as? String == "a" })
+        #expect(a.incidents.contains { $0["action"] as? String == "block" && $0["node"] as? String == "a" })
+
+        // Status and metrics show the fleet's health.
+        let health = try #require(try fleet.health(c))
+        #expect(health["lagEvents"] as? Int == 0)
+        #expect((health["cursor"] as? Int ?? 0) >= 1)
+        #expect(health["lastApplyUnixMs"] != nil)
+        let metrics = try Command.run("/usr/bin/curl", ["-s", "--max-time", "5", "http://127.0.0.1:\(c.metricsPort)/metrics"])
+        #expect(metrics.stdout.contains("portcullis_fleet_connected 1"), "\(metrics.stdout.prefix(400))")
+        #expect(metrics.stdout.contains("portcullis_fleet_lag_events 0"))
+
+        // An unblock on another node than the one that blocked goes everywhere too.
+        let lifted = try b.api("DELETE", "/v1/blocks?target=\(Lab.attackerV4)")
+        #expect(lifted.status == 200, "\(lifted)")
+        for daemon in [a, c] {
+            #expect(try FleetLab.eventually(10) { try !fleet.holds(Lab.attackerV4, daemon) })
+        }
+        for lab in fleet.labs { #expect(try lab.pingsAnswered(count: 1) == 1, "answered again on \(lab.name)") }
+
+        // An expiry travels as an absolute time: it ends everywhere at once.
+        try fleet.block(Lab.otherV4, on: c, duration: "3s")
+        for daemon in [a, b] {
+            #expect(try FleetLab.eventually(10) { try fleet.holds(Lab.otherV4, daemon) })
+        }
+        #expect(try fleet.labs[0].pingsAnswered(from: Lab.otherV4, count: 1) == 0)
+        usleep(3_500_000)
+        for daemon in [a, b, c] { #expect(try !fleet.holds(Lab.otherV4, daemon)) }
+        for lab in fleet.labs { #expect(try lab.pingsAnswered(from: Lab.otherV4, count: 1) == 1) }
+    }
+
+    /// Fail static: a node that was stopped catches up when it starts; a database that is down
+    /// stops nobody enforcing, and what was blocked meanwhile reaches the others once it is back.
+    @Test(.enabled(if: canRun, PostgresServer.reason), .timeLimit(.minutes(3)))
+    func aStoppedNodeCatchesUpAndADatabaseOutageLosesNothing() throws {
+        let fleet = try FleetLab(detectorOnA: true)
+        let (a, b, c) = (fleet.daemons[0], fleet.daemons[1], fleet.daemons[2])
+
+        // The first block comes from a's detector, on an sshd line: the detector's blocks are shared.
+        try c.stop()
+        try DetectorDaemonTests.sshd("Invalid user admin from \(Lab.attackerV4) port 4242", to: FleetLab.authLog(a))
+        #expect(try FleetLab.eventually(10) { try fleet.holds(Lab.attackerV4, b) })
+        #expect(b.incidents.contains { $0["target"] as? String == Lab.attackerV4 && $0["source"] as? String == "detector" && $0["node"] as? String == "a" })
+        try c.start()
+        #expect(try FleetLab.eventually(15) { try fleet.holds(Lab.attackerV4, c) }, "c caught up")
+        #expect(try fleet.labs[2].pingsAnswered(count: 1) == 0)
+
+        try fleet.database.stop()
+        #expect(try FleetLab.eventually(10) { try fleet.health(a)?["connected"] as? Bool == false })
+        try fleet.block(Lab.otherV4, on: a)
+        // a enforces at once, the database down or not; b and c keep what they had.
+        #expect(try fleet.labs[0].pingsAnswered(from: Lab.otherV4, count: 1) == 0)
+        #expect(try fleet.labs[1].pingsAnswered(count: 1) == 0, "b still enforces what it had")
+        #expect(try !fleet.holds(Lab.otherV4, b))
+        #expect((try fleet.health(a)?["outbox"] as? Int ?? 0) >= 1 || a.incidents.contains { $0["target"] as? String == Lab.otherV4 })
+
+        try fleet.database.start()
+        for daemon in [b, c] {
+            #expect(try FleetLab.eventually(20) { try fleet.holds(Lab.otherV4, daemon) }, "delivered after the outage")
+        }
+        #expect(try fleet.labs[2].pingsAnswered(from: Lab.otherV4, count: 1) == 0)
+        #expect(try fleet.health(a)?["outbox"] as? Int == 0)
+    }
+
+    /// Rows written by hand that no node would write, or that ask a node to block what it must
+    /// not: every node refuses them, records the refusal, and goes on.
+    @Test(.enabled(if: canRun, PostgresServer.reason), .timeLimit(.minutes(3)))
+    func malformedRowsAreRefusedByEveryNodeAndRecorded() throws {
+        let fleet = try FleetLab()
+        let (a, b, c) = (fleet.daemons[0], fleet.daemons[1], fleet.daemons[2])
+        func insert(_ node: String, _ kind: String, _ target: String, _ source: String, reason: String = "'by hand'") throws {
+            try fleet.database.sql("""
+                BEGIN;
+                UPDATE portcullis.meta SET last_sequence = last_sequence + 1;
+                INSERT INTO portcullis.changes (sequence, node, node_id, kind, target, source, reason, made_at)
+                SELECT last_sequence, '\(node)', last_sequence + 1000000, '\(kind)', '\(target)', '\(source)', \(reason), now()
+                FROM portcullis.meta;
+                SELECT pg_notify('portcullis_changes', last_sequence::text) FROM portcullis.meta;
+                COMMIT;
+                """, database: "fleet")
+        }
+        try insert("intruder", "block", "127.0.0.1/32", "api")            // loopback
+        try insert("intruder", "block", "198.51.100.60/32", "telnet")     // a source no node has
+        try insert("intruder", "explode", "198.51.100.61/32", "api")      // a change no node makes
+        try insert("bad node!", "block", "198.51.100.62/32", "api")       // not a node name
+        try insert("intruder", "block", "198.51.100.63/32", "api", reason: "'line' || chr(10) || 'break'")
+        try insert("intruder", "block", "0.0.0.0/0", "api")               // holds loopback
+        try insert("intruder", "block", "\(FleetLab.allowlistedOnB)/32", "api")   // b's allowlist
+        // And one good row after them: the cursor passes the refused ones.
+        try insert("intruder", "block", "198.51.100.64/32", "api")
+
+        for daemon in [a, b, c] {
+            #expect(try FleetLab.eventually(10) { try fleet.holds("198.51.100.64", daemon) })
+            for target in ["198.51.100.60", "198.51.100.61", "198.51.100.62", "198.51.100.63"] {
+                #expect(try !fleet.holds(target, daemon), "\(target) applied")
+            }
+            let refusals = daemon.incidents.filter { $0["action"] as? String == "refuse" }
+            #expect(refusals.count >= 6, "\(refusals)")
+            #expect(refusals.contains { ($0["target"] as? String)?.hasPrefix("127.0.0.1") == true })
+            #expect(refusals.contains { $0["refusal"] as? String == "malformed" && $0["node"] as? String == "intruder" })
+        }
+        #expect(try !fleet.holds(FleetLab.allowlistedOnB, b))
+        #expect(b.incidents.contains { $0["refusal"] as? String == "allowlisted" && $0["node"] as? String == "intruder" })
+        #expect(try fleet.holds(FleetLab.allowlistedOnB, a))
+        // Loopback stays reachable.
+        #expect(try Command.run("/usr/sbin/ip", ["netns", "exec", fleet.labs[1].bastionNamespace, "ping", "-c", "1", "-W", "1", "127.0.0.1"]).status == 0)
+    }
+}

@@ -1,0 +1,78 @@
+import Foundation
+import Glibc
+import Testing
+
+/// A private PostgreSQL cluster of Debian's PostgreSQL 15: initdb in a temporary directory as the
+/// postgres user, a Unix socket there and a loopback port, passwords (SCRAM) over TCP. Stopped
+/// and removed when the test ends, pass or fail.
+final class PostgresServer {
+    static let binaries = "/usr/lib/postgresql/15/bin"
+    static var isAvailable: Bool {
+        FileManager.default.isExecutableFile(atPath: "\(binaries)/initdb") && getpwnam("postgres") != nil
+    }
+    static let reason: Comment = "needs root and Debian's postgresql (PostgreSQL 15 and its postgres user; tools/setup.sh installs it)"
+
+    let directory: String
+    let port: Int
+    var data: String { "\(directory)/data" }
+
+    init() throws {
+        directory = "/tmp/portcullis-pg-\(UUID().uuidString.prefix(8).lowercased())"
+        port = 30_000 + Int.random(in: 0..<20_000)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        guard let user = getpwnam("postgres") else { throw LabError("no postgres user") }
+        chown(directory, user.pointee.pw_uid, user.pointee.pw_gid)
+        chmod(directory, 0o700)
+        let initdb = try asPostgres("\(Self.binaries)/initdb", ["-D", data, "-U", "postgres", "--auth-local=trust",
+                                                                 "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"])
+        try #require(initdb.status == 0, "initdb failed: \(initdb)")
+        let settings = """
+            listen_addresses = '127.0.0.1'
+            port = \(port)
+            unix_socket_directories = '\(directory)'
+            fsync = off
+            max_connections = 40
+            shared_buffers = 32MB
+            log_min_messages = warning
+            """
+        let file = "\(data)/postgresql.conf"
+        let existing = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+        try (existing + "\n" + settings + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        try start()
+    }
+
+    deinit {
+        _ = try? asPostgres("\(Self.binaries)/pg_ctl", ["-D", data, "-m", "immediate", "-w", "-t", "10", "stop"])
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    func start() throws {
+        // The server outlives pg_ctl and keeps every descriptor it inherits, Foundation's child
+        // watch among them, which would make this wait until the server stops: bash closes all
+        // but the standard three before pg_ctl starts.
+        let closingOthers = "for f in /proc/$$/fd/*; do f=${f##*/}; ((f > 2)) && eval \"exec $f>&-\" 2>/dev/null; done; exec \"$@\""
+        let started = try Command.run("/bin/bash", ["-c", closingOthers, "bash", "/usr/sbin/runuser", "-u", "postgres", "--",
+                                                    "\(Self.binaries)/pg_ctl", "-D", data, "-l", "\(directory)/server.log", "-w", "-t", "20", "start"],
+                                      timeout: 60)
+        try #require(started.status == 0, "pg_ctl start failed: \(started)\n\((try? String(contentsOfFile: "\(directory)/server.log", encoding: .utf8)) ?? "")")
+    }
+
+    /// Stops at once, as a crash or a lost network would: connections are cut.
+    func stop() throws {
+        let stopped = try asPostgres("\(Self.binaries)/pg_ctl", ["-D", data, "-m", "immediate", "-w", "-t", "20", "stop"])
+        try #require(stopped.status == 0, "pg_ctl stop failed: \(stopped)")
+    }
+
+    /// psql as the superuser over the socket; the output unaligned, without headers.
+    @discardableResult
+    func sql(_ statements: String, database: String = "postgres") throws -> String {
+        let result = try asPostgres("/usr/bin/psql", ["-h", directory, "-p", String(port), "-d", database, "-X", "-q", "-A", "-t",
+                                                      "-v", "ON_ERROR_STOP=1", "-c", statements])
+        guard result.status == 0 else { throw LabError("psql failed: \(result)") }
+        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    private func asPostgres(_ program: String, _ arguments: [String]) throws -> Result {
+        try Command.run("/usr/sbin/runuser", ["-u", "postgres", "--", program] + arguments, timeout: 60)
+    }
+}
