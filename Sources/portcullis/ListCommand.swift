@@ -109,12 +109,16 @@ struct List: ParsableCommand {
         }
         // In a fleet, where each block came from: another node's name, or this host's own.
         let inFleet = blocks.contains { $0.node != nil }
-        let rows = blocks.map { block in
-            [
-                block.target, block.throttle.map { Output.throttle($0.terms) } ?? "block", Output.remaining(block), Output.expiry(block),
-                String(block.droppedPackets), Output.bytes(block.droppedBytes), block.passedPackets.map(String.init) ?? "-",
-                Self.sourceColumn(block),
-            ] + (inFleet ? [block.node.map { TerminalText.escaped($0) } ?? "local"] : []) + [TerminalText.escaped(block.reason)]
+        let rows = blocks.map { block -> [String] in
+            let action: String = block.throttle.map { Output.throttle($0.terms) } ?? "block"
+            let passed: String = block.passedPackets.map { String($0) } ?? "-"
+            var row: [String] = [
+                block.target, action, Output.remaining(block), Output.expiry(block),
+                String(block.droppedPackets), Output.bytes(block.droppedBytes), passed, Self.sourceColumn(block),
+            ]
+            if inFleet { row.append(block.node.map { TerminalText.escaped($0) } ?? "local") }
+            row.append(TerminalText.escaped(block.reason))
+            return row
         }
         print(Output.table(["TARGET", "ACTION", "REMAINING", "EXPIRES", "DROPPED", "BYTES", "PASSED", "SOURCE"] + (inFleet ? ["NODE"] : []) + ["REASON"], rows))
     }
