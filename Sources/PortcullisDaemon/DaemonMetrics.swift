@@ -78,6 +78,9 @@ final class DaemonMetrics: Sendable {
         guard count > 0 else { return }
         counter("crowdsec_decisions_total", labels: [("outcome", outcome)],
                 help: "CrowdSec decisions by what the bouncer did with them.").increment(by: Int64(count))
+    }
+
+    /// What one round of applying other nodes' changes did.
     func recordFleetApply(_ report: FleetApplyReport) {
         counter("fleet_changes_applied_total", labels: [], help: "Other nodes' changes applied here (blocks, tombstones, allowlist entries).")
             .increment(by: Int64(report.applied))
