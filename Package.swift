@@ -84,11 +84,12 @@ let package = Package(
         // Wazuh's active-response protocol: message and reply codecs, log lines, paths. No BPF, no root.
         .target(name: "PortcullisWazuh", dependencies: ["PortcullisCore"]),
 
-        // libbpf and the layouts shared with the XDP program (bpf/portcullis.h).
+        // libbpf, libxdp (its dispatcher, for sharing an interface) and the layouts shared
+        // with the XDP program (bpf/portcullis.h).
         .systemLibrary(
             name: "CLibbpf",
             pkgConfig: "libbpf",
-            providers: [.apt(["libbpf-dev"])]
+            providers: [.apt(["libbpf-dev", "libxdp-dev"])]
         ),
 
         // libsqlite3 (Debian's, linked statically into the static executables), for the ledger.

@@ -12,6 +12,10 @@ if [ ! -f /usr/include/bpf/bpf_helpers.h ]; then
     echo "error: /usr/include/bpf/bpf_helpers.h is missing; install libbpf-dev (apt-get install libbpf-dev)" >&2
     exit 1
 fi
+if [ ! -f /usr/include/xdp/xdp_helpers.h ]; then
+    echo "error: /usr/include/xdp/xdp_helpers.h is missing; install libxdp-dev (apt-get install libxdp-dev)" >&2
+    exit 1
+fi
 
 "$clang" -O2 -g -Wall -Werror -target bpf -mcpu=v3 \
     -I "$here" -I "/usr/include/$multiarch" \

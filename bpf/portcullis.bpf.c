@@ -17,6 +17,7 @@
 #include <linux/tcp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <xdp/xdp_helpers.h>
 
 #include "portcullis.h"
 
@@ -538,6 +539,16 @@ int portcullis_xdp(struct xdp_md *ctx)
 	st->not_ip++;
 	return XDP_PASS;
 }
+
+/*
+ * Read by libxdp when the program shares an interface through its dispatcher:
+ * the run priority, and that the next program runs only on XDP_PASS (what is
+ * dropped stays dropped). Exclusive attachments ignore it.
+ */
+struct {
+	__uint(priority, PORTCULLIS_XDP_RUN_PRIORITY);
+	__uint(XDP_PASS, 1);
+} XDP_RUN_CONFIG(portcullis_xdp);
 
 /*
  * A function of its own, not inlined, so that the sample's layout is described

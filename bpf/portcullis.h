@@ -210,4 +210,12 @@ struct portcullis_clock_sample {
 #define PORTCULLIS_PROG_XDP "portcullis_xdp"
 #define PORTCULLIS_PROG_CLOCK "portcullis_clock"
 
+/*
+ * Where the XDP program runs in libxdp's dispatcher when it shares an interface
+ * (cooperative mode): lower runs first. Below libxdp's default of 50, which
+ * xdp-filter and most libxdp programs keep, so a blocked source's packets are
+ * dropped before the programs after it spend any work on them.
+ */
+#define PORTCULLIS_XDP_RUN_PRIORITY 10
+
 #endif /* PORTCULLIS_H */

@@ -9,18 +9,20 @@ fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 [[ $(id -u) == 0 ]] || fail "run as root (it installs packages and mounts bpffs)"
 
-# Build: libbpf headers and library (libbpf-dev brings libelf and zlib), and libsqlite3 for the
-# ledger (libsqlite3-dev; the sqlite3 shell lets the ledger tests look inside it).
+# Build: libbpf headers and library (libbpf-dev brings libelf and zlib), libxdp (libxdp-dev: its
+# dispatcher for sharing an interface, and the run-config header the XDP program is built with),
+# and libsqlite3 for the ledger (libsqlite3-dev; the sqlite3 shell lets the ledger tests look inside it).
+# Cooperative mode's lab test: xdp-filter from xdp-tools, another libxdp program on the same interface.
 # Tests and demo: iproute2 for network namespaces, ping for traffic, runuser (util-linux) for the
-# unprivileged check, bpftool for perf/ and for looking inside the pins, curl and Debian's Prometheus
-# client (its text-format parser) for the daemon tests.
+# unprivileged check, bpftool for perf/ and for looking inside the pins, ethtool for veth's own
+# per-queue counters, curl and Debian's Prometheus client (its text-format parser) for the daemon tests.
 # The standalone detector's end-to-end test and the demo: a real OpenSSH server and client.
 # The live view's test: tmux, a real terminal to drive `portcullis top` in (send-keys, capture-pane).
 # The period report's test: headless Chromium, which renders its HTML page to a PNG.
 # The integrations' tests: the real fail2ban and sshguard, which the tests run with files of their own.
 # The fleet's tests and benchmark: Debian's PostgreSQL 15 (server and psql); each test starts a
 # private cluster of its own (initdb in a temporary directory), never the packaged one.
-packages=(libbpf-dev libelf-dev zlib1g-dev libsqlite3-dev sqlite3 pkg-config iproute2 iputils-ping util-linux bpftool curl
+packages=(libbpf-dev libxdp-dev xdp-tools libelf-dev zlib1g-dev libsqlite3-dev sqlite3 pkg-config iproute2 iputils-ping util-linux bpftool ethtool curl
           python3-prometheus-client openssh-server openssh-client ca-certificates tmux chromium fail2ban sshguard postgresql)
 missing=()
 for package in "${packages[@]}"; do

@@ -7,6 +7,8 @@
 #include <linux/btf.h>
 #include <linux/if_link.h>
 #include <linux/bpf.h>
+/* libxdp's dispatcher, for sharing an interface with other XDP programs (cooperative mode). */
+#include <xdp/libxdp.h>
 
 /* The layouts the XDP program uses: Swift reads them from here, never from a copy. */
 #include "../../bpf/portcullis.h"

@@ -70,6 +70,7 @@ public final class Datapath {
         return name.rawValue
     }
     static let linksDirectory = "links"
+    static let cooperativeDirectory = "cooperative"
 
     /// Opens the state in `pins`. When there is none yet and `capacity` is
     /// given, creates it: loads the embedded XDP object with maps of that size
@@ -184,8 +185,20 @@ public final class Datapath {
             }
             detached.append(pin.displayName)
         }
-        for namespace in pins.entries(of: linksDirectory) { rmdir(pins.path(of: "\(linksDirectory)/\(namespace)")) }
-        rmdir(pins.path(of: linksDirectory))
+        for pin in pins.cooperativePins() {
+            // Off the dispatcher first, so the programs sharing it keep running.
+            try? Datapath.removeFromDispatcher(pin, in: pins)
+            let path = pins.path(of: pin.relativePath)
+            if unlink(path) != 0 && errno != ENOENT {
+                let code = errno
+                throw .syscall("cannot remove \(path)", errno: code)
+            }
+            detached.append(pin.displayName)
+        }
+        for root in [linksDirectory, cooperativeDirectory] {
+            for namespace in pins.entries(of: root) { rmdir(pins.path(of: "\(root)/\(namespace)")) }
+            rmdir(pins.path(of: root))
+        }
         for name in MapName.allCases.map(\.rawValue) + programNames where pins.contains(name) {
             if unlink(pins.path(of: name)) != 0 { throw .syscall("cannot remove \(pins.path(of: name))", errno: errno) }
         }
@@ -206,24 +219,9 @@ public final class Datapath {
         guard capacity.exact > 0, capacity.prefixes > 0 else {
             throw DatapathError(.refused, "capacity must be at least 1 (asked for \(capacity))")
         }
-        guard let bytes = embeddedObject else {
-            throw DatapathError(.system, "the embedded XDP object is corrupt; rebuild portcullis")
-        }
-        LibbpfLog.install()
-        LibbpfLog.clear()
         var pinned: [String] = []
         do throws(DatapathError) {
-            let opened: OpaquePointer? = bytes.withUnsafeBytes { buffer in
-                "portcullis".withCString { name in
-                    var options = bpf_object_open_opts()
-                    options.sz = MemoryLayout<bpf_object_open_opts>.size
-                    options.object_name = name
-                    return bpf_object__open_mem(buffer.baseAddress, buffer.count, &options)
-                }
-            }
-            guard let object = opened else {
-                throw .syscall("cannot open the embedded XDP object\(LibbpfLog.detail)", errno: errno)
-            }
+            let object = try openEmbeddedObject()
             defer { bpf_object__close(object) }
 
             let sizes: [MapName: UInt32] = [
@@ -284,6 +282,28 @@ public final class Datapath {
         }
     }
 
+    /// Opens (does not load) the XDP object compiled into this binary: `bpf_object__open_mem(3)`.
+    /// The caller closes it with `bpf_object__close`.
+    static func openEmbeddedObject() throws(DatapathError) -> OpaquePointer {
+        guard let bytes = embeddedObject else {
+            throw DatapathError(.system, "the embedded XDP object is corrupt; rebuild portcullis")
+        }
+        LibbpfLog.install()
+        LibbpfLog.clear()
+        let opened: OpaquePointer? = bytes.withUnsafeBytes { buffer in
+            "portcullis".withCString { name in
+                var options = bpf_object_open_opts()
+                options.sz = MemoryLayout<bpf_object_open_opts>.size
+                options.object_name = name
+                return bpf_object__open_mem(buffer.baseAddress, buffer.count, &options)
+            }
+        }
+        guard let object = opened, libbpf_get_error(UnsafeRawPointer(object)) == 0 else {
+            throw .syscall("cannot open the embedded XDP object\(LibbpfLog.detail)", errno: errno)
+        }
+        return object
+    }
+
     /// The XDP object compiled into this binary at build time.
     package static var embeddedObject: [UInt8]? {
         Data(base64Encoded: EmbeddedBPFObject.base64).map { [UInt8]($0) }
@@ -310,24 +330,37 @@ enum LibbpfLog {
         }
         guard first else { return }
         libbpf_set_print { level, format, arguments in
-            guard let format, let arguments else { return 0 }
-            var buffer = [CChar](repeating: 0, count: 1024)
-            _ = vsnprintf(&buffer, buffer.count, format, arguments)
-            let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            if level != LIBBPF_DEBUG {
-                LibbpfLog.lines.withLock { $0.append(line.trimmedSpace) }
-            }
+            if level != LIBBPF_DEBUG { LibbpfLog.record("libbpf", format, arguments) }
+            return 0
+        }
+        libxdp_set_print { level, format, arguments in
+            if level != LIBXDP_DEBUG { LibbpfLog.record("libxdp", format, arguments) }
             return 0
         }
     }
 
+    private static func record(_ library: String, _ format: UnsafePointer<CChar>?, _ arguments: CVaListPointer?) {
+        guard let format, let arguments else { return }
+        var buffer = [CChar](repeating: 0, count: 1024)
+        _ = vsnprintf(&buffer, buffer.count, format, arguments)
+        var line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).trimmedSpace
+        if line.hasPrefix("\(library): ") { line.removeFirst(library.count + 2) }
+        if !line.isEmpty { lines.withLock { $0.append("\(library): \(line)") } }
+    }
+
     static func clear() { lines.withLock { $0.removeAll() } }
 
-    /// The last warning libbpf gave, as a suffix for an error message.
+    /// The last diagnostic that mentions `text`, as a suffix for an error message; else `detail`.
+    static func detail(mentioning text: String) -> String {
+        let line = lines.withLock { $0.last { $0.contains(text) } }
+        return line.map { " (\($0))" } ?? detail
+    }
+
+    /// The last warning libbpf or libxdp gave, as a suffix for an error message.
     static var detail: String {
         lines.withLock { lines in
-            guard let last = lines.last(where: { !$0.isEmpty }) else { return "" }
-            return " (libbpf: \(last))"
+            guard let last = lines.last else { return "" }
+            return " (\(last))"
         }
     }
 }

@@ -80,10 +80,16 @@ public struct PinDirectory: Sendable, Equatable {
         return names.sorted()
     }
 
-    /// Every pinned XDP link, `links/<namespace dir>/<interface>`.
-    func linkPins() -> [LinkPin] {
-        entries(of: Datapath.linksDirectory).flatMap { directory in
-            entries(of: "\(Datapath.linksDirectory)/\(directory)").map { LinkPin(directory: directory, file: $0) }
+    /// Every pinned XDP link of an exclusive attachment, `links/<namespace dir>/<interface>`.
+    func linkPins() -> [LinkPin] { attachmentPins(.exclusive) }
+
+    /// Every pinned program of a cooperative attachment, `cooperative/<namespace dir>/<interface>`.
+    func cooperativePins() -> [LinkPin] { attachmentPins(.cooperative) }
+
+    private func attachmentPins(_ sharing: XDPSharing) -> [LinkPin] {
+        let root = LinkPin.root(sharing)
+        return entries(of: root).flatMap { directory in
+            entries(of: "\(root)/\(directory)").map { LinkPin(directory: directory, file: $0, sharing: sharing) }
         }
     }
 

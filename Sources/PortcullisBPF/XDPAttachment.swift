@@ -11,7 +11,23 @@ public enum XDPMode: String, Sendable, CaseIterable, Codable {
     case auto
 }
 
-/// One interface the XDP program is attached to, through a pinned BPF link.
+/// Whether Portcullis has an interface's XDP hook to itself or shares it.
+public enum XDPSharing: String, Sendable, CaseIterable, Codable {
+    /// Portcullis's program alone on the interface, through a BPF link of its own: the
+    /// fastest path, and an interface that runs another XDP program is refused.
+    case exclusive
+    /// Through libxdp's dispatcher, beside other programs that attach through libxdp
+    /// (xdp-filter, xdp-loader, Suricata): Portcullis runs at its priority and hands on
+    /// what it passes to the next program.
+    case cooperative
+
+    /// Where a cooperative attachment runs in the dispatcher unless told otherwise
+    /// (bpf/portcullis.h says why).
+    public static let defaultPriority = UInt32(PORTCULLIS_XDP_RUN_PRIORITY)
+}
+
+/// One interface the XDP program is attached to: through a pinned BPF link
+/// (exclusive), or as one of the programs of libxdp's dispatcher (cooperative).
 public struct Attachment: Sendable {
     public let interface: String
     /// The named network namespace (`ip netns`), nil for the host's.
@@ -19,31 +35,48 @@ public struct Attachment: Sendable {
     public let interfaceIndex: UInt32
     /// native or generic, as the kernel reports it; nil when the link is defunct.
     public let mode: XDPMode?
+    /// Exclusive attachments' link; 0 for cooperative ones, whose links libxdp pins.
     public let linkID: UInt32
     public let programID: UInt32
-    /// False once the interface is gone: the kernel detaches the link then.
+    /// False once the interface is gone (the kernel detaches the link then), or, for a
+    /// cooperative attachment, once the dispatcher no longer runs Portcullis's program.
     public let isActive: Bool
+    public var sharing: XDPSharing = .exclusive
+    /// Cooperative attachments: Portcullis's place in the dispatcher (lower runs first),
+    /// and the dispatcher program attached to the interface.
+    public var priority: UInt32?
+    public var dispatcherID: UInt32?
 
     public var displayName: String { namespace.map { "\(interface) in netns \($0)" } ?? interface }
 }
 
-/// Where a link is pinned: `links/<namespace dir>/<interface>`. bpffs forbids
-/// '.' in names, which interface names may hold, so names are escaped.
+/// Where an attachment is pinned: an exclusive one's link at
+/// `links/<namespace dir>/<interface>`, a cooperative one's program (the copy loaded
+/// into libxdp's dispatcher) at `cooperative/<namespace dir>/<interface>`. bpffs
+/// forbids '.' in names, which interface names may hold, so names are escaped.
 struct LinkPin {
     let directory: String
     let file: String
+    let sharing: XDPSharing
 
-    init(interface: String, namespace: String?) {
+    init(interface: String, namespace: String?, sharing: XDPSharing = .exclusive) {
         directory = namespace.map { "netns-" + Self.escape($0) } ?? "host"
         file = Self.escape(interface)
+        self.sharing = sharing
     }
 
-    init(directory: String, file: String) {
+    init(directory: String, file: String, sharing: XDPSharing = .exclusive) {
         self.directory = directory
         self.file = file
+        self.sharing = sharing
     }
 
-    var relativePath: String { "\(Datapath.linksDirectory)/\(directory)/\(file)" }
+    static func root(_ sharing: XDPSharing) -> String {
+        sharing == .exclusive ? Datapath.linksDirectory : Datapath.cooperativeDirectory
+    }
+
+    var parent: String { "\(Self.root(sharing))/\(directory)" }
+    var relativePath: String { "\(parent)/\(file)" }
     var interface: String { Self.unescape(file) }
     var namespace: String? { directory.hasPrefix("netns-") ? Self.unescape(String(directory.dropFirst(6))) : nil }
     var displayName: String { namespace.map { "\(interface) in netns \($0)" } ?? interface }
@@ -99,20 +132,35 @@ func interfaceIndex(_ interface: String, namespace: String?) throws(DatapathErro
 }
 
 extension Datapath {
-    /// Attaches the pinned XDP program to an interface through a BPF link and
-    /// pins the link, so the attachment outlives this process. Attaching where
-    /// Portcullis already is attached reports the existing attachment.
-    public func attach(interface: String, namespace: String?, mode: XDPMode) throws(DatapathError) -> (Attachment, alreadyAttached: Bool) {
+    /// Attaches the XDP program to an interface and pins what keeps it there, so the
+    /// attachment outlives this process. Exclusive: through a BPF link of Portcullis's
+    /// own. Cooperative: through libxdp's dispatcher at `priority` (lower runs first).
+    /// Attaching where Portcullis already is attached the same way reports the existing
+    /// attachment; attached the other way is an error that says how to change it.
+    public func attach(interface: String, namespace: String?, mode: XDPMode, sharing: XDPSharing = .exclusive,
+                       priority: UInt32 = XDPSharing.defaultPriority) throws(DatapathError) -> (Attachment, alreadyAttached: Bool) {
         let lock = try pins.lockForWriting()
         defer { withExtendedLifetime(lock) {} }
-        let pin = LinkPin(interface: interface, namespace: namespace)
+        let pin = LinkPin(interface: interface, namespace: namespace, sharing: sharing)
+        let other = LinkPin(interface: interface, namespace: namespace, sharing: sharing == .exclusive ? .cooperative : .exclusive)
+        if pins.contains(other.relativePath), (try? describe(other))?.isActive == true {
+            let netns = namespace.map { " --netns \($0)" } ?? ""
+            let flag = sharing == .cooperative ? " --cooperative" : ""
+            throw DatapathError(
+                .refused,
+                "Portcullis is attached to \(pin.displayName) \(other.sharing.rawValue)ly already; to change that, `portcullis detach \(interface)\(netns)` (the blocks stay), then `portcullis attach \(interface)\(netns)\(flag)`")
+        }
         if pins.contains(pin.relativePath) {
             let existing = try describe(pin)
             if existing.isActive { return (existing, true) }
-            // The interface vanished (or was recreated); the old link is defunct.
+            // The interface vanished or was recreated, or someone took Portcullis off the dispatcher.
             unlink(pins.path(of: pin.relativePath))
         }
-        try pins.create("\(Datapath.linksDirectory)/\(pin.directory)")
+        try pins.create(pin.parent)
+        if sharing == .cooperative {
+            try attachCooperatively(pin, mode: mode, priority: priority)
+            return (try describe(pin), false)
+        }
         let linkFD: CInt = try inNetworkNamespace(namespace) { () throws(DatapathError) -> CInt in
             let index = try interfaceIndex(interface, namespace: namespace)
             let modes: [XDPMode] = mode == .auto ? [.native, .generic] : [mode]
@@ -143,9 +191,11 @@ extension Datapath {
             _ = bpf_xdp_query_id(Int32(index), 0, &programID)
             let name = Self.programName(id: programID).map { "\($0), id \(programID)" } ?? "id \(programID)"
             let device = interface.split(separator: " ").first ?? ""
+            let share = Self.programName(id: programID) == "xdp_dispatcher"
+                ? "; it is libxdp's dispatcher, so `--cooperative` runs Portcullis beside its programs" : ""
             return DatapathError(
                 .refused,
-                "\(interface) already has an XDP program (\(name)) that Portcullis does not manage, and Portcullis never replaces one; remove it first (`ip link set dev \(device) xdp off`, or the tool that loaded it), then attach again",
+                "\(interface) already has an XDP program (\(name)) that Portcullis does not manage, and Portcullis never replaces one; remove it first (`ip link set dev \(device) xdp off`, or the tool that loaded it), then attach again\(share)",
                 errno: .init(rawValue: code))
         case EOPNOTSUPP where mode == .native, EINVAL where mode == .native:
             return DatapathError(
@@ -170,11 +220,17 @@ extension Datapath {
         return name.isEmpty ? nil : name
     }
 
-    /// Detaches the program from an interface and removes the link's pin.
-    /// Returns false when Portcullis was not attached there.
+    /// Detaches the program from an interface and removes its pin: only Portcullis's
+    /// program, also from a dispatcher it shares. Returns false when Portcullis was not
+    /// attached there.
     public func detach(interface: String, namespace: String?) throws(DatapathError) -> Bool {
         let lock = try pins.lockForWriting()
         defer { withExtendedLifetime(lock) {} }
+        let shared = LinkPin(interface: interface, namespace: namespace, sharing: .cooperative)
+        if pins.contains(shared.relativePath) {
+            try detachCooperatively(shared)
+            return true
+        }
         let pin = LinkPin(interface: interface, namespace: namespace)
         let path = pins.path(of: pin.relativePath)
         guard pins.contains(pin.relativePath) else { return false }
@@ -187,14 +243,14 @@ extension Datapath {
             throw .syscall("cannot detach the XDP program from \(pin.displayName)", errno: errno)
         }
         guard unlink(path) == 0 else { throw .syscall("cannot remove \(path)", errno: errno) }
-        rmdir(pins.path(of: "\(Datapath.linksDirectory)/\(pin.directory)"))
+        rmdir(pins.path(of: pin.parent))
         return true
     }
 
-    /// Every pinned attachment, active or not.
+    /// Every pinned attachment, active or not, exclusive ones first.
     public func attachments() throws(DatapathError) -> [Attachment] {
         var result: [Attachment] = []
-        for pin in pins.linkPins() { result.append(try describe(pin)) }
+        for pin in pins.linkPins() + pins.cooperativePins() { result.append(try describe(pin)) }
         return result
     }
 
@@ -209,7 +265,8 @@ extension Datapath {
         return fd
     }
 
-    private func describe(_ pin: LinkPin) throws(DatapathError) -> Attachment {
+    func describe(_ pin: LinkPin) throws(DatapathError) -> Attachment {
+        if pin.sharing == .cooperative { return try describeCooperative(pin) }
         let path = pins.path(of: pin.relativePath)
         let fd = try openLink(pin)
         defer { close(fd) }

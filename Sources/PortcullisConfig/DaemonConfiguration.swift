@@ -12,9 +12,13 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var mode: String
         /// A named network namespace (`ip netns`), nil for the host's.
         public var netns: String?
+        /// Shares the interface through libxdp's dispatcher instead of taking it alone.
+        public var cooperative = false
+        /// The place in libxdp's dispatcher when cooperative (lower runs first); nil for the default.
+        public var priority: UInt32?
 
-        public init(name: String, mode: String, netns: String?) {
-            (self.name, self.mode, self.netns) = (name, mode, netns)
+        public init(name: String, mode: String, netns: String?, cooperative: Bool = false, priority: UInt32? = nil) {
+            (self.name, self.mode, self.netns, self.cooperative, self.priority) = (name, mode, netns, cooperative, priority)
         }
     }
 
@@ -356,10 +360,12 @@ struct Reader {
                 result.append(.init(name: name, mode: "auto", netns: nil))
                 continue
             }
-            guard let mapping = item.mapping else { throw fail(item, key, "expected a name or `name:`, `mode:`, `netns:`") }
+            guard let mapping = item.mapping else { throw fail(item, key, "expected a name or `name:`, `mode:`, `netns:`, `sharing:`, `priority:`") }
             var name: String?
             var mode = "auto"
             var netns: String?
+            var cooperative = false
+            var priority: UInt32?
             for (field, value) in mapping {
                 switch field.string {
                 case "name": name = try interfaceName(value, "\(key).name")
@@ -369,14 +375,29 @@ struct Reader {
                         throw fail(value, "\(key).mode", "'\(TerminalText.excerpt(mode))' is not native, generic or auto")
                     }
                 case "netns": netns = try nonEmptyString(value, "\(key).netns")
-                default: throw fail(field, "\(key).\(field.string ?? "?")", "unknown key (known: name, mode, netns)")
+                case "sharing":
+                    let sharing = try scalar(value, "\(key).sharing")
+                    guard ["exclusive", "cooperative"].contains(sharing) else {
+                        throw fail(value, "\(key).sharing", "'\(TerminalText.excerpt(sharing))' is not exclusive or cooperative")
+                    }
+                    cooperative = sharing == "cooperative"
+                case "priority":
+                    let text = try scalar(value, "\(key).priority")
+                    guard let number = UInt32(text), number <= 1000 else {
+                        throw fail(value, "\(key).priority", "'\(TerminalText.excerpt(text))' is not a priority from 0 to 1000 (lower runs first)")
+                    }
+                    priority = number
+                default: throw fail(field, "\(key).\(field.string ?? "?")", "unknown key (known: name, mode, netns, sharing, priority)")
                 }
             }
             guard let name else { throw fail(item, key, "an interface needs a `name:`") }
+            if priority != nil && !cooperative {
+                throw fail(item, "\(key).priority", "a priority places the program in libxdp's dispatcher; it needs `sharing: cooperative`")
+            }
             if result.contains(where: { $0.name == name && $0.netns == netns }) {
                 throw fail(item, key, "\(name) is listed twice")
             }
-            result.append(.init(name: name, mode: mode, netns: netns))
+            result.append(.init(name: name, mode: mode, netns: netns, cooperative: cooperative, priority: priority))
         }
         return result
     }

@@ -428,6 +428,10 @@ public struct AttachmentRecord: Codable, Sendable {
     public let programId: UInt32
     public let linkId: UInt32
     public let active: Bool
+    /// exclusive, or cooperative (through libxdp's dispatcher, at `priority`, in dispatcher `dispatcherId`).
+    public let sharing: String
+    public let priority: UInt32?
+    public let dispatcherId: UInt32?
 
     /// Set on the answer to an attach: whether Portcullis was attached there already.
     public var alreadyAttached: Bool?
@@ -441,6 +445,9 @@ public struct AttachmentRecord: Codable, Sendable {
         programId = attachment.programID
         linkId = attachment.linkID
         active = attachment.isActive
+        sharing = attachment.sharing.rawValue
+        priority = attachment.priority
+        dispatcherId = attachment.dispatcherID
     }
 }
 

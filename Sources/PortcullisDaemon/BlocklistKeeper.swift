@@ -263,9 +263,13 @@ actor BlocklistKeeper {
         for interface in configuration.interfaces {
             let mode = XDPMode(rawValue: interface.mode) ?? .auto
             do {
-                let (attachment, existing) = try datapath.attach(interface: interface.name, namespace: interface.netns, mode: mode)
+                let (attachment, existing) = try datapath.attach(
+                    interface: interface.name, namespace: interface.netns, mode: mode,
+                    sharing: interface.cooperative ? .cooperative : .exclusive,
+                    priority: interface.priority ?? XDPSharing.defaultPriority)
                 let how = existing ? "kept the attachment on" : "attached to"
-                logger.info("\(how) \(attachment.displayName) (\(attachment.mode?.rawValue ?? "?") mode, program \(attachment.programID))")
+                let shared = attachment.sharing == .cooperative ? ", in libxdp's dispatcher at priority \(attachment.priority.map(String.init) ?? "?")" : ""
+                logger.info("\(how) \(attachment.displayName) (\(attachment.mode?.rawValue ?? "?") mode, program \(attachment.programID)\(shared))")
             } catch {
                 logger.error("cannot attach to \(interface.name)\(interface.netns.map { " in netns \($0)" } ?? ""): \(error.description)")
             }

@@ -56,10 +56,15 @@ struct Status: ParsableCommand {
             print("not attached to any interface\(netns.map { " in netns \($0)" } ?? "") (see `portcullis attach --help`)")
         } else {
             print(Output.table(
-                ["INTERFACE", "NETNS", "MODE", "PROGRAM", "LINK", "STATE"],
+                ["INTERFACE", "NETNS", "MODE", "SHARING", "PROGRAM", "LINK", "STATE"],
                 attachments.map {
-                    [$0.interface, $0.namespace ?? "-", $0.mode?.rawValue ?? "-", String($0.programID), String($0.linkID),
-                     $0.isActive ? "active" : "defunct (interface gone; `portcullis detach` removes it)"]
+                    let sharing = $0.sharing == .exclusive ? "exclusive"
+                        : "cooperative" + ($0.priority.map { ", priority \($0)" } ?? "")
+                    let defunct = $0.sharing == .exclusive
+                        ? "defunct (interface gone; `portcullis detach` removes it)"
+                        : "defunct (not in the interface's dispatcher; `portcullis detach` removes it)"
+                    return [$0.interface, $0.namespace ?? "-", $0.mode?.rawValue ?? "-", sharing, String($0.programID),
+                            $0.linkID == 0 ? "-" : String($0.linkID), $0.isActive ? "active" : defunct]
                 }))
         }
         print("")

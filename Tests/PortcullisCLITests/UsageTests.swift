@@ -31,6 +31,8 @@ import Testing
         ["wazuh", "install", "--burst", "5"],
         ["attach"],
         ["attach", "eth0", "--mode", "turbo"],
+        ["attach", "eth0", "--priority", "20"],
+        ["attach", "eth0", "--cooperative", "--priority", "-1"],
         ["allow"],
         ["allow", "192.0.2.1", "--list"],
         ["purge"],

@@ -26,6 +26,9 @@ struct ConfigurationTests {
               - name: veth1
                 mode: native
                 netns: bastion
+              - name: eth2
+                sharing: cooperative
+                priority: 60
             capacity:
               exact: 2_000
               prefixes: 100
@@ -40,6 +43,7 @@ struct ConfigurationTests {
         #expect(configuration.pinDirectory == "/sys/fs/bpf/other")
         #expect(configuration.interfaces == [
             .init(name: "eth0", mode: "auto", netns: nil), .init(name: "veth1", mode: "native", netns: "bastion"),
+            .init(name: "eth2", mode: "auto", netns: nil, cooperative: true, priority: 60),
         ])
         #expect(configuration.capacityExact == 2000)
         #expect(configuration.capacityPrefixes == 100)
@@ -60,6 +64,9 @@ struct ConfigurationTests {
         ("sweep_interval: soon", 1, "sweep_interval", "soon"),
         ("interfaces:\n  - name: eth0\n    mode: turbo", 3, "interfaces.mode", "turbo"),
         ("interfaces:\n  - mode: native", 2, "interfaces", "needs a `name:`"),
+        ("interfaces:\n  - name: eth0\n    sharing: polite", 3, "interfaces.sharing", "not exclusive or cooperative"),
+        ("interfaces:\n  - name: eth0\n    sharing: cooperative\n    priority: -1", 4, "interfaces.priority", "from 0 to 1000"),
+        ("interfaces:\n  - name: eth0\n    priority: 5", 2, "interfaces.priority", "needs `sharing: cooperative`"),
         ("interfaces:\n  - eth0\n  - eth0", 3, "interfaces", "listed twice"),
         ("capacity:\n  exact: 0", 2, "capacity.exact", "whole number"),
         ("capacity:\n  exact: 10\n  huge: 1", 3, "capacity.huge", "unknown key"),
