@@ -10,6 +10,7 @@
 # Layout for NAME=pclab:
 #   netns pclab-attacker: veth pclab-a  198.51.100.2/24 (and .3, a second host), 2001:db8::2/64 (and ::3)
 #   netns pclab-bastion:  veth pclab-b  198.51.100.1/24, 2001:db8::1/64
+# Each end of the pair has a queue per core, up to 8.
 set -euo pipefail
 
 command=${1:-}
@@ -55,7 +56,15 @@ up() {
     ip netns add "$attacker_ns"
     ip netns add "$bastion_ns"
     # Create the pair inside the attacker namespace so no interface ever exists in the root namespace.
-    ip -n "$attacker_ns" link add "$attacker_if" type veth peer name "$bastion_if" netns "$bastion_ns"
+    # A queue per core (up to 8) on both ends: veth hands a frame to the peer's queue of the
+    # sending core, so generators pinned to different cores load different queues, as a
+    # multi-queue NIC's receive-side scaling would, and a benchmark measures the blocker on
+    # each core rather than one queue shared by all.
+    local queues
+    queues=$(nproc)
+    if ((queues > 8)); then queues=8; fi
+    ip -n "$attacker_ns" link add "$attacker_if" numtxqueues "$queues" numrxqueues "$queues" type veth \
+        peer name "$bastion_if" netns "$bastion_ns" numtxqueues "$queues" numrxqueues "$queues"
     for ns in "$attacker_ns" "$bastion_ns"; do
         ip -n "$ns" link set lo up
     done
@@ -76,7 +85,7 @@ case $command in
     down) down ;;
     show) show ;;
     *)
-        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+        awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
         exit 2
         ;;
 esac

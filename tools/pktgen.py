@@ -16,6 +16,7 @@ examples:
   tools/pktgen.py --netns pclab-attacker --interface pclab-a --src 198.51.100.2 --dst 198.51.100.1 --duration 5
   tools/pktgen.py --netns pclab-attacker --interface pclab-a --src 198.51.100.10 --spread 200 --random --count 10000000
   tools/pktgen.py --netns pclab-attacker --interface pclab-a --src 2001:db8::100 --spread 65536 --dst 2001:db8::1 --proto tcp-syn
+  tools/pktgen.py --netns pclab-attacker --interface pclab-a --src 198.51.100.2 --cpu 1 --duration 5
 """
 import argparse, ctypes, ipaddress, json, os, shutil, socket, struct, subprocess, sys, tempfile, time
 
@@ -113,6 +114,10 @@ def main():
     parser.add_argument("--count", type=int, default=10_000_000, help="packets to send at most (default 10,000,000)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds to send at most (default 10)")
     parser.add_argument("--batch-size", type=int, default=64, help="frames the kernel sends per batch (default 64)")
+    parser.add_argument("--cpu", type=int, help="the core to send from (default: any); veth hands each frame to the peer's "
+                        "queue of the sending core, so generators on different cores load different queues")
+    parser.add_argument("--start-at", type=float, help="wall-clock time (seconds since the epoch) to start sending at, "
+                        "so that generators on several cores send over the same seconds")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     arguments = parser.parse_args()
 
@@ -133,6 +138,8 @@ def main():
         fail("--size must be from 60 to 1500")
     if arguments.count < 1 or arguments.duration <= 0:
         fail("--count and --duration must be positive")
+    if arguments.cpu is not None and arguments.cpu not in os.sched_getaffinity(0):
+        fail(f"--cpu {arguments.cpu} is not one of the cores this process may run on ({', '.join(map(str, sorted(os.sched_getaffinity(0))))})")
 
     link = in_namespace(arguments.netns, "-j", "link", "show", "dev", arguments.interface)
     if link.returncode != 0:
@@ -175,10 +182,19 @@ def main():
             fail(f"cannot enter network namespace {arguments.netns}: {os.strerror(ctypes.get_errno())}")
         os.close(target)
         ifindex = socket.if_nametoindex(arguments.interface)
+        if arguments.cpu is not None:
+            # The kernel runs the test on the calling thread's core and transmits from it.
+            os.sched_setaffinity(0, {arguments.cpu})
 
         data = ctypes.create_string_buffer(frame, len(frame))
         # The kernel wants the context to describe the frame: data_end is its length.
         context = XdpMd(data_end=len(frame), ingress_ifindex=ifindex)
+        if arguments.start_at is not None:
+            wait = arguments.start_at - time.time()
+            if wait > 60:
+                fail("--start-at is more than a minute away")
+            if wait > 0:
+                time.sleep(wait)
         sent = 0
         started = time.perf_counter()
         deadline = started + arguments.duration
@@ -194,7 +210,8 @@ def main():
             sent += repeat
         elapsed = time.perf_counter() - started
         result = {"sent": sent, "seconds": round(elapsed, 3), "pps": round(sent / elapsed), "frame_bytes": len(frame),
-                  "source": str(source), "spread": arguments.spread, "destination": str(destination), "proto": arguments.proto}
+                  "source": str(source), "spread": arguments.spread, "destination": str(destination), "proto": arguments.proto,
+                  "cpu": arguments.cpu}
         if arguments.json:
             print(json.dumps(result))
         else:

@@ -39,6 +39,44 @@ struct PacketGeneratorTests {
         #expect(try lab.portcullis(["list", "--json"]).stdout.contains("\"droppedPackets\" : \(dropped)"))
     }
 
+    @Test func aGeneratorPinnedToACoreLoadsThatCoresQueue() throws {
+        try FloodLock.holding { try aPinnedGeneratorLoadsItsCoresQueue() }
+    }
+
+    private func aPinnedGeneratorLoadsItsCoresQueue() throws {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let lab = try Lab()
+        try #require(try lab.portcullis(["attach", lab.bastionInterface, "--netns", lab.bastionNamespace, "--mode", "native"]).status == 0)
+        try #require(try lab.portcullis(["block", "198.51.100.2"]).status == 0)
+        let link = try Command.run("/usr/sbin/ip", ["-n", lab.bastionNamespace, "-j", "link", "show", "dev", lab.bastionInterface])
+        let mac = try #require((try decodeJSON(link.stdout) as? [[String: Any]])?.first?["address"] as? String)
+        // veth's own per-queue counters of what XDP dropped, independent of the program that dropped it.
+        func queueDrops() throws -> [Int: Int] {
+            let out = try Command.run("/usr/bin/nsenter", ["--net=/run/netns/\(lab.bastionNamespace)", "ethtool", "-S", lab.bastionInterface])
+            var drops: [Int: Int] = [:]
+            for line in out.stdout.split(separator: "\n") {
+                let parts = line.split(separator: ":").map { $0.trimmingCharacters(in: .whitespaces) }
+                guard parts.count == 2, parts[0].hasPrefix("rx_queue_"), parts[0].hasSuffix("_xdp_drops"),
+                      let queue = Int(parts[0].dropFirst("rx_queue_".count).dropLast("_xdp_drops".count)),
+                      let count = Int(parts[1]) else { continue }
+                drops[queue] = count
+            }
+            return drops
+        }
+        let queues = try queueDrops()
+        #expect(queues.count == min(cores, 8), "a queue per core: \(queues)")
+        for core in 0..<min(cores, 2) {
+            let before = try queueDrops()
+            let sent = try generate(["--netns", lab.attackerNamespace, "--interface", "\(lab.name)-a", "--src", "198.51.100.2",
+                                     "--dst-mac", mac, "--cpu", "\(core)", "--count", "50000", "--duration", "20", "--json"])
+            try #require(sent.status == 0, "\(sent)")
+            let after = try queueDrops()
+            let grown = Dictionary(uniqueKeysWithValues: after.map { ($0.key, $0.value - (before[$0.key] ?? 0)) })
+            #expect((grown[core] ?? 0) >= 45_000, "core \(core) sent to queue \(core): \(grown)")
+            #expect(grown.filter { $0.key != core }.values.allSatisfy { $0 < 100 }, "only queue \(core) grew: \(grown)")
+        }
+    }
+
     @Test func itRefusesAnythingButALabNamespaceAndDocumentationAddresses() throws {
         let lab = try Lab()
         let refusals: [([String], String)] = [
@@ -47,6 +85,7 @@ struct PacketGeneratorTests {
             (["--netns", lab.attackerNamespace, "--interface", "\(lab.name)-a", "--src", "198.51.100.2", "--dst", "8.8.8.8"], "not a documentation address"),
             (["--netns", lab.attackerNamespace, "--interface", "\(lab.name)-a", "--src", "198.51.100.250", "--spread", "100"], "runs past"),
             (["--netns", lab.attackerNamespace, "--interface", "eth0", "--src", "198.51.100.2"], "no interface"),
+            (["--netns", lab.attackerNamespace, "--interface", "\(lab.name)-a", "--src", "198.51.100.2", "--cpu", "4096"], "not one of the cores"),
         ]
         for (arguments, message) in refusals {
             let result = try generate(arguments + ["--count", "10"])
