@@ -31,7 +31,10 @@ Needs root, bpffs, bpftool, ethtool, xdp-tools, nftables, matplotlib
 
 usage: perf/fast_path.py [PATH-TO-PORTCULLIS] [SECONDS-PER-RUN] [ROUNDS]
 """
-import ctypes, ipaddress, json, os, platform, shutil, statistics, subprocess, sys, tempfile, time, uuid
+import ctypes, ipaddress, json, os, platform, shutil, signal, statistics, subprocess, sys, tempfile, time, uuid
+
+# A kill still runs the cleanup below.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit("fast_path: stopped"))
 
 portcullis = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else ".build/release/portcullis")
 seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 2.0
@@ -45,7 +48,7 @@ large = 1_000_000
 cores = [c for c in (1, 2) if c <= len(os.sched_getaffinity(0))]
 run_id = uuid.uuid4().hex[:8]
 work = tempfile.mkdtemp(prefix="portcullis-perf-fast-")
-bare_pins = {size: f"/sys/fs/bpf/portcullis-perf-bare{size}-{run_id}" for size in (1, large)}
+bare_pins = {size: f"/sys/fs/bpf/portcullis-perf-bare{size}-{run_id}" for size in (1, large, "shared", "percpu")}
 BPF_F_NO_PREALLOC = 1
 
 if os.geteuid() != 0:
@@ -104,17 +107,23 @@ def fill_map(path, keys):
         os.close(fd)
 
 
-def load_bare(size, v4, v6):
-    pin = bare_pins[size]
+def load_bare(size, v4, v6, counting=None):
+    pin = bare_pins[counting or size]
     os.makedirs(pin)
     entries = max(len(v4), len(v6), 1)
-    run("bpftool", "map", "create", f"{pin}/bare_v4", "type", "hash", "key", "4", "value", "1",
+    kind, value = {None: ("hash", "1"), "shared": ("hash", "16"), "percpu": ("percpu_hash", "16")}[counting]
+    run("bpftool", "map", "create", f"{pin}/bare_v4", "type", kind, "key", "4", "value", value,
         "entries", str(entries), "name", "bare_v4", "flags", str(BPF_F_NO_PREALLOC))
     run("bpftool", "map", "create", f"{pin}/bare_v6", "type", "hash", "key", "16", "value", "1",
         "entries", str(entries), "name", "bare_v6", "flags", str(BPF_F_NO_PREALLOC))
-    run("bpftool", "prog", "load", f"{work}/bare_lookup.o", f"{pin}/prog", "type", "xdp",
+    run("bpftool", "prog", "load", f"{work}/bare_lookup{'-' + counting if counting else ''}.o", f"{pin}/prog", "type", "xdp",
         "map", "name", "bare_v4", "pinned", f"{pin}/bare_v4", "map", "name", "bare_v6", "pinned", f"{pin}/bare_v6")
-    fill_map(f"{pin}/bare_v4", [a.packed for a in v4])
+    if counting:
+        # Only the attacker, with a zero count (on every core, for the per-CPU map).
+        key = " ".join(f"{b}" for b in v4[0].packed)
+        run("bpftool", "map", "update", "pinned", f"{pin}/bare_v4", "key", *key.split(), "value", *["0"] * 16)
+    else:
+        fill_map(f"{pin}/bare_v4", [a.packed for a in v4])
     if v6:
         fill_map(f"{pin}/bare_v6", [a.packed for a in v6])
 
@@ -143,6 +152,13 @@ def xdp_drops():
 def bare(size):
     return Blocker(f"bare lookup, {size:,} blocked",
                    lambda: bastion("ip", "link", "set", "dev", bastion_if, "xdpdrv", "pinned", f"{bare_pins[size]}/prog"),
+                   lambda: bastion("ip", "link", "set", "dev", bastion_if, "xdpdrv", "off"), xdp_drops)
+
+
+def bare_counting(counting):
+    what = {"shared": "an atomic count in the entry", "percpu": "a per-CPU count"}[counting]
+    return Blocker(f"bare lookup + {what}, 1 blocked",
+                   lambda: bastion("ip", "link", "set", "dev", bastion_if, "xdpdrv", "pinned", f"{bare_pins[counting]}/prog"),
                    lambda: bastion("ip", "link", "set", "dev", bastion_if, "xdpdrv", "off"), xdp_drops)
 
 
@@ -207,7 +223,7 @@ floods = {
     "random source of 1M": (spread_base, spread_destination, large),
 }
 # (flood, blocker) pairs; every round measures each once, for one core and for two.
-plan = [("one source", "bare", 1), ("one source", "portcullis", 1), ("one source", "xdp-filter", 1), ("one source", "nftables", 1),
+plan = [("one source", "bare", 1), ("one source", "bare-shared", 1), ("one source", "bare-percpu", 1), ("one source", "portcullis", 1), ("one source", "xdp-filter", 1), ("one source", "nftables", 1),
         ("one source", "bare", large), ("one source", "portcullis", large),
         ("random source of 1M", "bare", large), ("random source of 1M", "portcullis", large)]
 
@@ -220,16 +236,22 @@ try:
     multiarch = run("gcc", "-print-multiarch").stdout.strip()
     run(clang, "-O2", "-g", "-target", "bpf", "-I", f"/usr/include/{multiarch}", "-c",
         f"{root}/perf/bare_lookup.bpf.c", "-o", f"{work}/bare_lookup.o")
+    for counting, value in (("shared", 1), ("percpu", 2)):
+        run(clang, "-O2", "-g", "-target", "bpf", "-I", f"/usr/include/{multiarch}", f"-DCOUNT_DROPS={value}", "-c",
+            f"{root}/perf/bare_lookup.bpf.c", "-o", f"{work}/bare_lookup-{counting}.o")
 
     attacker_address = ipaddress.IPv4Address(attacker)
     large_v4, large_v6 = [attacker_address] + filler_v4(large - 1), spread_v6(large)
     print("loading the blocklists ...", flush=True)
     load_bare(1, [attacker_address], [])
     load_bare(large, large_v4, large_v6)
+    load_bare(1, [attacker_address], [], "shared")
+    load_bare(1, [attacker_address], [], "percpu")
     load_portcullis(1, [attacker_address], [])
     load_portcullis(large, large_v4, large_v6)
     blockers = {("bare", 1): bare(1), ("bare", large): bare(large), ("portcullis", 1): portcullis_blocker(1),
-                ("portcullis", large): portcullis_blocker(large), ("xdp-filter", 1): xdp_filter(), ("nftables", 1): nftables()}
+                ("portcullis", large): portcullis_blocker(large), ("xdp-filter", 1): xdp_filter(), ("nftables", 1): nftables(),
+                ("bare-shared", 1): bare_counting("shared"), ("bare-percpu", 1): bare_counting("percpu")}
 
     for round_number in range(rounds):
         for cores_used in cores:
@@ -258,12 +280,17 @@ try:
         values = [a[0] / b[0] for a, b in zip(measurements[key], measurements[reference]) if b[0]]
         return min(values), max(values)
 
-    rows = [("one source", "bare", 1, "bare lookup, 1 blocked"), ("one source", "portcullis", 1, "Portcullis, 1 blocked"),
+    rows = [("one source", "bare", 1, "bare lookup, 1 blocked"),
+            ("one source", "bare-shared", 1, "bare lookup + an atomic count in the entry, 1 blocked"),
+            ("one source", "bare-percpu", 1, "bare lookup + a per-CPU count, 1 blocked"),
+            ("one source", "portcullis", 1, "Portcullis, 1 blocked"),
             ("one source", "xdp-filter", 1, "xdp-filter, 1 blocked"), ("one source", "nftables", 1, "nftables ingress set, 1 blocked"),
             ("one source", "bare", large, "bare lookup, 1M blocked"), ("one source", "portcullis", large, "Portcullis, 1M blocked"),
             ("random source of 1M", "bare", large, "bare lookup, random source of 1M blocked (IPv6)"),
             ("random source of 1M", "portcullis", large, "Portcullis, random source of 1M blocked (IPv6)")]
     references = {("one source", "portcullis", 1): ("one source", "bare", 1),
+                  ("one source", "bare-shared", 1): ("one source", "bare", 1),
+                  ("one source", "bare-percpu", 1): ("one source", "bare", 1),
                   ("one source", "xdp-filter", 1): ("one source", "bare", 1),
                   ("one source", "nftables", 1): ("one source", "bare", 1),
                   ("one source", "portcullis", large): ("one source", "bare", large),
@@ -322,14 +349,17 @@ try:
         f.write(report)
     print(report)
 
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        sys.exit("fast_path: the results are written, but the plot needs matplotlib (run with /usr/bin/python3; perf/setup.sh installs python3-matplotlib)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     figure, axes = plt.subplots(1, len(cores), figsize=(6 * len(cores), 5), sharey=True, squeeze=False)
     for axis, c in zip(axes[0], cores):
         labels = [label.replace(", ", "\n", 1) for *_, label in rows]
         values = [median_rate((f, k, s, c)) / 1e6 for f, k, s, _ in rows]
-        colours = ["#4c72b0" if k == "portcullis" else "#999999" if k == "bare" else "#dd8452" for _, k, _, _ in rows]
+        colours = ["#4c72b0" if k == "portcullis" else "#999999" if k.startswith("bare") else "#dd8452" for _, k, _, _ in rows]
         axis.barh(range(len(rows)), values, color=colours)
         for index, value in enumerate(values):
             axis.text(value, index, f" {value:.2f}", va="center", fontsize=8)
