@@ -119,15 +119,7 @@ extension Datapath {
     }
 
     func describeCooperative(_ pin: LinkPin) throws(DatapathError) -> Attachment {
-        let path = pins.path(of: pin.relativePath)
-        let fd = bpf_obj_get(path)
-        guard fd >= 0 else { throw .syscall("cannot open the XDP program pinned at \(path)", errno: errno) }
-        defer { close(fd) }
-        var info = bpf_prog_info()
-        var length = UInt32(MemoryLayout<bpf_prog_info>.size)
-        guard bpf_obj_get_info_by_fd(fd, &info, &length) == 0 else {
-            throw .syscall("cannot read the XDP program pinned at \(path)", errno: errno)
-        }
+        let info = try Self.pinnedProgramInfo(pin, in: pins)
         let found = try? inNetworkNamespace(pin.namespace) { () throws(DatapathError) -> DispatcherSlot? in
             guard let index = try? interfaceIndex(pin.interface, namespace: pin.namespace) else { return nil }
             return Self.dispatcherSlot(running: info.id, on: index)
@@ -141,6 +133,21 @@ extension Datapath {
         return attachment
     }
 
+    /// What the kernel knows of the program a cooperative pin holds: `bpf_obj_get(3)` on the
+    /// pin, then `bpf_obj_get_info_by_fd(3)`.
+    static func pinnedProgramInfo(_ pin: LinkPin, in pins: PinDirectory) throws(DatapathError) -> bpf_prog_info {
+        let path = pins.path(of: pin.relativePath)
+        let fd = bpf_obj_get(path)
+        guard fd >= 0 else { throw .syscall("cannot open the XDP program pinned at \(path)", errno: errno) }
+        defer { close(fd) }
+        var info = bpf_prog_info()
+        var length = UInt32(MemoryLayout<bpf_prog_info>.size)
+        guard bpf_obj_get_info_by_fd(fd, &info, &length) == 0 else {
+            throw .syscall("cannot read the XDP program pinned at \(path)", errno: errno)
+        }
+        return info
+    }
+
     func detachCooperatively(_ pin: LinkPin) throws(DatapathError) {
         try Datapath.removeFromDispatcher(pin, in: pins)
         let path = pins.path(of: pin.relativePath)
@@ -152,15 +159,7 @@ extension Datapath {
     /// running (libxdp builds a dispatcher without it, or removes it when it was the last).
     /// Nothing to do when it is no longer there.
     static func removeFromDispatcher(_ pin: LinkPin, in pins: PinDirectory) throws(DatapathError) {
-        let path = pins.path(of: pin.relativePath)
-        let fd = bpf_obj_get(path)
-        guard fd >= 0 else { throw .syscall("cannot open the XDP program pinned at \(path)", errno: errno) }
-        defer { close(fd) }
-        var info = bpf_prog_info()
-        var length = UInt32(MemoryLayout<bpf_prog_info>.size)
-        guard bpf_obj_get_info_by_fd(fd, &info, &length) == 0 else {
-            throw .syscall("cannot read the XDP program pinned at \(path)", errno: errno)
-        }
+        let info = try pinnedProgramInfo(pin, in: pins)
         LibbpfLog.install()
         try inNetworkNamespace(pin.namespace) { () throws(DatapathError) in
             guard let index = try? interfaceIndex(pin.interface, namespace: pin.namespace) else { return }

@@ -288,6 +288,12 @@ public final class Datapath {
         guard let bytes = embeddedObject else {
             throw DatapathError(.system, "the embedded XDP object is corrupt; rebuild portcullis")
         }
+        return try openObject(bytes, describedAs: "the embedded XDP object")
+    }
+
+    /// Opens (does not load) an XDP object held in memory under the name "portcullis":
+    /// `bpf_object__open_mem(3)`. The caller closes it with `bpf_object__close`.
+    package static func openObject(_ bytes: [UInt8], describedAs what: String) throws(DatapathError) -> OpaquePointer {
         LibbpfLog.install()
         LibbpfLog.clear()
         let opened: OpaquePointer? = bytes.withUnsafeBytes { buffer in
@@ -299,7 +305,7 @@ public final class Datapath {
             }
         }
         guard let object = opened, libbpf_get_error(UnsafeRawPointer(object)) == 0 else {
-            throw .syscall("cannot open the embedded XDP object\(LibbpfLog.detail)", errno: errno)
+            throw .syscall("cannot open \(what)\(LibbpfLog.detail)", errno: errno)
         }
         return object
     }

@@ -336,15 +336,7 @@ final class Layout3Lab {
     @discardableResult
     func pinLayout3() throws -> OldState {
         let bytes = try Self.fixture()
-        let opened: OpaquePointer? = bytes.withUnsafeBytes { buffer in
-            "portcullis".withCString { name in
-                var options = bpf_object_open_opts()
-                options.sz = MemoryLayout<bpf_object_open_opts>.size
-                options.object_name = name
-                return bpf_object__open_mem(buffer.baseAddress, buffer.count, &options)
-            }
-        }
-        guard let object = opened else { throw LabError("cannot open the layout 3 fixture", errno: errno) }
+        let object = try Datapath.openObject(bytes, describedAs: "the layout 3 fixture")
         defer { bpf_object__close(object) }
         let sizes: [(String, UInt32)] = [
             ("blocks_v4", capacity.exact), ("blocks_v6", capacity.exact),
