@@ -50,6 +50,8 @@ run_id = uuid.uuid4().hex[:8]
 work = tempfile.mkdtemp(prefix="portcullis-perf-fast-")
 bare_pins = {size: f"/sys/fs/bpf/portcullis-perf-bare{size}-{run_id}" for size in (1, large, "shared", "percpu")}
 BPF_F_NO_PREALLOC = 1
+# libxdp keeps its own directory under bpffs for xdp-filter; remove it after only if this made it.
+made_libxdp_pins = not os.path.exists("/sys/fs/bpf/xdp")
 
 if os.geteuid() != 0:
     sys.exit("fast_path: needs root")
@@ -379,4 +381,9 @@ finally:
     for pin in bare_pins.values():
         shutil.rmtree(pin, ignore_errors=True)
     subprocess.run([f"{root}/tools/lab.sh", "down", lab], capture_output=True)
+    if made_libxdp_pins and os.path.isdir("/sys/fs/bpf/xdp"):
+        try:
+            os.rmdir("/sys/fs/bpf/xdp")
+        except OSError:
+            pass  # something else keeps pins there now
     shutil.rmtree(work, ignore_errors=True)
