@@ -129,6 +129,13 @@ struct {
 	__type(value, struct portcullis_trie_sizes);
 } trie_sizes SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PORTCULLIS_TALLY_SLOTS);
+	__type(key, __u32);
+	__type(value, struct portcullis_drop_tally);
+} drop_tallies SEC(".maps");
+
 /* Read and written by the control plane only; declared here so it is created and pinned with the rest. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -153,18 +160,95 @@ enum match {
 	NO_MATCH,     /* from the throttle lookups: no throttle matched */
 };
 
+static __always_inline int same_key(const struct portcullis_tally_key *a, const struct portcullis_tally_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
+}
+
+static __always_inline void add_to_block(struct portcullis_block *block, __u64 packets, __u64 bytes)
+{
+	__sync_fetch_and_add(&block->dropped_packets, packets);
+	__sync_fetch_and_add(&block->dropped_bytes, bytes);
+}
+
+/*
+ * Adds a tally to the block it counts before another key takes its slot. The
+ * block is looked up again (it was found by another packet); when it has been
+ * removed, its final count was read with this tally in it, and the tally goes.
+ */
+static __always_inline void flush_tally(struct portcullis_drop_tally *t)
+{
+	struct portcullis_block *block = NULL;
+
+	switch (t->key.map) {
+	case PORTCULLIS_TALLY_EXACT_V4:
+		block = bpf_map_lookup_elem(&blocks_v4, t->key.addr);
+		break;
+	case PORTCULLIS_TALLY_EXACT_V6:
+		block = bpf_map_lookup_elem(&blocks_v6, t->key.addr);
+		break;
+	case PORTCULLIS_TALLY_PREFIX_V4: /* the block is the first member of the prefix value */
+		block = bpf_map_lookup_elem(&prefixes_v4, &t->key.prefixlen);
+		break;
+	case PORTCULLIS_TALLY_PREFIX_V6:
+		block = bpf_map_lookup_elem(&prefixes_v6, &t->key.prefixlen);
+		break;
+	}
+	if (block)
+		add_to_block(block, t->packets, t->bytes);
+}
+
+/*
+ * Counts a drop on this CPU's tally for the key when its slot has it or can take
+ * it, else on the block (see struct portcullis_drop_tally). A flood from one
+ * source thus writes a line of its own CPU's, and the shared block once in
+ * PORTCULLIS_TALLY_FLUSH packets.
+ */
+static __always_inline void count_drop(struct portcullis_block *block, const struct portcullis_tally_key *key,
+				       __u64 len)
+{
+	__u32 slot = portcullis_tally_slot(key);
+	struct portcullis_drop_tally *t = bpf_map_lookup_elem(&drop_tallies, &slot);
+
+	if (t) {
+		if (same_key(&t->key, key)) {
+			t->misses = 0;
+			t->packets++;
+			t->bytes += len;
+			if (t->packets >= PORTCULLIS_TALLY_FLUSH) {
+				add_to_block(block, t->packets, t->bytes);
+				t->packets = 0;
+				t->bytes = 0;
+			}
+			return;
+		}
+		if (t->packets == 0 || ++t->misses >= PORTCULLIS_TALLY_EVICT_AFTER) {
+			if (t->packets)
+				flush_tally(t);
+			t->key = *key;
+			t->packets = 1;
+			t->bytes = len;
+			t->misses = 0;
+			return;
+		}
+	}
+	add_to_block(block, 1, len);
+}
+
 /*
  * Whether a matched block still applies; counts the drop on it when it does.
  * The clock is read only here, once a block has matched.
  */
-static __always_inline enum match check_block(struct portcullis_block *block, __u64 len)
+static __always_inline enum match check_block(struct portcullis_block *block, __u64 len,
+					      const struct portcullis_tally_key *key)
 {
 	__u64 expires = block->expires_jiffies;
 
 	if (expires != PORTCULLIS_PERMANENT && bpf_jiffies64() >= expires)
 		return BLOCK_EXPIRED;
-	__sync_fetch_and_add(&block->dropped_packets, 1);
-	__sync_fetch_and_add(&block->dropped_bytes, len);
+	count_drop(block, key, len);
 	return BLOCK_LIVE;
 }
 
@@ -185,6 +269,7 @@ static __always_inline enum match check_block(struct portcullis_block *block, __
 static __always_inline enum match check_prefix_lengths_v4(__be32 saddr, __u64 lengths, __u64 len)
 {
 	struct portcullis_lpm_v4 key;
+	struct portcullis_tally_key tally = { .map = PORTCULLIS_TALLY_PREFIX_V4 };
 	enum match result = NO_BLOCK;
 	int i;
 
@@ -199,7 +284,9 @@ static __always_inline enum match check_prefix_lengths_v4(__be32 saddr, __u64 le
 		entry = bpf_map_lookup_elem(&prefixes_v4, &key);
 		if (!entry)
 			continue;
-		if (check_block(&entry->block, len) == BLOCK_LIVE)
+		tally.prefixlen = plen;
+		__builtin_memcpy(tally.addr, &masked, sizeof(masked));
+		if (check_block(&entry->block, len, &tally) == BLOCK_LIVE)
 			return BLOCK_LIVE;
 		result = BLOCK_EXPIRED;
 	}
@@ -222,6 +309,7 @@ struct lengths_v6 {
 static long check_one_length_v6(__u64 round, struct lengths_v6 *state)
 {
 	struct portcullis_lpm_v6 key;
+	struct portcullis_tally_key tally;
 	struct portcullis_prefix_block *entry;
 	__u32 word, bit, plen, part[4];
 	int k;
@@ -248,7 +336,10 @@ static long check_one_length_v6(__u64 round, struct lengths_v6 *state)
 	entry = bpf_map_lookup_elem(&prefixes_v6, &key);
 	if (!entry)
 		return 0;
-	if (check_block(&entry->block, state->len) == BLOCK_LIVE) {
+	tally.map = PORTCULLIS_TALLY_PREFIX_V6;
+	tally.prefixlen = plen;
+	__builtin_memcpy(tally.addr, part, sizeof(part));
+	if (check_block(&entry->block, state->len, &tally) == BLOCK_LIVE) {
 		state->result = BLOCK_LIVE;
 		return 1;
 	}
@@ -421,8 +512,12 @@ static __always_inline int verdict_v4(__be32 saddr, __u64 len, struct portcullis
 		return XDP_PASS;
 	}
 	block = bpf_map_lookup_elem(&blocks_v4, &saddr);
-	if (block)
-		result = check_block(block, len);
+	if (block) {
+		struct portcullis_tally_key tally = { .map = PORTCULLIS_TALLY_EXACT_V4, .prefixlen = 32 };
+
+		__builtin_memcpy(tally.addr, &saddr, sizeof(saddr));
+		result = check_block(block, len, &tally);
+	}
 	/* An expired exact block must not hide a live prefix block around it. */
 	if (result != BLOCK_LIVE && sizes->prefixes_v4) {
 		enum match prefixes = check_prefix_lengths_v4(saddr, sizes->prefix_lengths_v4, len);
@@ -451,8 +546,12 @@ static __always_inline int verdict_v6(const struct in6_addr *saddr, __u64 len,
 		return XDP_PASS;
 	}
 	block = bpf_map_lookup_elem(&blocks_v6, lpm.addr);
-	if (block)
-		result = check_block(block, len);
+	if (block) {
+		struct portcullis_tally_key tally = { .map = PORTCULLIS_TALLY_EXACT_V6, .prefixlen = 128 };
+
+		__builtin_memcpy(tally.addr, lpm.addr, sizeof(tally.addr));
+		result = check_block(block, len, &tally);
+	}
 	if (result != BLOCK_LIVE && sizes->prefixes_v6) {
 		enum match prefixes = check_prefix_lengths_v6(saddr, sizes->prefix_lengths_v6, len);
 

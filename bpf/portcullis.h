@@ -10,7 +10,7 @@
 
 #include <linux/types.h>
 
-#define PORTCULLIS_LAYOUT_VERSION 5
+#define PORTCULLIS_LAYOUT_VERSION 6
 #define PORTCULLIS_MAGIC 0x70637573u /* "pcus" */
 
 /*
@@ -29,9 +29,66 @@
  */
 struct portcullis_block {
 	__u64 expires_jiffies; /* PORTCULLIS_PERMANENT or the first jiffy it no longer applies */
-	__u64 dropped_packets; /* added to atomically by the XDP program */
+	__u64 dropped_packets; /* added to atomically, a tally at a time (struct portcullis_drop_tally) */
 	__u64 dropped_bytes;
 };
+
+/*
+ * Per-CPU drop tallies, so that a flood from one source on many cores does not
+ * have every core add to the same block's counters: an atomic add to a cache line
+ * that other cores write too costs each of them a transfer of the line, and their
+ * number caps what all of them drop together. Each CPU keeps PORTCULLIS_TALLY_SLOTS
+ * tallies; a block's drops go to the slot portcullis_tally_slot() picks for its key
+ * while that slot tallies it, and into the block itself otherwise. A tally is added
+ * to its block (one atomic add for PORTCULLIS_TALLY_FLUSH packets) when it reaches
+ * PORTCULLIS_TALLY_FLUSH, and when another key takes the slot, which happens once
+ * PORTCULLIS_TALLY_EVICT_AFTER packets of other keys have met it. A block's count is
+ * therefore its own counters plus the tallies of its key on every CPU, which is
+ * what the control plane reads. A tally whose block was removed is dropped when its
+ * slot is taken, unless the same key is blocked again first, which then counts the
+ * fewer than PORTCULLIS_TALLY_FLUSH packets each CPU had not added yet.
+ */
+#define PORTCULLIS_TALLY_SLOTS_LOG2 4
+#define PORTCULLIS_TALLY_SLOTS (1u << PORTCULLIS_TALLY_SLOTS_LOG2)
+#define PORTCULLIS_TALLY_FLUSH 64
+#define PORTCULLIS_TALLY_EVICT_AFTER 16
+
+/* Which block map holds a tally's key. */
+enum portcullis_tally_map {
+	PORTCULLIS_TALLY_FREE = 0,
+	PORTCULLIS_TALLY_EXACT_V4 = 1,
+	PORTCULLIS_TALLY_EXACT_V6 = 2,
+	PORTCULLIS_TALLY_PREFIX_V4 = 3,
+	PORTCULLIS_TALLY_PREFIX_V6 = 4,
+};
+
+/*
+ * The key of the block a tally counts. From prefixlen on it is the key of the
+ * prefix maps (struct portcullis_lpm_v4 or _v6), so the program looks a prefix
+ * block up with it as it is; an exact key is the address at addr.
+ */
+struct portcullis_tally_key {
+	__u32 map;       /* enum portcullis_tally_map */
+	__u32 prefixlen; /* 32 or 128 for an exact address */
+	__u8 addr[16];   /* masked to prefixlen; an IPv4 address in the first 4 bytes, the rest zero */
+} __attribute__((aligned(8))); /* compared as three words */
+
+struct portcullis_drop_tally {
+	struct portcullis_tally_key key;
+	__u64 packets;   /* dropped and not yet added to the block */
+	__u64 bytes;
+	__u64 misses;    /* packets of other keys that met this slot since this key's last */
+};
+
+/* The slot of a key among a CPU's tallies: a multiplicative hash of the address words. */
+static inline __u32 portcullis_tally_slot(const struct portcullis_tally_key *key)
+{
+	__u32 words[4];
+
+	__builtin_memcpy(words, key->addr, sizeof(words));
+	return ((words[0] ^ words[1] ^ words[2] ^ words[3] ^ key->prefixlen) * 0x9E3779B1u) >>
+	       (32 - PORTCULLIS_TALLY_SLOTS_LOG2);
+}
 
 /*
  * Value of the prefix block tries: an LPM lookup may answer with a shorter

@@ -39,6 +39,26 @@ public struct BPFMap: Sendable {
         throw .syscall("cannot read map \(name)", errno: code)
     }
 
+    /// Reads every entry of a per-CPU array with one `bpf_map_lookup_batch(3)`: for each index,
+    /// its value on every possible CPU. `Value`'s size must be a multiple of 8, the stride the
+    /// kernel copies per CPU.
+    func perCPUArray<Value: BitwiseCopyable>(entries: Int, as _: Value.Type = Value.self) throws(DatapathError) -> [[Value]] {
+        let cpus = Int(libbpf_num_possible_cpus())
+        guard cpus > 0 else { throw .syscall("cannot count possible CPUs", errno: -Int32(cpus)) }
+        var keys = (0..<UInt32(entries)).map { $0 }
+        var values = [Value](repeating: zeroed(Value.self), count: entries * cpus)
+        var options = bpf_map_batch_opts()
+        options.sz = MemoryLayout<bpf_map_batch_opts>.size
+        var count = UInt32(entries)
+        var cursor: UInt32 = 0
+        let status = bpf_map_lookup_batch(fileDescriptor, nil, &cursor, &keys, &values, &count, &options)
+        // ENOENT: the batch reached the end of the array, which it does for a whole one.
+        guard status == 0 || Glibc.errno == ENOENT else {
+            throw .syscall("cannot read map \(name)", errno: Glibc.errno)
+        }
+        return (0..<Int(count)).map { Array(values[($0 * cpus)..<(($0 + 1) * cpus)]) }
+    }
+
     enum UpdateMode {
         case any, onlyNew, onlyExisting
         var flags: UInt64 {

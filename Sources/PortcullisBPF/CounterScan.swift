@@ -29,6 +29,13 @@ extension Datapath {
     /// never what the maps hold; nothing is locked, and the data plane is not slowed (its
     /// lookups do not wait for a reader).
     public func scanBlockCounters(_ cursor: inout BlockScanCursor, exactLimit: Int, prefixLimit: Int) throws(DatapathError) -> BlockScanSlice {
+        var slice = try scanMaps(&cursor, exactLimit: exactLimit, prefixLimit: prefixLimit)
+        let pending = try pendingDrops()
+        if !pending.isEmpty { slice.blocks = slice.blocks.map(pending.adding(to:)) }
+        return slice
+    }
+
+    private func scanMaps(_ cursor: inout BlockScanCursor, exactLimit: Int, prefixLimit: Int) throws(DatapathError) -> BlockScanSlice {
         var slice = BlockScanSlice()
         var budget = exactLimit
         // Each exact map is visited at most once per slice, so an empty one ends the loop too.

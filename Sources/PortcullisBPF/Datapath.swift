@@ -45,6 +45,7 @@ public final class Datapath {
     let prefixLengths: BPFMap
     let stats: BPFMap
     let trieSizes: BPFMap
+    let dropTallies: BPFMap
     package let xdpProgram: BPFProgram
     let clock: KernelClock
 
@@ -55,7 +56,7 @@ public final class Datapath {
         case throttlesV4 = "throttles_v4", throttlesV6 = "throttles_v6"
         case throttlePrefixesV4 = "throttle_prefixes_v4", throttlePrefixesV6 = "throttle_prefixes_v6"
         case prefixLengths = "prefix_lengths"
-        case stats, trieSizes = "trie_sizes", meta
+        case stats, trieSizes = "trie_sizes", dropTallies = "drop_tallies", meta
     }
     static let programNames = [PORTCULLIS_PROG_XDP, PORTCULLIS_PROG_CLOCK]
 
@@ -138,6 +139,7 @@ public final class Datapath {
             prefixLengths = try map(.prefixLengths)
             stats = try map(.stats)
             trieSizes = try map(.trieSizes)
+            dropTallies = try map(.dropTallies)
             metaMap.close()
             opened.removeFirst()
             let xdp = try BPFProgram.openPinned(at: pins.path(of: PORTCULLIS_PROG_XDP), name: PORTCULLIS_PROG_XDP)
@@ -155,7 +157,7 @@ public final class Datapath {
 
     deinit {
         for map in [blocksV4, blocksV6, prefixesV4, prefixesV6, allowV4, allowV6, throttlesV4, throttlesV6,
-                    throttlePrefixesV4, throttlePrefixesV6, prefixLengths, stats, trieSizes] { map.close() }
+                    throttlePrefixesV4, throttlePrefixesV6, prefixLengths, stats, trieSizes, dropTallies] { map.close() }
         xdpProgram.close()
         clock.probe.close()
     }

@@ -152,8 +152,9 @@ extension Datapath {
         var removed: [DataplaneBlock] = []
         var v4: [UInt32] = []
         var v6: [portcullis_addr_v6] = []
+        let pending = try pendingDrops()
         for target in targets {
-            guard let block = try dataplaneBlock(for: target) else { continue }
+            guard let block = try dataplaneBlock(for: target, pending: pending) else { continue }
             removed.append(block)
             switch BlockSlot(target) {
             case .exactV4(let key): v4.append(key)
@@ -178,13 +179,17 @@ extension Datapath {
 
     /// The data plane's entry for exactly `target`, read by its key.
     public func dataplaneBlock(for target: BlockTarget) throws(DatapathError) -> DataplaneBlock? {
+        try dataplaneBlock(for: target, pending: try pendingDrops())
+    }
+
+    private func dataplaneBlock(for target: BlockTarget, pending: PendingDrops) throws(DatapathError) -> DataplaneBlock? {
         let value: portcullis_block? = switch BlockSlot(target) {
         case .exactV4(let key): try blocksV4.lookup(key)
         case .exactV6(let key): try blocksV6.lookup(key)
         case .prefixV4(let key): try exactPrefix(key.prefixlen, try prefixesV4.lookup(key))?.block
         case .prefixV6(let key): try exactPrefix(key.prefixlen, try prefixesV6.lookup(key))?.block
         }
-        if let value { return DataplaneBlock(target, value) }
+        if let value { return pending.adding(to: DataplaneBlock(target, value)) }
         return try dataplaneThrottle(for: target)
     }
 
@@ -217,7 +222,8 @@ extension Datapath {
                 blocks.append(DataplaneBlock(target, value.block))
             }
         }
-        return blocks + (try dataplaneThrottles())
+        let pending = try pendingDrops()
+        return blocks.map(pending.adding(to:)) + (try dataplaneThrottles())
     }
 
     // MARK: - Trie sizes

@@ -65,25 +65,11 @@ extension Datapath {
     /// Counters per ingress ifindex (0 collects ifindexes too large for a slot of their own);
     /// only slots that saw packets are returned.
     public func statisticsByInterface() throws(DatapathError) -> [UInt32: PacketStatistics] {
-        let cpus = Int(libbpf_num_possible_cpus())
-        guard cpus > 0 else { throw .syscall("cannot count possible CPUs", errno: -Int32(cpus)) }
-        let slots = Int(PORTCULLIS_STATS_SLOTS)
-        var keys = (0..<UInt32(slots)).map { $0 }
-        var values = [portcullis_stats](repeating: portcullis_stats(), count: slots * cpus)
-        var options = bpf_map_batch_opts()
-        options.sz = MemoryLayout<bpf_map_batch_opts>.size
-        var count = UInt32(slots)
-        var cursor: UInt32 = 0
-        // One batched read of the whole per-CPU array.
-        let status = bpf_map_lookup_batch(stats.fileDescriptor, nil, &cursor, &keys, &values, &count, &options)
-        guard status == 0 || errno == ENOENT else {
-            throw .syscall("cannot read the packet counters", errno: errno)
-        }
         var result: [UInt32: PacketStatistics] = [:]
-        for index in 0..<Int(count) {
-            var total = PacketStatistics()
-            for cpu in values[(index * cpus)..<((index + 1) * cpus)] { total.add(PacketStatistics(cpu)) }
-            if total.seen > 0 { result[keys[index]] = total }
+        let slots = try stats.perCPUArray(entries: Int(PORTCULLIS_STATS_SLOTS), as: portcullis_stats.self)
+        for (slot, cpus) in slots.enumerated() {
+            let total = cpus.reduce(into: PacketStatistics()) { $0.add(PacketStatistics($1)) }
+            if total.seen > 0 { result[UInt32(slot)] = total }
         }
         return result
     }

@@ -125,9 +125,9 @@ public final class LocalBlocklist: BlocklistService {
             datapath = upgrade.datapath
             report.upgradedBlocks = upgrade.legacy?.blocks.count ?? 0
             fresh = upgrade.legacy != nil
-        case 4:
-            // Layout 4 had no throttle maps. Its blocks are all in the ledger, so new maps of
-            // its size are filled from there (its drop counters start again at zero).
+        case 4, 5:
+            // Layout 4 had no throttle maps, layout 5 no drop tallies. Their blocks are all in the
+            // ledger, so new maps of their size are filled from there (drop counters start again at zero).
             datapath = try ServiceError.mapping { () throws(DatapathError) in
                 try Datapath.recreate(pins, capacity: try Datapath.storedCapacity(in: pins))
             }
@@ -140,8 +140,8 @@ public final class LocalBlocklist: BlocklistService {
         let blocklist = LocalBlocklist(datapath: datapath, ledger: ledger, recorder: recorder, location: location)
         try blocklist.start(restoring: fresh, reconcile: reconcile, report: &report)
         // After an upgrade, and at every start: an upgrade cut short after it replaced the maps
-        // (layout 4 from then on) left its links on the old program, which only this moves.
-        if version == 3 || version == 4 || reconcile {
+        // (the current layout from then on) left its links on the old program, which only this moves.
+        if version == 3 || version == 4 || version == 5 || reconcile {
             report.movedAttachments = try ServiceError.mapping { () throws(DatapathError) in try datapath.moveAttachments() }
         }
         return (blocklist, report)

@@ -119,7 +119,7 @@ struct UpgradeTests {
         #expect(attachment.programID == newProgramID)
         #expect(Layout3Lab.programIsReleased(oldProgramID), "the layout 3 program \(oldProgramID) is still loaded")
 
-        // A second start finds layout 4 and nothing to do.
+        // A second start finds the current layout and nothing to do.
         let (_, again) = try lab.open()
         #expect(again.upgradedBlocks == nil && again.movedAttachments.isEmpty)
         #expect(!again.changedAnything, "\(again.lines)")
@@ -182,7 +182,7 @@ struct UpgradeTests {
     }
 
     /// A start that replaced the maps and then died (or failed) before it moved the links: the
-    /// next start finds layout 4 and takes the normal path, which never looks at the links, so
+    /// next start finds the current layout and takes the normal path, which never looks at the links, so
     /// the interface keeps running the layout 3 program over its old maps, and no block made
     /// since is enforced there; `attach` reports it as attached. Known issue: the fix proposed
     /// with this test is for `LocalBlocklist.open` to move stale links on every start.
