@@ -202,7 +202,7 @@ let package = Package(
         // The strict reading of the fleet's change log rows. No database, no root.
         .testTarget(name: "PortcullisFleetTests", dependencies: ["PortcullisFleet", "PortcullisControl", "PortcullisCore", "PortcullisLedger"]),
         // Needs root and bpffs (skips with a message otherwise): verdicts through BPF_PROG_TEST_RUN.
-        // Fixtures/ holds the frozen layout-3 XDP object the upgrade test pins (tools/build-layout3-fixture.sh).
+        // Fixtures/ holds the frozen layout 3 and 5 XDP objects the upgrade tests pin (tools/build-layout-fixture.sh).
         .testTarget(
             name: "PortcullisBPFTests",
             dependencies: ["PortcullisBPF", "PortcullisControl", "PortcullisCore", "PortcullisIncidents", "PortcullisLedger", "CLibbpf"],

@@ -115,7 +115,7 @@ struct LayoutTests {
     /// The upgrade reads layout 3's records with `portcullis_v3_block`; the layout 3 program
     /// (the committed fixture) called the same value `portcullis_block`.
     @Test func layout3ValueMatchesTheLayout3Program() throws {
-        let fixture = try Layout3Lab.fixture()
+        let fixture = try UpgradeLab.fixture()
         let (size, members) = try Self.btfLayout(of: "portcullis_block", in: fixture)
         #expect(size == MemoryLayout<portcullis_v3_block>.size)
         #expect(size == 168)
