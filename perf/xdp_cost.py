@@ -133,8 +133,9 @@ try:
         f"- the cost grows less than 1.5x from 1 to 1M entries: worst case {growth:.2f}x "
         f"({'met' if growth < 1.5 else 'missed'}).",
         "",
-        "A prefix row's pass path searches a trie that holds entries (the data plane skips an empty one), "
-        "so it costs more than the exact rows' pass path, which looks only at the hash map.",
+        "A prefix row's pass path also looks up the source masked to each prefix length in use (here one, /28 or /64; "
+        "the data plane skips the lengths no prefix has), so it costs more than the exact rows' pass path, "
+        "which looks only at the exact map.",
         "",
         "![XDP cost per packet](xdp-cost.png)",
     ]

@@ -182,6 +182,17 @@ extension Datapath {
         try dataplaneBlock(for: target, pending: try pendingDrops())
     }
 
+    /// The data plane's entries for these targets, each read by its key, with one read of the
+    /// CPUs' drop tallies for all of them: for a page of a listing, never the whole blocklist.
+    public func dataplaneBlocks(for targets: some Sequence<BlockTarget>) throws(DatapathError) -> [BlockTarget: DataplaneBlock] {
+        let pending = try pendingDrops()
+        var blocks: [BlockTarget: DataplaneBlock] = [:]
+        for target in targets {
+            if let block = try dataplaneBlock(for: target, pending: pending) { blocks[target] = block }
+        }
+        return blocks
+    }
+
     private func dataplaneBlock(for target: BlockTarget, pending: PendingDrops) throws(DatapathError) -> DataplaneBlock? {
         let value: portcullis_block? = switch BlockSlot(target) {
         case .exactV4(let key): try blocksV4.lookup(key)

@@ -653,9 +653,8 @@ public final class LocalBlocklist: BlocklistService {
         let now = WallClock.nowUnixMilliseconds()
         let blocks = try ServiceError.mapping { () throws(LedgerError) in try ledger.blocks(query, at: now) }
         let total = try ServiceError.mapping { () throws(LedgerError) in try ledger.count(query, at: now) }
-        var entries: [BlockEntry] = []
-        entries.reserveCapacity(blocks.count)
-        for block in blocks { entries.append(try entry(block, at: now)) }
+        let counters = try ServiceError.mapping { () throws(DatapathError) in try datapath.dataplaneBlocks(for: blocks.lazy.map(\.target)) }
+        let entries = blocks.map { Self.entry($0, counters: counters[$0.target], at: now) }
         return BlockListing(entries: entries, total: total)
     }
 

@@ -157,11 +157,10 @@ public final class TopSampler {
         let soonest = try ServiceError.mapping { () throws(LedgerError) in
             try ledger.expiringSoonest(after: nowMilliseconds, limit: max(0, min(expiring, Self.maximumExpiring)))
         }
-        var expiringRecords: [BlockRecord] = []
-        for block in soonest {
-            let counters = try ServiceError.mapping { () throws(DatapathError) in try blocklist.datapath.dataplaneBlock(for: block.target) }
-            expiringRecords.append(BlockRecord(LocalBlocklist.entry(block, counters: counters, at: nowMilliseconds)))
+        let counters = try ServiceError.mapping { () throws(DatapathError) in
+            try blocklist.datapath.dataplaneBlocks(for: soonest.lazy.map(\.target))
         }
+        let expiringRecords = soonest.map { BlockRecord(LocalBlocklist.entry($0, counters: counters[$0.target], at: nowMilliseconds)) }
         let wanted = max(0, min(incidents, Self.maximumIncidents))
         let latest = wanted == 0 ? [] : try blocklist.incidents(try IncidentQuery(since: nil, address: nil), limit: wanted, log: blocklist.recorder.log)
         let counts = try blocklist.counts()
@@ -181,10 +180,8 @@ public final class TopSampler {
         let keys = tracker.keysToRead
         var byKey: [BlockTarget: DropCounters] = [:]
         let slice = try ServiceError.mapping { () throws(DatapathError) -> BlockScanSlice in
-            for target in keys {
-                if let block = try datapath.dataplaneBlock(for: target) {
-                    byKey[target] = DropCounters(packets: block.droppedPackets, bytes: block.droppedBytes)
-                }
+            for (target, block) in try datapath.dataplaneBlocks(for: keys) {
+                byKey[target] = DropCounters(packets: block.droppedPackets, bytes: block.droppedBytes)
             }
             return try datapath.scanBlockCounters(&cursor, exactLimit: exactSlice, prefixLimit: prefixSlice)
         }
