@@ -63,10 +63,51 @@ extension LocalBlocklist {
         var blocked: [(LedgerBlock, BlockChange, RemoteChange)] = []
         var allows: [BlockTarget] = []
         var disallows: [BlockTarget] = []
+        // Blocks new to this host, the bulk of a load made on another node, are written many rows
+        // to a statement; a run is written before any other kind of change, or a second change
+        // of one of its targets, so every change still applies in the log's order.
+        var run: [(LedgerBlock, RemoteChange)] = []
+        var runTargets: Set<BlockTarget> = []
+        // Targets whose last change in this page lifted them.
+        var liftedLast: Set<BlockTarget> = []
+        func applyOne(_ requested: LedgerBlock, _ remote: RemoteChange, _ writer: inout LedgerWriter) throws(LedgerError) {
+            let current = try writer.block(for: requested.target)
+            let (merged, outcome) = Self.merge(requested, into: current, at: now)
+            guard outcome != .keptLonger else {
+                report.unchanged += 1
+                return
+            }
+            try writer.put(merged, replacing: current)
+            liftedLast.remove(merged.target)
+            writes.append(ExpiryWrite(target: merged.target, expiry: Self.jiffies(merged.expiry, reading),
+                                      keepsCounters: outcome == .refreshed))
+            blocked.append((merged, outcome, remote))
+            report.applied += 1
+        }
+        func writeRun(_ writer: inout LedgerWriter) throws(LedgerError) {
+            guard !run.isEmpty else { return }
+            let written = try writer.insertIfAbsent(many: run.map(\.0)[...])
+            for ((requested, remote), isNew) in zip(run, written) {
+                guard isNew else {
+                    // Held here already (maybe expired): the merge rule decides, row by row.
+                    try applyOne(requested, remote, &writer)
+                    continue
+                }
+                liftedLast.remove(requested.target)
+                writes.append(ExpiryWrite(target: requested.target, expiry: Self.jiffies(requested.expiry, reading), keepsCounters: false))
+                blocked.append((requested, .added, remote))
+                report.applied += 1
+            }
+            run.removeAll(keepingCapacity: true)
+            runTargets.removeAll(keepingCapacity: true)
+        }
         try ledgerWrite { (writer: inout LedgerWriter) throws(ServiceError) in
             try ServiceError.mapping { () throws(LedgerError) in
                 for remote in changes {
                     let change = remote.change
+                    if change.kind != .block && change.kind != .refresh || runTargets.contains(change.target) {
+                        try writeRun(&writer)
+                    }
                     switch change.kind {
                     case .block, .refresh:
                         do throws(Refusal) {
@@ -84,21 +125,15 @@ extension LocalBlocklist {
                         case .never: nil
                         case .at(let end): .seconds(max(1, (end - change.timeUnixMilliseconds + 999) / 1000))
                         }
+                        // Refreshed when the other node made it, not when it arrived here: a tombstone
+                        // that node made later (in the same page, or while this host was down) lifts it.
+                        let made = min(change.timeUnixMilliseconds, now)
                         let requested = LedgerBlock(
                             target: change.target, expiry: change.expiry, source: change.source, origin: "fleet node \(remote.node)",
-                            reason: change.reason, createdUnixMilliseconds: min(change.timeUnixMilliseconds, now),
-                            refreshedUnixMilliseconds: now, requestedDuration: requestedDuration, node: remote.node)
-                        let current = try writer.block(for: change.target)
-                        let (merged, outcome) = Self.merge(requested, into: current, at: now)
-                        guard outcome != .keptLonger else {
-                            report.unchanged += 1
-                            continue
-                        }
-                        try writer.put(merged, replacing: current)
-                        writes.append(ExpiryWrite(target: merged.target, expiry: Self.jiffies(merged.expiry, reading),
-                                                  keepsCounters: outcome == .refreshed))
-                        blocked.append((merged, outcome, remote))
-                        report.applied += 1
+                            reason: change.reason, createdUnixMilliseconds: made,
+                            refreshedUnixMilliseconds: made, requestedDuration: requestedDuration, node: remote.node)
+                        run.append((requested, remote))
+                        runTargets.insert(change.target)
                     case .unblock:
                         guard let current = try writer.block(for: change.target),
                               current.node != nil || fleetShare.contains(current.source),
@@ -109,6 +144,7 @@ extension LocalBlocklist {
                         }
                         try writer.remove(current)
                         lifted.append((current, remote))
+                        liftedLast.insert(current.target)
                         report.applied += 1
                     case .allow:
                         // The fleet's allowlist entries are an operator's (`portcullis allow`) on another node.
@@ -130,6 +166,7 @@ extension LocalBlocklist {
                         }
                     }
                 }
+                try writeRun(&writer)
                 if let cursor { try writer.setFleetCursor(cursor) }
                 if report.applied > 0 { try writer.recordWrite(atUnixMilliseconds: now) }
             }
@@ -138,7 +175,9 @@ extension LocalBlocklist {
             for target in allows { _ = try datapath.insertAllowed(target, origin: .command) }
             for target in disallows { _ = try datapath.removeAllowed(target) }
             try datapath.setExpiries(writes)
-            return try datapath.removeBlocks(lifted.map(\.0.target))
+            // The maps take every write, then the removals of what the page left unblocked: a
+            // target unblocked and blocked again in one page stays in the maps.
+            return try datapath.removeBlocks(lifted.map(\.0.target).filter(liftedLast.contains))
         }
         if !lifted.isEmpty {
             try ServiceError.mapping { () throws(LedgerError) in try ledger.write { (writer: inout LedgerWriter) throws(LedgerError) in
