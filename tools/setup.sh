@@ -21,9 +21,10 @@ fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # The period report's test: headless Chromium, which renders its HTML page to a PNG.
 # The integrations' tests: the real fail2ban and sshguard, which the tests run with files of their own.
 # The fleet's tests and benchmark: Debian's PostgreSQL 15 (server and psql); each test starts a
-# private cluster of its own (initdb in a temporary directory), never the packaged one.
+# private cluster of its own (initdb in a temporary directory), never the packaged one; openssl
+# makes the TLS test's certificate authority and server certificate.
 packages=(libbpf-dev libxdp-dev xdp-tools libelf-dev zlib1g-dev libsqlite3-dev sqlite3 pkg-config iproute2 iputils-ping util-linux bpftool ethtool curl
-          python3-prometheus-client openssh-server openssh-client ca-certificates tmux chromium fail2ban sshguard postgresql)
+          python3-prometheus-client openssh-server openssh-client ca-certificates tmux chromium fail2ban sshguard postgresql openssl)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

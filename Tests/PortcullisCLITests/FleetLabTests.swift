@@ -15,8 +15,11 @@ final class FleetLab {
     static let allowlistedOnB = "198.51.100.77"
 
     /// With `detectorOnA`, node a's detector follows `authLog(a)` and blocks with firewall-drop on rule 5710.
-    init(detectorOnA: Bool = false) throws {
-        database = try PostgresServer()
+    /// With `tls`, the database takes TLS connections only and every node verifies it against
+    /// the test CA (verify-full), except the nodes in `wrongCA`, which are given another CA and
+    /// so must not connect; they are not waited for.
+    init(detectorOnA: Bool = false, tls: Bool = false, wrongCA: Set<String> = []) throws {
+        database = try PostgresServer(tls: tls)
         // One statement each: psql -c runs several in one transaction, which CREATE DATABASE refuses.
         for statement in [
             "CREATE ROLE portcullis_owner LOGIN PASSWORD 'owner-secret'", "CREATE DATABASE fleet OWNER portcullis_owner",
@@ -32,6 +35,10 @@ final class FleetLab {
             let secret = ["owner-secret", "b-secret", "c-secret"][index]
             try secret.write(toFile: passwordFile, atomically: true, encoding: .utf8)
             chmod(passwordFile, 0o600)
+            let tlsSection = !tls ? "mode: disable" : """
+                mode: verify-full
+                    ca_file: \(wrongCA.contains(node) ? database.otherCertificateAuthority : database.certificateAuthority)
+                """
             var detector = ""
             if detectorOnA && node == "a" {
                 try "".write(toFile: Self.authLog(daemon), atomically: true, encoding: .utf8)
@@ -56,7 +63,7 @@ final class FleetLab {
                   password_file: \(passwordFile)
                   node: \(node)
                   tls:
-                    mode: disable
+                    \(tlsSection)
                   resync_interval: 1s
                 """)
             labs.append(lab)
@@ -65,7 +72,7 @@ final class FleetLab {
         self.labs = labs
         self.daemons = daemons
         for daemon in daemons { try daemon.start() }
-        for (index, daemon) in daemons.enumerated() {
+        for (index, daemon) in daemons.enumerated() where !wrongCA.contains(Self.nodes[index]) {
             let joined = try Self.eventually(30) { try self.health(daemon)?["connected"] as? Bool == true }
             let health = try daemon.api("GET", "/v1/fleet")
             try #require(joined, "node \(Self.nodes[index]) did not join the fleet: \(health)")
@@ -197,6 +204,28 @@ final class FleetLab {
         }
         #expect(try fleet.labs[2].pingsAnswered(from: Lab.otherV4, count: 1) == 0)
         #expect(try fleet.health(a)?["outbox"] as? Int == 0)
+    }
+
+    /// TLS: a database that takes TLS connections only; nodes that verify its certificate against
+    /// the CA that signed it share blocks; a node given another CA refuses the server, says why in
+    /// its fleet health, and keeps enforcing and blocking on its own.
+    @Test(.enabled(if: canRun && FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl"), PostgresServer.reason),
+          .timeLimit(.minutes(3)))
+    func nodesVerifyTheDatabaseOverTLSAndOneThatCannotKeepsEnforcing() throws {
+        let fleet = try FleetLab(tls: true, wrongCA: ["c"])
+        let (a, b, c) = (fleet.daemons[0], fleet.daemons[1], fleet.daemons[2])
+        try fleet.block("203.0.113.50", on: a)
+        #expect(try FleetLab.eventually(10) { try fleet.holds("203.0.113.50", b) }, "a's block over TLS did not reach b")
+
+        let refused = try FleetLab.eventually(10) { (try fleet.health(c)?["lastError"] as? String) != nil }
+        let health = try fleet.health(c) ?? [:]
+        #expect(refused && health["connected"] as? Bool == false, "\(health)")
+        let error = (health["lastError"] as? String ?? "").lowercased()
+        #expect(error.contains("certificate") || error.contains("ssl") || error.contains("tls"), "\(error)")
+        #expect(try fleet.labs[2].pingsAnswered(count: 1) == 1)
+        try fleet.block(Lab.attackerV4, on: c)
+        #expect(try fleet.labs[2].pingsAnswered(count: 2) == 0, "c enforces its own block without the database")
+        #expect(try !fleet.holds("203.0.113.50", c))
     }
 
     /// Rows written by hand that no node would write, or that ask a node to block what it must

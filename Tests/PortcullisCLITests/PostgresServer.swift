@@ -15,8 +15,13 @@ final class PostgresServer {
     let directory: String
     let port: Int
     var data: String { "\(directory)/data" }
+    /// With TLS: the CA that signed the server's certificate (for 127.0.0.1 and localhost), and
+    /// another CA that signed nothing the server has.
+    var certificateAuthority: String { "\(directory)/tls/ca.crt" }
+    var otherCertificateAuthority: String { "\(directory)/tls/other-ca.crt" }
 
-    init() throws {
+    /// With `tls`, the server takes TCP connections over TLS only (pg_hba rejects the others).
+    init(tls: Bool = false) throws {
         directory = "/tmp/portcullis-pg-\(UUID().uuidString.prefix(8).lowercased())"
         port = 30_000 + Int.random(in: 0..<20_000)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -35,15 +40,51 @@ final class PostgresServer {
             shared_buffers = 32MB
             log_min_messages = warning
             """
+        var tlsSettings = ""
+        if tls {
+            try makeCertificates(owner: user.pointee)
+            tlsSettings = """
+                ssl = on
+                ssl_cert_file = '\(directory)/tls/server.crt'
+                ssl_key_file = '\(directory)/tls/server.key'
+                """
+            let hba = "\(data)/pg_hba.conf"
+            let rules = (try? String(contentsOfFile: hba, encoding: .utf8)) ?? ""
+            // The first matching line decides: plain TCP is refused before the default host lines.
+            try ("hostnossl all all 127.0.0.1/32 reject\nhostnossl all all ::1/128 reject\n" + rules)
+                .write(toFile: hba, atomically: true, encoding: .utf8)
+        }
         let file = "\(data)/postgresql.conf"
         let existing = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
-        try (existing + "\n" + settings + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        try (existing + "\n" + settings + "\n" + tlsSettings + "\n").write(toFile: file, atomically: true, encoding: .utf8)
         try start()
     }
 
     deinit {
         _ = try? asPostgres("\(Self.binaries)/pg_ctl", ["-D", data, "-m", "immediate", "-w", "-t", "10", "stop"])
         try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// A test CA, a server certificate it signs, and a second CA, with openssl.
+    private func makeCertificates(owner: passwd) throws {
+        let tls = "\(directory)/tls"
+        try FileManager.default.createDirectory(atPath: tls, withIntermediateDirectories: true)
+        try "subjectAltName=IP:127.0.0.1,DNS:localhost\n".write(toFile: "\(tls)/server.ext", atomically: true, encoding: .utf8)
+        for arguments in [
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(tls)/ca.key", "-out", "\(tls)/ca.crt", "-days", "2",
+             "-subj", "/CN=Portcullis test CA"],
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(tls)/other-ca.key", "-out", "\(tls)/other-ca.crt",
+             "-days", "2", "-subj", "/CN=Another CA"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(tls)/server.key", "-out", "\(tls)/server.csr", "-subj", "/CN=127.0.0.1"],
+            ["x509", "-req", "-in", "\(tls)/server.csr", "-CA", "\(tls)/ca.crt", "-CAkey", "\(tls)/ca.key", "-CAcreateserial",
+             "-out", "\(tls)/server.crt", "-days", "2", "-extfile", "\(tls)/server.ext"],
+        ] {
+            let made = try Command.run("/usr/bin/openssl", arguments, timeout: 30)
+            try #require(made.status == 0, "openssl \(arguments[0]) failed: \(made)")
+        }
+        for file in ["server.key", "server.crt"] { chown("\(tls)/\(file)", owner.pw_uid, owner.pw_gid) }
+        chmod("\(tls)/server.key", 0o600)
+        chown(tls, owner.pw_uid, owner.pw_gid)
     }
 
     func start() throws {
