@@ -14,11 +14,26 @@ final class FleetLab {
     /// On node b only: a change of another node that this covers is refused there.
     static let allowlistedOnB = "198.51.100.77"
 
-    /// With `detectorOnA`, node a's detector follows `authLog(a)` and blocks with firewall-drop on rule 5710.
+    /// OpenSSH's server in lab a's bastion namespace (tools/lab-sshd.sh), stopped when the lab goes.
+    final class LabSSHD {
+        let directory: String
+        init(lab: Lab, directory: String) throws {
+            self.directory = directory
+            let started = try Command.run(Command.repositoryRoot.appendingPathComponent("tools/lab-sshd.sh").path, ["start", lab.name, directory])
+            try #require(started.status == 0, "\(started)")
+        }
+        func stop() { _ = try? Command.run(Command.repositoryRoot.appendingPathComponent("tools/lab-sshd.sh").path, ["stop", directory]) }
+        deinit { stop() }
+        var authLog: String { "\(directory)/auth.log" }
+    }
+    let sshd: LabSSHD?
+
+    /// With `detectorOnA`, node a's detector follows `authLog(a)` and blocks with firewall-drop on rule 5710;
+    /// with `sshdOnA` as well, it follows the log of a real sshd in lab a's bastion namespace.
     /// With `tls`, the database takes TLS connections only and every node verifies it against
     /// the test CA (verify-full), except the nodes in `wrongCA`, which are given another CA and
     /// so must not connect; they are not waited for.
-    init(detectorOnA: Bool = false, tls: Bool = false, wrongCA: Set<String> = []) throws {
+    init(detectorOnA: Bool = false, sshdOnA: Bool = false, tls: Bool = false, wrongCA: Set<String> = []) throws {
         database = try PostgresServer(tls: tls)
         // One statement each: psql -c runs several in one transaction, which CREATE DATABASE refuses.
         for statement in [
@@ -28,9 +43,11 @@ final class FleetLab {
         ] { try database.sql(statement) }
         var labs: [Lab] = []
         var daemons: [DaemonFixture] = []
+        var sshd: LabSSHD?
         for (index, node) in Self.nodes.enumerated() {
             let lab = try Lab()
             let daemon = DaemonFixture(pins: lab.pins)
+            if sshdOnA && node == "a" { sshd = try LabSSHD(lab: lab, directory: "\(daemon.directory)/sshd") }
             let passwordFile = "\(daemon.directory)/fleet.password"
             let secret = ["owner-secret", "b-secret", "c-secret"][index]
             try secret.write(toFile: passwordFile, atomically: true, encoding: .utf8)
@@ -41,14 +58,15 @@ final class FleetLab {
                 """
             var detector = ""
             if detectorOnA && node == "a" {
-                try "".write(toFile: Self.authLog(daemon), atomically: true, encoding: .utf8)
+                let authLog = sshd?.authLog ?? Self.authLog(daemon)
+                if sshd == nil { try "".write(toFile: authLog, atomically: true, encoding: .utf8) }
                 try ("<ossec_config>\n" + DetectorDaemonTests.activeResponse("firewall-drop", rules: "5710", timeout: 600) + "</ossec_config>\n")
                     .write(toFile: "\(daemon.directory)/ossec.conf", atomically: true, encoding: .utf8)
                 detector = """
                     detector:
                       active_response: \(daemon.directory)/ossec.conf
                       sources:
-                        - file: \(Self.authLog(daemon))
+                        - file: \(authLog)\(sshd == nil ? "" : "\n      program: sshd")
 
                     """
             }
@@ -71,6 +89,7 @@ final class FleetLab {
         }
         self.labs = labs
         self.daemons = daemons
+        self.sshd = sshd
         for daemon in daemons { try daemon.start() }
         for (index, daemon) in daemons.enumerated() where !wrongCA.contains(Self.nodes[index]) {
             let joined = try Self.eventually(30) { try self.health(daemon)?["connected"] as? Bool == true }
@@ -81,6 +100,8 @@ final class FleetLab {
 
     /// The end of each daemon's log, for a failure's diagnosis.
     deinit {
+        // Before the daemons' directories (which hold its pid file) go.
+        sshd?.stop()
         for (index, daemon) in daemons.enumerated() {
             let output = (try? daemon.stop())?.output ?? ""
             print("--- node \(Self.nodes[index]):\n\(output.suffix(2000))")
@@ -204,6 +225,57 @@ final class FleetLab {
         }
         #expect(try fleet.labs[2].pingsAnswered(from: Lab.otherV4, count: 1) == 0)
         #expect(try fleet.health(a)?["outbox"] as? Int == 0)
+    }
+
+    /// The issue's first promise with real programs: a real ssh client in lab a's attacker namespace
+    /// tries a user that does not exist against the real sshd on bastion a; a's detector blocks it
+    /// (rule 5710), and the attacker's packets are dropped on every bastion.
+    @Test(.enabled(if: canRun && FileManager.default.isExecutableFile(atPath: "/usr/sbin/sshd")
+                      && FileManager.default.isExecutableFile(atPath: "/usr/bin/ssh"), PostgresServer.reason),
+          .timeLimit(.minutes(3)))
+    func aRealSSHAttemptOnOneBastionIsDroppedOnEveryBastion() throws {
+        let fleet = try FleetLab(detectorOnA: true, sshdOnA: true)
+        let (a, b, c) = (fleet.daemons[0], fleet.daemons[1], fleet.daemons[2])
+        #expect(try DetectorLabTests.sshReaches(fleet.labs[0], user: "root", from: Lab.attackerV4), "sshd on a answers before the attack")
+        _ = try DetectorLabTests.sshReaches(fleet.labs[0], user: "nosuchuser", from: Lab.attackerV4)
+        for daemon in [a, b, c] {
+            #expect(try FleetLab.eventually(15) { try fleet.holds(Lab.attackerV4, daemon) }, "\(daemon.directory)")
+        }
+        #expect(try !DetectorLabTests.sshReaches(fleet.labs[0], user: "root", from: Lab.attackerV4), "a drops the attacker's SYNs")
+        for lab in fleet.labs { #expect(try lab.pingsAnswered(count: 2) == 0, "dropped on \(lab.name)") }
+        #expect(b.incidents.contains { $0["target"] as? String == Lab.attackerV4 && $0["source"] as? String == "detector" && $0["node"] as? String == "a" })
+    }
+
+    /// Compaction: a node whose cursor is older than the compacted log takes a snapshot of what is
+    /// in force when it returns, and lifts the fleet blocks it holds whose tombstones were
+    /// compacted away while it was down.
+    @Test(.enabled(if: canRun, PostgresServer.reason), .timeLimit(.minutes(3)))
+    func aNodeBehindTheCompactedLogTakesASnapshotAndLiftsWhatEnded() throws {
+        let fleet = try FleetLab()
+        let (a, c) = (fleet.daemons[0], fleet.daemons[2])
+        let lifted = "203.0.113.60"
+        try fleet.block(lifted, on: a)
+        #expect(try FleetLab.eventually(10) { try fleet.holds(lifted, c) })
+
+        try c.stop()
+        let unblocked = try a.api("DELETE", "/v1/blocks?target=\(lifted)")
+        #expect(unblocked.status == 200, "\(unblocked)")
+        try fleet.block(Lab.attackerV4, on: a)
+        let published = try FleetLab.eventually(10) {
+            let health = try fleet.health(a)
+            return health?["outbox"] as? Int == 0 && (health?["published"] as? Int ?? 0) >= 3
+        }
+        #expect(published, "a published its unblock and block")
+        // Everything the log holds goes, as it would once older than the longest block plus the margin.
+        _ = try fleet.database.sql("SELECT portcullis.compact('-1000 years')", database: "fleet")
+        #expect(try fleet.database.sql("SELECT count(*) FROM portcullis.changes", database: "fleet") == "0")
+
+        try c.start()
+        #expect(try FleetLab.eventually(20) { try fleet.holds(Lab.attackerV4, c) }, "c took the snapshot")
+        #expect(try fleet.labs[2].pingsAnswered(count: 2) == 0)
+        #expect(try FleetLab.eventually(10) { try !fleet.holds(lifted, c) }, "the compacted tombstone's block is lifted on c")
+        #expect((try fleet.health(c)?["snapshots"] as? Int ?? 0) >= 1, "c's start took a snapshot")
+        #expect(c.incidents.contains { $0["target"] as? String == lifted && $0["action"] as? String == "unblock" })
     }
 
     /// TLS: a database that takes TLS connections only; nodes that verify its certificate against
