@@ -246,6 +246,33 @@ final class FleetLab {
         #expect(b.incidents.contains { $0["target"] as? String == Lab.attackerV4 && $0["source"] as? String == "detector" && $0["node"] as? String == "a" })
     }
 
+    /// An operator's allowlist entry on one node reaches the others, and so does its removal;
+    /// each node's configured entries stay its own.
+    @Test(.enabled(if: canRun, PostgresServer.reason), .timeLimit(.minutes(3)))
+    func anAllowlistEntryAndItsRemovalReachEveryNode() throws {
+        let fleet = try FleetLab()
+        let (a, b, c) = (fleet.daemons[0], fleet.daemons[1], fleet.daemons[2])
+        func allowlist(_ daemon: DaemonFixture) throws -> [String] {
+            (try daemon.json("GET", "/v1/allowlist") as? [String]) ?? []
+        }
+        let added = try a.api("POST", "/v1/allowlist", body: "{\"target\":\"\(Lab.otherV4)\"}")
+        #expect(added.status == 200, "\(added)")
+        for daemon in [b, c] {
+            #expect(try FleetLab.eventually(10) { try allowlist(daemon).contains(Lab.otherV4) }, "\((try? allowlist(daemon)) ?? [])")
+        }
+        // Allowlisted on b by a's entry: b refuses to block it.
+        let refused = try b.api("POST", "/v1/blocks", body: "{\"target\":\"\(Lab.otherV4)\"}")
+        #expect(refused.status != 200, "\(refused)")
+        #expect(try !fleet.holds(Lab.otherV4, b))
+
+        let removed = try a.api("DELETE", "/v1/allowlist?target=\(Lab.otherV4)")
+        #expect(removed.status == 200, "\(removed)")
+        for daemon in [b, c] {
+            #expect(try FleetLab.eventually(10) { try !allowlist(daemon).contains(Lab.otherV4) }, "\((try? allowlist(daemon)) ?? [])")
+        }
+        #expect(try allowlist(b).contains(FleetLab.allowlistedOnB), "b's configured entry stays")
+    }
+
     /// Compaction: a node whose cursor is older than the compacted log takes a snapshot of what is
     /// in force when it returns, and lifts the fleet blocks it holds whose tombstones were
     /// compacted away while it was down.
