@@ -387,47 +387,13 @@ final class UpgradeLab {
     /// commands would have written: blocks, an allowlist entry and the trie sizes.
     @discardableResult
     func pinLayout3() throws -> OldState {
-        let bytes = try Self.fixture()
-        let object = try Datapath.openObject(bytes, describedAs: "the layout 3 fixture")
-        defer { bpf_object__close(object) }
         let sizes: [(String, UInt32)] = [
             ("blocks_v4", capacity.exact), ("blocks_v6", capacity.exact),
             ("prefixes_v4", capacity.prefixes), ("prefixes_v6", capacity.prefixes),
             ("allow_v4", capacity.prefixes), ("allow_v6", capacity.prefixes),
         ]
-        for (name, size) in sizes {
-            guard let map = bpf_object__find_map_by_name(object, name) else { throw LabError("the fixture has no map \(name)") }
-            let status = bpf_map__set_max_entries(map, size)
-            guard status == 0 else { throw LabError("cannot size map \(name)", errno: -status) }
-        }
-        let loaded = bpf_object__load(object)
-        guard loaded == 0 else { throw LabError("cannot load the layout 3 fixture", errno: -loaded) }
-
-        guard mkdir(pins.path, 0o700) == 0 else { throw LabError("cannot create \(pins.path)", errno: errno) }
-        for name in ["blocks_v4", "blocks_v6", "prefixes_v4", "prefixes_v6", "allow_v4", "allow_v6", "stats", "trie_sizes"] {
-            guard let map = bpf_object__find_map_by_name(object, name) else { throw LabError("the fixture has no map \(name)") }
-            let status = bpf_map__pin(map, pin(name))
-            guard status == 0 else { throw LabError("cannot pin map \(name)", errno: -status) }
-        }
-        var probe: CInt = -1
-        for name in [PORTCULLIS_PROG_XDP, PORTCULLIS_PROG_CLOCK] {
-            guard let program = bpf_object__find_program_by_name(object, name) else { throw LabError("the fixture has no program \(name)") }
-            let status = bpf_program__pin(program, pin(name))
-            guard status == 0 else { throw LabError("cannot pin program \(name)", errno: -status) }
-            if name == PORTCULLIS_PROG_CLOCK { probe = bpf_program__fd(program) }
-        }
-        let hz = try Self.jiffiesPerSecond(probe: probe)
-        guard let metaMap = bpf_object__find_map_by_name(object, "meta") else { throw LabError("the fixture has no meta map") }
-        var meta = portcullis_meta()
-        meta.magic = PORTCULLIS_MAGIC
-        meta.layout_version = 3
-        meta.jiffies_per_second = hz
-        meta.capacity_exact = UInt64(capacity.exact)
-        meta.capacity_prefix = UInt64(capacity.prefixes)
-        meta.created_unix_ms = Self.wallMilliseconds() - 86_400_000
-        try Self.update(fd: bpf_map__fd(metaMap), "meta", UInt32(0), meta)
-        let status = bpf_map__pin(metaMap, pin("meta"))
-        guard status == 0 else { throw LabError("cannot pin map meta", errno: -status) }
+        let (probe, hz) = try pinFixture(layout: 3, sizes: sizes, unsizedMaps: ["stats", "trie_sizes"])
+        defer { close(probe) }
 
         // The values really are layout 3's 168-byte records.
         for name in ["blocks_v4", "blocks_v6", "prefixes_v4", "prefixes_v6"] {
@@ -466,36 +432,30 @@ final class UpgradeLab {
         return OldState(jiffiesPerSecond: hz, jiffies: jiffies, wallMilliseconds: now)
     }
 
-    // MARK: - Layout 5 pins
-
-    /// Loads the layout-5 object and pins it as `Datapath.create` did at ee9c9c5 (maps sized,
-    /// maps then programs pinned, meta last), and blocks `permanentV4` in its exact map as its
-    /// commands did. Layout 5's block value is today's, and its ledger schema is today's.
-    func pinLayout5() throws {
-        let object = try Datapath.openObject(try Self.fixture(layout: 5), describedAs: "the layout 5 fixture")
+    /// Loads the fixture of an old `layout` with the maps in `sizes` sized, and pins it as that
+    /// layout's `Datapath.create` did: maps, then programs, then the meta map, written last.
+    /// Returns a descriptor of the pinned clock probe (the caller closes it) and the tick rate it read.
+    private func pinFixture(layout: UInt32, sizes: [(String, UInt32)], unsizedMaps: [String],
+                            absentMaps: [String] = []) throws -> (probe: CInt, hz: UInt32) {
+        let object = try Datapath.openObject(try Self.fixture(layout: Int(layout)), describedAs: "the layout \(layout) fixture")
         defer { bpf_object__close(object) }
-        let sizes: [(String, UInt32)] = [
-            ("blocks_v4", capacity.exact), ("blocks_v6", capacity.exact),
-            ("prefixes_v4", capacity.prefixes), ("prefixes_v6", capacity.prefixes),
-            ("allow_v4", capacity.prefixes), ("allow_v6", capacity.prefixes),
-            ("throttles_v4", capacity.exact), ("throttles_v6", capacity.exact),
-            ("throttle_prefixes_v4", capacity.prefixes), ("throttle_prefixes_v6", capacity.prefixes),
-        ]
+        for name in absentMaps {
+            #expect(bpf_object__find_map_by_name(object, name) == nil, "the layout \(layout) fixture has no \(name)")
+        }
         for (name, size) in sizes {
             guard let map = bpf_object__find_map_by_name(object, name) else { throw LabError("the fixture has no map \(name)") }
             let status = bpf_map__set_max_entries(map, size)
             guard status == 0 else { throw LabError("cannot size map \(name)", errno: -status) }
         }
         let loaded = bpf_object__load(object)
-        guard loaded == 0 else { throw LabError("cannot load the layout 5 fixture", errno: -loaded) }
+        guard loaded == 0 else { throw LabError("cannot load the layout \(layout) fixture", errno: -loaded) }
+        // A layout 5 test purges the newer state it made first, which may leave the directory.
         guard mkdir(pins.path, 0o700) == 0 || errno == EEXIST else { throw LabError("cannot create \(pins.path)", errno: errno) }
-        let maps = sizes.map(\.0) + ["prefix_lengths", "stats", "trie_sizes"]
-        for name in maps {
+        for name in sizes.map(\.0) + unsizedMaps {
             guard let map = bpf_object__find_map_by_name(object, name) else { throw LabError("the fixture has no map \(name)") }
             let status = bpf_map__pin(map, pin(name))
             guard status == 0 else { throw LabError("cannot pin map \(name)", errno: -status) }
         }
-        #expect(bpf_object__find_map_by_name(object, "drop_tallies") == nil, "the fixture is layout 5, without tallies")
         var probe: CInt = -1
         for name in [PORTCULLIS_PROG_XDP, PORTCULLIS_PROG_CLOCK] {
             guard let program = bpf_object__find_program_by_name(object, name) else { throw LabError("the fixture has no program \(name)") }
@@ -503,17 +463,40 @@ final class UpgradeLab {
             guard status == 0 else { throw LabError("cannot pin program \(name)", errno: -status) }
             if name == PORTCULLIS_PROG_CLOCK { probe = bpf_program__fd(program) }
         }
+        let hz = try Self.jiffiesPerSecond(probe: probe)
         guard let metaMap = bpf_object__find_map_by_name(object, "meta") else { throw LabError("the fixture has no meta map") }
         var meta = portcullis_meta()
         meta.magic = PORTCULLIS_MAGIC
-        meta.layout_version = 5
-        meta.jiffies_per_second = try Self.jiffiesPerSecond(probe: probe)
+        meta.layout_version = layout
+        meta.jiffies_per_second = hz
         meta.capacity_exact = UInt64(capacity.exact)
         meta.capacity_prefix = UInt64(capacity.prefixes)
         meta.created_unix_ms = Self.wallMilliseconds() - 86_400_000
         try Self.update(fd: bpf_map__fd(metaMap), "meta", UInt32(0), meta)
         let status = bpf_map__pin(metaMap, pin("meta"))
         guard status == 0 else { throw LabError("cannot pin map meta", errno: -status) }
+        // The object's own descriptor goes with it; the caller's stays open.
+        let kept = dup(probe)
+        guard kept >= 0 else { throw LabError("cannot keep the clock probe", errno: errno) }
+        return (kept, hz)
+    }
+
+    // MARK: - Layout 5 pins
+
+    /// Loads the layout-5 object and pins it as `Datapath.create` did at ee9c9c5 (maps sized,
+    /// maps then programs pinned, meta last), and blocks `permanentV4` in its exact map as its
+    /// commands did. Layout 5's block value is today's, and its ledger schema is today's.
+    func pinLayout5() throws {
+        let sizes: [(String, UInt32)] = [
+            ("blocks_v4", capacity.exact), ("blocks_v6", capacity.exact),
+            ("prefixes_v4", capacity.prefixes), ("prefixes_v6", capacity.prefixes),
+            ("allow_v4", capacity.prefixes), ("allow_v6", capacity.prefixes),
+            ("throttles_v4", capacity.exact), ("throttles_v6", capacity.exact),
+            ("throttle_prefixes_v4", capacity.prefixes), ("throttle_prefixes_v6", capacity.prefixes),
+        ]
+        let (probe, _) = try pinFixture(layout: 5, sizes: sizes, unsizedMaps: ["prefix_lengths", "stats", "trie_sizes"],
+                                        absentMaps: ["drop_tallies"])
+        close(probe)
         var block = portcullis_block()
         block.expires_jiffies = PORTCULLIS_PERMANENT
         try Self.update(pinnedAt: pin("blocks_v4"), UInt32(bigEndian: Self.ipv4(Self.permanentV4)), block)
