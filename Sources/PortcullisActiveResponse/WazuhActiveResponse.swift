@@ -65,7 +65,8 @@ public enum WazuhActiveResponse {
         // Through the daemon when it runs; straight into the pinned maps when it does not.
         let location = BlocklistLocation(pins: pins, stateDirectory: IncidentLog.resolveStateDirectory(option: nil))
         let blocklist = PreferredBlocklist(socket: ControlSocketClient.resolve(option: nil).with(timeout: daemonTimeout)) { () throws(ServiceError) -> LocalBlocklist in
-            try LocalBlocklist.open(location, creatingWith: message.command == .add ? .standard : nil, recorder: recorder).0
+            // One change and exit: the ledger is synced when it closes, before the exit.
+            try LocalBlocklist.open(location, creatingWith: message.command == .add ? .standard : nil, ledgerSync: .atClose, recorder: recorder).0
         }
 
         switch message.command {

@@ -91,11 +91,11 @@ public final class LocalBlocklist: BlocklistService {
     /// `reconcile`, also makes maps and ledger agree (a start: the daemon, `attach`).
     public static func open(
         _ location: BlocklistLocation, creatingWith capacity: Capacity?, capacityWasExplicit: Bool = false,
-        reconcile: Bool = false, recorder: IncidentRecorder
+        reconcile: Bool = false, ledgerSync: LedgerSync = .everyCommit, recorder: IncidentRecorder
     ) throws(ServiceError) -> (LocalBlocklist, StartReport) {
         // Opened only to read or for one change, a ledger on a read-only file system is still read.
         let ledger = try ServiceError.mapping { () throws(LedgerError) in
-            try Ledger.open(stateDirectory: location.stateDirectory, readingIfReadOnly: capacity == nil && !reconcile)
+            try Ledger.open(stateDirectory: location.stateDirectory, readingIfReadOnly: capacity == nil && !reconcile, sync: ledgerSync)
         }
         var report = StartReport()
         let pins = location.pins

@@ -104,9 +104,11 @@ struct IncidentFile {
 
     /// The offset of the last "\n" before `end`, reading backwards in chunks: only the tail is read.
     func lastNewline(before end: Int64) throws(IncidentLogError) -> Int64? {
-        let chunk: Int64 = 64 * 1024
+        // A record is a few hundred bytes: the first read is small, later ones larger.
+        var chunk: Int64 = 4096
         var high = end
         while high > 0 {
+            defer { chunk = 64 * 1024 }
             let low = max(0, high - chunk)
             let part = try bytes(at: low, count: Int(high - low))
             if let index = part.lastIndex(of: UInt8(ascii: "\n")) { return low + Int64(index) }
@@ -137,7 +139,7 @@ struct IncidentFile {
     /// The chain link of the last record among the whole lines before `length`,
     /// reading back from the end past any lines that are not records.
     func lastLink(before length: Int64) throws(IncidentLogError) -> Link {
-        let decoder = JSONDecoder()
+        var decoder: JSONDecoder?
         var end = length
         while end > 0 {
             let newline = end - 1
@@ -149,7 +151,10 @@ struct IncidentFile {
             if let (canonical, hash) = IncidentChain.unsealed(line), let sequence = Self.sequence(in: canonical) {
                 return .chained(hash: hash, sequence: sequence)
             }
-            if let record = try? decoder.decode(ChainRecord.self, from: Data(line)) {
+            // Only an unsealed record (written before records were sealed) needs a decoder.
+            let unsealedDecoder = decoder ?? JSONDecoder()
+            decoder = unsealedDecoder
+            if let record = try? unsealedDecoder.decode(ChainRecord.self, from: Data(line)) {
                 guard let hash = record.hash else { return .unchained }
                 return .chained(hash: hash, sequence: record.sequence ?? 0)
             }

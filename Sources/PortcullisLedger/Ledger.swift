@@ -93,6 +93,21 @@ public struct BlockQuery: Sendable, Equatable {
     }
 }
 
+/// When a ledger's changes reach the disk.
+public enum LedgerSync: Sendable {
+    /// Each commit syncs the write-ahead log before it returns: for a process that keeps the
+    /// ledger open (the daemon), whose callers are told of a change as soon as it commits.
+    case everyCommit
+    /// Commits only write the log; closing the ledger checkpoints it, which syncs the log and
+    /// then the database. For a process that makes a change or a batch and exits (the CLI, the
+    /// Wazuh response): three syncs at close instead of a synced log header and a synced commit
+    /// per transaction and then the same checkpoint. A change survives a crash of the process
+    /// either way (the log is in the page cache); across a power cut it is safe once the ledger
+    /// is closed, or, if another process holds the ledger open then (no checkpoint at close),
+    /// once the kernel writes the log back, and the ledger stays consistent.
+    case atClose
+}
+
 /// The control plane's source of truth: every block with its record, and the allowlist, in a
 /// SQLite database in WAL mode. One writer at a time (SQLite's lock, and the pin directory's
 /// writer lock around ledger and maps together); readers never wait for it.
@@ -104,13 +119,14 @@ public final class Ledger {
     static let schemaVersion: Int64 = 4
 
     public let path: String
+    public let sync: LedgerSync
     let connection: SQLiteConnection
 
     /// Opens the ledger in `stateDirectory`, creating the directory and the database when
     /// missing.
     /// With `readingIfReadOnly`, a ledger that cannot be written (a read-only file system) is
     /// opened for reading instead, and any change to it fails with a clear error.
-    public static func open(stateDirectory: String, readingIfReadOnly: Bool = false) throws(LedgerError) -> Ledger {
+    public static func open(stateDirectory: String, readingIfReadOnly: Bool = false, sync: LedgerSync = .everyCommit) throws(LedgerError) -> Ledger {
         if case .failure(let error) = SystemCall.makeDirectories(stateDirectory, mode: 0o750) {
             let path = stateDirectory + "/" + fileName
             let kind: LedgerError.Kind = error.code == EROFS ? .readOnly : (error.code == EACCES ? .permission : .failed)
@@ -119,7 +135,7 @@ public final class Ledger {
         }
         let path = stateDirectory + "/" + fileName
         do {
-            return try Ledger(path: path)
+            return try Ledger(path: path, sync: sync)
         } catch {
             guard readingIfReadOnly, error.kind == .readOnly, access(path, R_OK) == 0 else { throw error }
             return try Ledger(readingOnly: path)
@@ -144,14 +160,16 @@ public final class Ledger {
         return true
     }
 
-    public init(path: String) throws(LedgerError) {
+    public init(path: String, sync: LedgerSync = .everyCommit) throws(LedgerError) {
         self.path = path
+        self.sync = sync
         connection = try SQLiteConnection(path: path)
         try prepareSchema()
     }
 
     private init(readingOnly path: String) throws(LedgerError) {
         self.path = path
+        self.sync = .everyCommit
         // A write-ahead log with frames in it (a writer that crashed, or one still running)
         // holds changes the file does not have yet; an immutable open would not see them.
         var log = stat()
@@ -189,7 +207,8 @@ public final class Ledger {
         // (and an empty log tells a read-only reader there is nothing in it to read).
         try connection.execute("PRAGMA journal_size_limit = 67108864")
         // FULL: a change the caller was told about survives a power cut, not only a crash.
-        try connection.execute("PRAGMA synchronous = FULL")
+        // NORMAL: the checkpoint at close syncs it (see LedgerSync.atClose).
+        try connection.execute(sync == .everyCommit ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")
         // 16 MiB of pages: a load of a million touches the same few index pages over and over.
         try connection.execute("PRAGMA cache_size = -16384")
         guard found < Self.schemaVersion else { return }
@@ -513,7 +532,7 @@ public final class Ledger {
         let indexedLog = try setting("incident_index_log")
         guard !incidents.isEmpty || indexedLog != marker else { return }
         try connection.execute("PRAGMA synchronous = NORMAL")
-        defer { try? connection.execute("PRAGMA synchronous = FULL") }
+        defer { if sync == .everyCommit { try? connection.execute("PRAGMA synchronous = FULL") } }
         try write { (writer: inout LedgerWriter) throws(LedgerError) in
             if indexedLog != marker {
                 try writer.connection.execute("DELETE FROM incidents")

@@ -102,7 +102,7 @@ struct StateOptions: ParsableArguments {
     func local(creating creation: CreationOptions? = nil, reconcile: Bool = false) throws(ServiceError) -> LocalBlocklist {
         let (blocklist, report) = try LocalBlocklist.open(
             location, creatingWith: creation?.requested, capacityWasExplicit: creation?.isExplicit ?? false,
-            reconcile: reconcile, recorder: recorder)
+            reconcile: reconcile, ledgerSync: .atClose, recorder: recorder)
         for line in report.lines { printError("portcullis: \(line)") }
         return blocklist
     }

@@ -217,4 +217,49 @@ func block(_ text: String, expires: Int64? = nil, source: BlockSource = .cli, re
         try scratch.ledger.index([Ledger.IndexedIncident(sequence: 1, timeUnixMilliseconds: 9_000, target: nil, record: "other")], of: "/elsewhere.jsonl")
         #expect(try find(nil, nil, nil) == ["other"], "another log replaces the index")
     }
+
+    /// A process that makes one change and exits leaves its commits to the checkpoint at close:
+    /// not synced one by one, yet all in the database file once the ledger is closed.
+    @Test func aLedgerSyncedAtCloseHasItsChangesInTheDatabaseOnceClosed() throws {
+        let scratch = try ScratchLedger()
+        let path = scratch.ledger.path
+        func synchronous(_ ledger: Ledger) throws -> Int64 {
+            let pragma = try ledger.connection.statement("PRAGMA synchronous")
+            defer { pragma.reset() }
+            _ = try pragma.step()
+            return pragma.int64(0)
+        }
+        #expect(try synchronous(scratch.ledger) == 2, "FULL: every commit synced")
+        let original = try block("198.51.100.40", expires: 61_000, source: .wazuh)
+        do {
+            let oneShot = try Ledger(path: path, sync: .atClose)
+            #expect(try synchronous(oneShot) == 1, "NORMAL: the log is synced by the checkpoint")
+            try oneShot.write { (writer: inout LedgerWriter) throws(LedgerError) in try writer.put(original, replacing: nil) }
+            var log = stat()
+            #expect(stat(path + "-wal", &log) == 0 && log.st_size > 0, "the commit is in the log until the close")
+        }
+        #expect(try scratch.ledger.block(for: original.target) == original, "a connection open meanwhile sees the commit")
+        #expect(try synchronous(scratch.ledger) == 2, "the other connection keeps its own setting")
+    }
+
+    @Test func theLastConnectionToCloseCheckpointsIntoTheDatabase() throws {
+        var template = Array("/tmp/portcullis-ledger-XXXXXX".utf8CString)
+        let directory = String(cString: try #require(mkdtemp(&template)))
+        defer {
+            for suffix in ["", "-wal", "-shm"] { unlink(directory + "/" + Ledger.fileName + suffix) }
+            rmdir(directory)
+        }
+        let original = try block("198.51.100.41")
+        do {
+            let oneShot = try Ledger.open(stateDirectory: directory, sync: .atClose)
+            try oneShot.write { (writer: inout LedgerWriter) throws(LedgerError) in try writer.put(original, replacing: nil) }
+        }
+        var log = stat()
+        #expect(stat(directory + "/" + Ledger.fileName + "-wal", &log) == 0 && log.st_size == 0, "checkpointed and cut back at close")
+        // An immutable connection reads the database file alone, no log: the change is there.
+        let file = try SQLiteConnection(path: directory + "/" + Ledger.fileName, access: .immutable)
+        let rows = try file.statement("SELECT count(*) FROM blocks")
+        defer { rows.reset() }
+        #expect(try rows.step() && rows.int64(0) == 1)
+    }
 }
