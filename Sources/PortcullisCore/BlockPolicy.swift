@@ -4,6 +4,18 @@ public enum Expiry<Instant: Comparable & Sendable>: Sendable, Equatable, Compara
     case at(Instant)
     case never
 
+    // Both written out and inlinable: the derived == of a generic enum is called unspecialized
+    // from other modules, building tuple metadata at each call (a million in a load).
+    @inlinable
+    public static func == (lhs: Expiry, rhs: Expiry) -> Bool {
+        switch (lhs, rhs) {
+        case (.at(let a), .at(let b)): a == b
+        case (.never, .never): true
+        default: false
+        }
+    }
+
+    @inlinable
     public static func < (lhs: Expiry, rhs: Expiry) -> Bool {
         switch (lhs, rhs) {
         case (.at(let a), .at(let b)): a < b
@@ -93,6 +105,11 @@ public enum Admission {
     }
 
     /// Refuses what ``checkBlockable(_:)`` refuses, and targets inside an allowlist entry.
+    ///
+    /// Inlinable, so callers in other modules get it specialized for their sequence: generic,
+    /// each call looked up the sequence's metadata and witnesses, a sixth of a second over the
+    /// million lines of a block file.
+    @inlinable
     public static func check(_ target: BlockTarget, allowlist: some Sequence<BlockTarget>) throws(Refusal) {
         try checkBlockable(target)
         if let entry = allowlist.first(where: { $0.contains(target) }) {

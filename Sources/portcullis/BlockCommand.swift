@@ -100,8 +100,10 @@ struct Block: ParsableCommand {
         }
         let name = path == "-" ? "standard input" : path
         var items: [BlockBatch.Item] = []
+        // Read once: an option's value is a generic property wrapper's, looked up at each read.
+        let defaultDuration = duration
         do {
-            try BlockFile.forEachEntry(in: text) { items.append(BlockBatch.Item(target: $0.target, duration: $0.duration ?? duration)) }
+            try BlockFile.forEachEntry(in: text) { items.append(BlockBatch.Item(target: $0.target, duration: $0.duration ?? defaultDuration)) }
         } catch {
             throw ValidationError("\(name): \(error.description)")
         }
