@@ -18,7 +18,7 @@ examples:
   tools/pktgen.py --netns pclab-attacker --interface pclab-a --src 2001:db8::100 --spread 65536 --dst 2001:db8::1 --proto tcp-syn
   tools/pktgen.py --netns pclab-attacker --interface pclab-a --src 198.51.100.2 --cpu 1 --duration 5
 """
-import argparse, ctypes, ipaddress, json, os, shutil, socket, struct, subprocess, sys, tempfile, time
+import argparse, ctypes, ipaddress, json, os, shutil, signal, socket, struct, subprocess, sys, tempfile, time
 
 DOCUMENTATION = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -101,6 +101,8 @@ def in_namespace(netns, *command, **kwargs):
 
 
 def main():
+    # A generator stopped with SIGTERM (as the lab tests stop one) still removes its pins and files.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--netns", required=True, help="the named network namespace (ip netns) to send from")
     parser.add_argument("--interface", required=True, help="the interface in that namespace to send out of")
