@@ -23,7 +23,7 @@ final class DaemonFixture {
         self.pins = pins ?? "/sys/fs/bpf/portcullis-test-daemon-\(id)"
         socket = "\(directory)/control.sock"
         self.incidentLog = incidentLog ?? "\(directory)/incidents.jsonl"
-        metricsPort = 20_000 + Int.random(in: 0..<20_000)
+        metricsPort = unusedLoopbackPort()
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
 

@@ -301,7 +301,7 @@ final class CrowdSecLAPI {
         && FileManager.default.isExecutableFile(atPath: root + "/usr/bin/cscli")
 
     let directory: String
-    let port = 20_000 + Int.random(in: 0..<20_000)
+    let port = unusedLoopbackPort()
     var config: String { directory + "/config.yaml" }
     var keyFile: String { directory + "/bouncer.key" }
     private var process: Process?

@@ -23,7 +23,7 @@ final class PostgresServer {
     /// With `tls`, the server takes TCP connections over TLS only (pg_hba rejects the others).
     init(tls: Bool = false) throws {
         directory = "/tmp/portcullis-pg-\(UUID().uuidString.prefix(8).lowercased())"
-        port = 30_000 + Int.random(in: 0..<20_000)
+        port = unusedLoopbackPort()
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         guard let user = getpwnam("postgres") else { throw LabError("no postgres user") }
         chown(directory, user.pointee.pw_uid, user.pointee.pw_gid)

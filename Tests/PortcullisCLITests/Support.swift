@@ -218,3 +218,25 @@ func waitUntil(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bo
     }
     return try condition()
 }
+
+/// A loopback TCP port for a server a test starts: below the kernel's ephemeral range (32768 and
+/// up here), where the outgoing connections of tests running alongside take theirs, and free when
+/// asked (bound once and let go). Two tests may still pick the same one in between; the odds are
+/// one in thousands, not the birthday odds of random ports among busy ephemeral ones.
+func unusedLoopbackPort() -> Int {
+    for _ in 0..<100 {
+        let port = Int.random(in: 20_000..<32_768)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { continue }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = in_addr_t(UInt32(0x7F00_0001).bigEndian)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if bound == 0 { return port }
+    }
+    return Int.random(in: 20_000..<32_768)
+}
