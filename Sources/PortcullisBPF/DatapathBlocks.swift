@@ -157,8 +157,7 @@ extension Datapath {
             var start = 0
             while start < keys.count {
                 let end = min(start + chunkSize, keys.count)
-                let raised = Self.counts(gainedLengths[start..<end].indices.filter { gainedLengths[$0] != nil }, in: gainedLengths)
-                try datapath.adjustPrefixCounts(kind, raised, by: 1)
+                try datapath.adjustPrefixCounts(kind, gainedCounts(start..<end), by: 1)
                 do {
                     _ = try keys[start..<end].withUnsafeBufferPointer { keys throws(DatapathError) in
                         try values[start..<end].withUnsafeBufferPointer { values throws(DatapathError) in
@@ -167,19 +166,20 @@ extension Datapath {
                     }
                 } catch {
                     // Lowered again for the new entries the map did not take.
-                    let missing = (start..<end).filter { index in
-                        gainedLengths[index] != nil && ((try? map.lookup(keys[index], as: portcullis_prefix_block.self)) ?? nil) == nil
+                    let missing = (start..<end).filter {
+                        gainedLengths[$0] != nil && (try? map.lookup(keys[$0], as: portcullis_prefix_block.self)) == nil
                     }
-                    try? datapath.adjustPrefixCounts(kind, Self.counts(missing, in: gainedLengths), by: -1)
+                    try? datapath.adjustPrefixCounts(kind, gainedCounts(missing), by: -1)
                     throw error
                 }
                 start = end
             }
         }
 
-        private static func counts(_ indices: [Int], in lengths: [UInt32?]) -> [UInt32: Int] {
+        /// How many of the entries at `indices` the map gains, by prefix length.
+        private func gainedCounts(_ indices: some Sequence<Int>) -> [UInt32: Int] {
             var counts: [UInt32: Int] = [:]
-            for index in indices { if let length = lengths[index] { counts[length, default: 0] += 1 } }
+            for index in indices { if let length = gainedLengths[index] { counts[length, default: 0] += 1 } }
             return counts
         }
     }
@@ -199,15 +199,9 @@ extension Datapath {
             case .exactV4(let key): v4.append(key)
             case .exactV6(let key): v6.append(key)
             case .prefixV4(let key):
-                if try prefixesV4.delete(key) {
-                    try adjustSize(of: .prefixesV4, by: -1)
-                    try adjustPrefixLength(.prefixesV4, key.prefixlen, by: -1)
-                }
+                if try prefixesV4.delete(key) { try adjustPrefixCounts(.prefixesV4, [key.prefixlen: 1], by: -1) }
             case .prefixV6(let key):
-                if try prefixesV6.delete(key) {
-                    try adjustSize(of: .prefixesV6, by: -1)
-                    try adjustPrefixLength(.prefixesV6, key.prefixlen, by: -1)
-                }
+                if try prefixesV6.delete(key) { try adjustPrefixCounts(.prefixesV6, [key.prefixlen: 1], by: -1) }
             }
         }
         _ = try blocksV4.deleteBatch(v4)
@@ -278,8 +272,6 @@ extension Datapath {
 
     // MARK: - Trie sizes
 
-    /// Raised before an insert and lowered after a delete, under the writer
-    /// lock, so the data plane never skips a trie that holds an entry.
     /// Adds `sign` times each length's count to the prefix map's size and per-length counts.
     func adjustPrefixCounts(_ trie: Trie, _ counts: [UInt32: Int], by sign: Int) throws(DatapathError) {
         let total = counts.values.reduce(0, +)
@@ -288,6 +280,8 @@ extension Datapath {
         for (length, count) in counts.sorted(by: { $0.key < $1.key }) { try adjustPrefixLength(trie, length, by: sign * count) }
     }
 
+    /// Raised before an insert and lowered after a delete, under the writer
+    /// lock, so the data plane never skips a trie that holds an entry.
     func adjustSize(of trie: Trie, by delta: Int) throws(DatapathError) {
         var sizes = try trieSizes.lookup(UInt32(0), as: portcullis_trie_sizes.self) ?? portcullis_trie_sizes()
         func adjusted(_ value: UInt32) -> UInt32 { UInt32(max(0, Int(value) + delta)) }

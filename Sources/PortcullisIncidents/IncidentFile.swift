@@ -108,11 +108,11 @@ struct IncidentFile {
         var chunk: Int64 = 4096
         var high = end
         while high > 0 {
-            defer { chunk = 64 * 1024 }
             let low = max(0, high - chunk)
             let part = try bytes(at: low, count: Int(high - low))
             if let index = part.lastIndex(of: UInt8(ascii: "\n")) { return low + Int64(index) }
             high = low
+            chunk = 64 * 1024
         }
         return nil
     }

@@ -119,7 +119,7 @@ public final class Ledger {
     static let schemaVersion: Int64 = 4
 
     public let path: String
-    public let sync: LedgerSync
+    let sync: LedgerSync
     let connection: SQLiteConnection
 
     /// Opens the ledger in `stateDirectory`, creating the directory and the database when
